@@ -1,0 +1,91 @@
+"""The interface every training backend implements, and the context a stage runs in.
+
+The DAG calls these four stage methods the same way whatever the backend; what differs between
+`local`, `sagemaker` and `bedrock` is one small class each.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from rftflow.manifest import StageManifest, stage_uri
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Where a stage writes: {artifact_root}/{dag_id}/{run_id}/cycle-{n}/{stage}/."""
+
+    artifact_root: str
+    dag_id: str
+    run_id: str
+    cycle: int
+    stage: str
+
+    @property
+    def uri(self) -> str:
+        return stage_uri(self.artifact_root, self.dag_id, self.run_id, self.cycle, self.stage)
+
+    def for_stage(self, stage: str) -> StageContext:
+        return StageContext(self.artifact_root, self.dag_id, self.run_id, self.cycle, stage)
+
+
+@dataclass
+class PendingJob:
+    """A remote job the caller waits for (deferrably), then hands to `Backend.complete`."""
+
+    kind: str  # e.g. "sagemaker_training", "bedrock_customization"
+    job_name: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """One training/evaluation backend. Stage methods write under ctx.uri and return its manifest."""
+
+    name: ClassVar[str]
+
+    def resolve_model(self, model: str, ctx: StageContext) -> str:
+        """Turn a user-facing model name into the URI/identifier the stages take."""
+        return model
+
+    @abstractmethod
+    def evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
+                 overrides: dict[str, Any] | None = None) -> StageManifest:
+        """Greedy pass@1, mean reward, response length and per-metadata breakdown on the eval set."""
+
+    @abstractmethod
+    def diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
+                  overrides: dict[str, Any] | None = None) -> StageManifest:
+        """k rollouts per prompt, their pass pattern, and the rft / sft_first / stop_saturated decision."""
+
+    @abstractmethod
+    def sft(self, ctx: StageContext, model_uri: str, sft_uri: str,
+            overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
+        """Supervised fine-tuning on demonstrations."""
+
+    @abstractmethod
+    def rft(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
+            overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
+        """Reinforcement fine-tuning (GRPO) with the reward function."""
+
+    def complete(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any]) -> StageManifest:
+        """Finish a stage whose remote job has ended (called after the deferral resumes)."""
+        raise NotImplementedError(f"backend {self.name!r} runs stages synchronously")
+
+
+def get_backend(name: str, **options: Any) -> Backend:
+    """The backend class for `name`, imported on demand so parsing the DAG stays cheap."""
+    if name == "local":
+        from rftflow.backends.local import LocalBackend
+
+        return LocalBackend(**options)
+    if name == "sagemaker":
+        from rftflow.backends.sagemaker import SageMakerBackend
+
+        return SageMakerBackend(**options)
+    if name == "bedrock":
+        from rftflow.backends.bedrock import BedrockBackend
+
+        return BedrockBackend(**options)
+    raise ValueError(f"unknown backend {name!r}; expected one of local, sagemaker, bedrock")
