@@ -69,6 +69,13 @@ class Backend(ABC):
             overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
         """Reinforcement fine-tuning (GRPO) with the reward function."""
 
+    def trigger_for(self, pending: PendingJob) -> Any:
+        """The Airflow trigger (from the amazon provider) that waits for `pending` without a worker slot."""
+        raise NotImplementedError(f"backend {self.name!r} runs stages synchronously")
+
+    def stop(self, pending: PendingJob) -> None:
+        """Stop the remote job (called when the task is killed)."""
+
     def complete(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any]) -> StageManifest:
         """Finish a stage whose remote job has ended (called after the deferral resumes)."""
         raise NotImplementedError(f"backend {self.name!r} runs stages synchronously")
