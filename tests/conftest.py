@@ -1,0 +1,78 @@
+"""Shared test fixtures: a local S3 (moto) server for the session, and artifact roots on both stores.
+
+`artifact_root` runs a test once on a `file://` folder and once on an `s3://` bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+# Variables that would point the AWS SDKs somewhere other than the test server.
+_AWS_ENV_CLEARED = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A moto server on 127.0.0.1 (free port) for the whole session; yields its endpoint URL.
+
+    While it runs, the environment holds fake credentials (testing/testing), region us-east-1 and
+    RFTFLOW_S3_ENDPOINT_URL=<endpoint>; the previous environment is restored when the session ends.
+    """
+    from moto.server import ThreadedMotoServer
+
+    werkzeug_log = logging.getLogger("werkzeug")  # one line per request otherwise
+    old_level = werkzeug_log.level
+    werkzeug_log.setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as mp:
+        for name in _AWS_ENV_CLEARED:
+            mp.delenv(name, raising=False)
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        mp.setenv("RFTFLOW_S3_ENDPOINT_URL", endpoint)
+        try:
+            yield endpoint
+        finally:
+            server.stop()
+            werkzeug_log.setLevel(old_level)
+
+
+@pytest.fixture
+def s3_root(moto_server: str) -> str:
+    """A fresh, empty bucket on the moto server for this test; yields `s3://<bucket>/artifacts`."""
+    import boto3
+
+    bucket = f"rftflow-test-{uuid.uuid4().hex[:16]}"
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/artifacts"
+
+
+@pytest.fixture
+def file_root(tmp_path) -> str:
+    """A `file://` URI of a not-yet-created folder inside this test's tmp_path."""
+    return (tmp_path / "artifacts").as_uri()
+
+
+@pytest.fixture(params=["file", "s3"])
+def artifact_root(request: pytest.FixtureRequest) -> str:
+    """The test runs twice: on a local `file://` root and on an `s3://` root (moto)."""
+    return request.getfixturevalue(f"{request.param}_root")
