@@ -1,0 +1,425 @@
+"""The stages of one rft_cycle run, as plain functions the DAG's tasks call.
+
+Each function takes the validated `CycleParams` and a `StageContext`, reuses a complete manifest when
+it finds one (retries and cleared tasks pay nothing twice), and returns a small dict for XCom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rftflow import store
+from rftflow.backends.base import Backend, PendingJob, StageContext, get_backend
+from rftflow.config import RecipeError, format_validation_error
+from rftflow.manifest import StageManifest, load_complete, package_versions, write_manifest
+from rftflow.params import DEFAULTS, PROJECT_ROOT, default_artifact_root
+from rftflow.registry import Champion, ChampionRegistry, PromotionConflict
+
+log = logging.getLogger(__name__)
+
+STAGES = ("validate_data", "baseline_eval", "diversity_check", "sft", "diversity_recheck", "rft",
+          "checkpoint_eval", "gate", "promote", "report")
+
+
+class CycleParams(BaseModel):
+    """Everything a cycle needs, validated once in the first task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["local", "sagemaker", "bedrock"] = "local"
+    base_model: str = Field(min_length=1)
+    fallback_model: str = Field(min_length=1)
+    model_family: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    train_uri: str
+    eval_uri: str
+    sft_uri: str | None = None
+    reward: str = Field(min_length=1)
+    rollouts_per_prompt: int = Field(ge=2, le=16)
+    diversity_prompts: int = Field(ge=8, le=20000)
+    min_mixed_fraction: float = Field(ge=0, le=1)
+    max_all_fail_fraction: float = Field(ge=0, le=1)
+    max_all_pass_fraction: float = Field(ge=0, le=1)
+    sft_policy: Literal["auto", "always", "never"] = "auto"
+    training_method: Literal["full", "lora"] = "full"
+    recipe_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    gate_metric: Literal["pass_at_1", "mean_reward"] = "pass_at_1"
+    min_abs_gain: float = Field(ge=0, le=1)
+    min_rel_gain: float = Field(ge=0, le=10)
+    guards: dict[str, Any] = Field(default_factory=dict)
+    max_cycles: int = Field(ge=1, le=20)
+    cycle: int = Field(ge=1, le=20)
+    parent_run_id: str | None = None
+    artifact_root: str = Field(default_factory=default_artifact_root)
+    require_approval: bool = False
+    notify: list[str] = Field(default_factory=list)
+
+    @field_validator("train_uri", "eval_uri", "sft_uri")
+    @classmethod
+    def _resolve_data_uri(cls, v: str | None) -> str | None:
+        if not v or "://" in v:
+            return v
+        path = Path(v)
+        if not path.is_absolute():
+            # Relative paths name files shipped with the project (include/data/...).
+            path = (PROJECT_ROOT / path) if not path.exists() else path.resolve()
+        return path.as_uri()
+
+    @field_validator("recipe_overrides")
+    @classmethod
+    def _known_stages(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        unknown = set(v) - {"sft", "rft", "eval", "diversity"}
+        if unknown:
+            raise ValueError(f"unknown stage(s) {sorted(unknown)}; expected sft, rft, eval, diversity")
+        return v
+
+    def overrides(self, stage: str) -> dict[str, Any]:
+        """Recipe overrides for a stage, with the trigger form's top-level knobs folded in."""
+        out: dict[str, Any] = {}
+        if stage in ("sft", "rft"):
+            out["method"] = self.training_method
+        if stage == "diversity":
+            out.update(k=self.rollouts_per_prompt, max_prompts=self.diversity_prompts,
+                       min_mixed_fraction=self.min_mixed_fraction,
+                       max_all_fail_fraction=self.max_all_fail_fraction,
+                       max_all_pass_fraction=self.max_all_pass_fraction)
+        if stage == "rft" and self.backend == "local":
+            out["num_generations"] = self.rollouts_per_prompt
+        out.update(self.recipe_overrides.get(stage, {}))
+        return out
+
+
+def parse_params(raw: dict[str, Any]) -> CycleParams:
+    """Validate the run's params; the error lists every bad field in words."""
+    data = {**DEFAULTS, **{k: v for k, v in raw.items() if v is not None or k in ("sft_uri", "parent_run_id")}}
+    if not data.get("artifact_root"):
+        data["artifact_root"] = default_artifact_root()
+    try:
+        return CycleParams.model_validate(data)
+    except ValidationError as err:
+        raise ValueError("invalid rft_cycle params:\n" + format_validation_error("params", err)) from None
+
+
+def stage_context(p: CycleParams, dag_id: str, run_id: str, stage: str) -> StageContext:
+    return StageContext(p.artifact_root, dag_id, run_id, p.cycle, stage)
+
+
+def backend_for(p: CycleParams) -> Backend:
+    return get_backend(p.backend)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _record(ctx: StageContext, p: CycleParams, started: float, **fields: Any) -> StageManifest:
+    """Write a bookkeeping manifest for a stage that ran no backend work (validation, gate, ...)."""
+    manifest = StageManifest(
+        dag_id=ctx.dag_id, run_id=ctx.run_id, cycle=ctx.cycle, stage=ctx.stage, backend=p.backend,
+        started_at=datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"), finished_at=_now(),
+        duration_s=round(time.time() - started, 3), versions=package_versions(), **fields,
+    )
+    write_manifest(ctx.uri, manifest)
+    return manifest
+
+
+def _reused(ctx: StageContext) -> StageManifest | None:
+    manifest = load_complete(ctx.uri)
+    if manifest is not None:
+        log.info("%s: reusing the complete manifest at %s", ctx.stage, ctx.uri)
+    return manifest
+
+
+# ------------------------------------------------------------------------------------ validate_data
+def validate_data(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
+    """Schema and dataset-level checks on train/eval (and SFT demos), plus recipe overrides."""
+    from rftflow.config import load_recipe
+    from rftflow.dataset import read_records
+    from rftflow.validation import validate_dataset
+
+    if (m := _reused(ctx)) is not None:
+        return {"manifest_uri": store.join(ctx.uri, "manifest.json"), **m.metrics}
+    started = time.time()
+    if p.backend == "local":
+        for stage in ("eval", "diversity", "sft", "rft"):
+            try:
+                load_recipe("local", stage, p.overrides(stage))
+            except RecipeError as err:
+                raise ValueError(f"recipe_overrides.{stage} does not fit the local {stage} recipe:\n{err}") from None
+    report = validate_dataset(p.train_uri, p.eval_uri, backend=p.backend, report_dir_uri=ctx.uri)
+    metrics: dict[str, Any] = {"ok": report.ok}
+    if p.sft_uri and p.sft_policy != "never":
+        metrics["sft_rows"] = len(read_records(p.sft_uri, kind="sft"))
+    summary = report.to_dict()
+    manifest = _record(ctx, p, started, inputs={"train_uri": p.train_uri, "eval_uri": p.eval_uri,
+                                                "sft_uri": p.sft_uri},
+                       outputs={k: v for k, v in summary.items() if k.endswith("_uri")},
+                       metrics={**metrics, **{k: v for k, v in summary.items() if k in ("train_rows", "eval_rows")}})
+    return {"manifest_uri": store.join(ctx.uri, "manifest.json"), **manifest.metrics}
+
+
+# ------------------------------------------------------------------------------------ baseline_eval
+def _file_digest(uri: str) -> str:
+    return hashlib.sha256(store.read_bytes(uri)).hexdigest()
+
+
+def _model_digest(model_uri: str) -> str:
+    """Content hash of a local model directory; remote checkpoints are immutable, so their URI is enough."""
+    path = store.local_path(model_uri)
+    if path is None or not Path(path).is_dir():
+        return "uri:" + model_uri
+    h = hashlib.sha256()
+    for f in sorted(Path(path).rglob("*")):
+        if f.is_file() and f.suffix in (".safetensors", ".json", ".bin", ".model", ".txt"):
+            h.update(f.relative_to(path).as_posix().encode())
+            h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _reward_digest(reward: str) -> str:
+    try:
+        from rftflow.rewards import load_reward
+
+        return reward + ":" + _file_digest(Path(load_reward(reward).path).as_uri())
+    except Exception:  # a Lambda ARN or a judge: its name is its identity
+        return reward
+
+
+def eval_cache_key(p: CycleParams, model_uri: str) -> str:
+    """Content hash of (model, eval data, reward function, decoding settings)."""
+    parts = {
+        "backend": p.backend, "model": _model_digest(model_uri), "eval": _file_digest(p.eval_uri),
+        "reward": _reward_digest(p.reward), "decoding": p.overrides("eval"),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def cached_eval(p: CycleParams, ctx: StageContext, backend: Backend, model_uri: str) -> StageManifest:
+    """Evaluate `model_uri`, or reuse an earlier eval with the same content hash."""
+    key = eval_cache_key(p, model_uri)
+    pointer = store.join(p.artifact_root, "cache", "eval", f"{key}.json")
+    if store.exists(pointer):
+        cached = load_complete(store.read_json(pointer)["stage_uri"])
+        if cached is not None:
+            log.info("%s: eval cache hit %s (model %s unchanged)", ctx.stage, key, model_uri)
+            if cached.run_id == ctx.run_id and cached.stage == ctx.stage and cached.cycle == ctx.cycle:
+                return cached
+            # The stage's own manifest points at the cached rows, so later stages find it where they look.
+            copy = cached.model_copy(update={
+                "run_id": ctx.run_id, "cycle": ctx.cycle, "stage": ctx.stage,
+                "inputs": {**cached.inputs, "cached_from": store.read_json(pointer)["stage_uri"]}})
+            write_manifest(ctx.uri, copy)
+            return copy
+    manifest = backend.evaluate(ctx, model_uri, p.eval_uri, p.reward, p.overrides("eval"))
+    store.write_json(pointer, {"stage_uri": ctx.uri, "model_uri": model_uri, "written_at": _now()})
+    return manifest
+
+
+def baseline_eval(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
+    """Evaluate the start model (and the champion, when it is another model)."""
+    if (m := _reused(ctx)) is not None:
+        return m.outputs["xcom"]
+    started = time.time()
+    backend = backend_for(p)
+    champion, token = ChampionRegistry(p.artifact_root, p.model_family).current()
+    if p.base_model == "champion":
+        start = champion.model_uri if champion else p.fallback_model
+    else:
+        start = p.base_model
+    model_uri = backend.resolve_model(start, ctx)
+    evals = cached_eval(p, ctx.for_stage("baseline_eval.model"), backend, model_uri)
+    champion_metrics = None
+    if champion is not None:
+        if champion.model_uri == model_uri:
+            champion_metrics = evals.metrics
+        else:
+            champion_metrics = cached_eval(p, ctx.for_stage("baseline_eval.champion"), backend,
+                                           champion.model_uri).metrics
+    xcom = {"model_uri": model_uri, "start": start, "champion_token": token,
+            "champion_model_uri": champion.model_uri if champion else None,
+            "pass_at_1": evals.metrics.get("pass_at_1"), "mean_reward": evals.metrics.get("mean_reward")}
+    _record(ctx, p, started, inputs={"start": start, "model_uri": model_uri, "eval_uri": p.eval_uri},
+            outputs={"eval_manifest": evals.model_dump(), "xcom": xcom},
+            checkpoint_uri=model_uri, metrics=evals.metrics,
+            decision={"champion": champion_metrics} if champion_metrics is not None else None)
+    return xcom
+
+
+# ---------------------------------------------------------------------------- diversity / training
+def diversity_check(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
+    """k rollouts per training prompt on the stage's start model; the decision and its reason."""
+    model_uri = start_model(ctx, "diversity_recheck") if ctx.stage == "diversity_recheck" else \
+        _checkpoint(ctx, "baseline_eval")
+    if model_uri is None:
+        raise RuntimeError("diversity_check: baseline_eval has no complete manifest in this run")
+    manifest = _reused(ctx) or backend_for(p).diversity(ctx, model_uri, p.train_uri, p.reward,
+                                                         p.overrides("diversity"))
+    decision = manifest.decision or {}
+    log.info("%s: %s — %s", ctx.stage, decision.get("decision"), decision.get("reason"))
+    return {"decision": decision.get("decision"), "reason": decision.get("reason"), "model_uri": model_uri,
+            "mixed": manifest.metrics.get("mixed"), "all_fail": manifest.metrics.get("all_fail"),
+            "all_pass": manifest.metrics.get("all_pass")}
+
+
+def plan_training(p: CycleParams, diversity: dict[str, Any]) -> Literal["sft", "rft", "stop"]:
+    """The branch after the first diversity check: SFT first, straight to RFT, or nothing to learn."""
+    if p.sft_policy == "always":
+        return "sft"
+    decision = diversity["decision"]
+    if decision == "stop_saturated":
+        return "stop"
+    if decision == "sft_first" and p.sft_policy == "auto":
+        return "sft"
+    return "rft"
+
+
+def _checkpoint(ctx: StageContext, stage: str) -> str | None:
+    manifest = load_complete(ctx.for_stage(stage).uri)
+    return manifest.checkpoint_uri if manifest else None
+
+
+def start_model(ctx: StageContext, stage: str) -> str:
+    """The model a stage starts from: the SFT checkpoint when SFT ran in this cycle, else the baseline."""
+    chain = {"sft": ["baseline_eval"], "diversity_recheck": ["sft"], "rft": ["sft", "baseline_eval"],
+             "checkpoint_eval": ["rft"]}[stage]
+    for upstream in chain:
+        if (uri := _checkpoint(ctx, upstream)) is not None:
+            return uri
+    raise RuntimeError(f"{stage}: none of {chain} has a complete manifest with a checkpoint in this run")
+
+
+def start_training(p: CycleParams, ctx: StageContext) -> StageManifest | PendingJob:
+    """Run (local) or submit (AWS) the sft or rft stage; a complete manifest is reused."""
+    if (m := _reused(ctx)) is not None:
+        return m
+    model_uri = start_model(ctx, ctx.stage)
+    if ctx.stage == "rft":
+        recheck = load_complete(ctx.for_stage("diversity_recheck").uri)
+        if recheck is not None and (recheck.decision or {}).get("decision") == "stop_saturated":
+            return skip_rft(p, ctx, model_uri, "after SFT the rollouts all pass: "
+                            + recheck.decision.get("reason", ""))
+    backend = backend_for(p)
+    if ctx.stage == "sft":
+        if not p.sft_uri:
+            raise ValueError("the SFT branch was taken but sft_uri is empty: give demonstrations or set "
+                             "sft_policy=never")
+        return backend.sft(ctx, model_uri, p.sft_uri, p.overrides("sft"))
+    return backend.rft(ctx, model_uri, p.train_uri, p.reward, p.overrides("rft"))
+
+
+def training_result(manifest: StageManifest) -> dict[str, Any]:
+    """The small dict a training task leaves in XCom."""
+    return {"model_uri": manifest.checkpoint_uri, "stage": manifest.stage,
+            "metrics": {k: v for k, v in manifest.metrics.items() if isinstance(v, int | float)}}
+
+
+def skip_rft(p: CycleParams, ctx: StageContext, model_uri: str, reason: str) -> StageManifest:
+    """Record an rft stage that had nothing to learn: the SFT checkpoint is the candidate."""
+    return _record(ctx, p, time.time(), checkpoint_uri=model_uri, inputs={"model_uri": model_uri},
+                   decision={"decision": "skipped", "reason": reason})
+
+
+# ------------------------------------------------------------------------- checkpoint_eval / gate
+def checkpoint_eval(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
+    candidate_uri = start_model(ctx, "checkpoint_eval")
+    manifest = _reused(ctx) or cached_eval(p, ctx, backend_for(p), candidate_uri)
+    return {"model_uri": candidate_uri, "pass_at_1": manifest.metrics.get("pass_at_1"),
+            "mean_reward": manifest.metrics.get("mean_reward")}
+
+
+def _train_rows(ctx: StageContext, stage: str) -> list[dict[str, Any]]:
+    manifest = load_complete(ctx.for_stage(stage).uri)
+    uri = manifest.outputs.get("metrics_uri") if manifest else None
+    if not uri or not store.exists(uri):
+        return []
+    return [json.loads(line) for line in store.read_text(uri).splitlines() if line.strip()]
+
+
+def gate(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
+    """Compare candidate with baseline and champion, run the guards, write the decision artifact."""
+    from rftflow.gate import GateConfig, decide
+
+    if (m := _reused(ctx)) is not None:
+        return m.decision
+    started = time.time()
+    baseline = load_complete(ctx.for_stage("baseline_eval").uri)
+    candidate = load_complete(ctx.for_stage("checkpoint_eval").uri)
+    if baseline is None or candidate is None:
+        raise RuntimeError("gate: baseline_eval or checkpoint_eval has no complete manifest in this run")
+    champion = (baseline.decision or {}).get("champion")
+    cfg = GateConfig(metric=p.gate_metric, min_abs_gain=p.min_abs_gain, min_rel_gain=p.min_rel_gain, **p.guards)
+    result = decide(baseline.metrics, candidate.metrics, champion, _train_rows(ctx, "rft"), cfg,
+                    cycle=p.cycle, max_cycles=p.max_cycles)
+    log.info("gate decision: %s\n%s", result.decision, result.table())
+    decision = {**result.to_dict(), "candidate_uri": candidate.checkpoint_uri, "table": result.table()}
+    store.write_json(store.join(ctx.uri, "gate.json"), decision)
+    _record(ctx, p, started, decision=decision, checkpoint_uri=candidate.checkpoint_uri,
+            outputs={"gate_uri": store.join(ctx.uri, "gate.json")})
+    return decision
+
+
+def promote(p: CycleParams, ctx: StageContext, candidate_uri: str, champion_token: str | None) -> dict[str, Any]:
+    """Compare-and-swap the champion pointer to the candidate; a race is reported, never lost."""
+    if (m := _reused(ctx)) is not None:
+        return m.decision
+    started = time.time()
+    candidate = load_complete(ctx.for_stage("checkpoint_eval").uri)
+    registry = ChampionRegistry(p.artifact_root, p.model_family)
+    champion = Champion(model_uri=candidate_uri, metrics=candidate.metrics if candidate else {},
+                        run_id=ctx.run_id, cycle=ctx.cycle, promoted_at=_now(),
+                        manifest_uri=store.join(ctx.for_stage("checkpoint_eval").uri, "manifest.json"))
+    try:
+        token = registry.promote(champion, expected_token=champion_token)
+        result = {"promoted": True, "model_uri": candidate_uri, "token": token,
+                  "asset_uri": f"rftflow://champion/{p.model_family}",
+                  "asset_extra": {"model_uri": candidate_uri, "run_id": ctx.run_id, "cycle": ctx.cycle,
+                                  "metrics": {k: v for k, v in champion.metrics.items()
+                                              if isinstance(v, int | float)}},
+                  "reason": f"champion of {p.model_family} is now {candidate_uri}"}
+    except PromotionConflict as err:
+        result = {"promoted": False, "model_uri": candidate_uri,
+                  "reason": f"the champion changed after this cycle's baseline was taken ({err}); "
+                            "the candidate was not compared with the new champion, so it is not promoted"}
+    _record(ctx, p, started, decision=result, checkpoint_uri=candidate_uri)
+    return result
+
+
+def next_cycle_conf(p: CycleParams, run_id: str, candidate_uri: str) -> dict[str, Any]:
+    """Params of the next cycle: start from this checkpoint, keep lineage."""
+    conf = p.model_dump()
+    conf.update(base_model=candidate_uri, cycle=p.cycle + 1, parent_run_id=run_id)
+    return conf
+
+
+def choose_outcome(p: CycleParams, decision: dict[str, Any]) -> str | list[str]:
+    """The branch after the gate; with approval on, promote waits for a person."""
+    outcome = decision["decision"]
+    if outcome == "promote":
+        return ["approve_promotion", "promote"] if p.require_approval else "promote"
+    return outcome  # "iterate" or "reject"
+
+
+def stop(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
+    """The cycle ends after the diversity check: the rollouts already pass, nothing is left to learn."""
+    diversity = load_complete(ctx.for_stage("diversity_check").uri)
+    reason = (diversity.decision or {}).get("reason", "") if diversity else ""
+    manifest = _reused(ctx) or _record(ctx, p, time.time(), decision={"decision": "stop_saturated",
+                                                                       "reason": reason})
+    return manifest.decision
+
+
+def report(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
+    """Build the cycle summary from the stage manifests, write the report, log where it is."""
+    from rftflow.summary import build_summary, publish_summary
+
+    summary = build_summary(p, ctx)
+    published = publish_summary(p, ctx, summary)
+    log.info("cycle report: %s", published["report_md_uri"])
+    return {"outcome": summary["outcome"], "outcome_reason": summary["outcome_reason"], **published}

@@ -1,0 +1,133 @@
+"""One cycle's summary, built from its stage manifests, and where it is published.
+
+The summary feeds the report, the cycle index the UI lists, MLflow and notifications; it is written
+as `cycle.json` beside the report and indexed under `{artifact_root}/index/{model_family}/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from rftflow import store
+from rftflow.manifest import load_complete
+
+if TYPE_CHECKING:
+    from rftflow.backends.base import StageContext
+    from rftflow.cycle import CycleParams
+
+log = logging.getLogger(__name__)
+
+SUMMARY_STAGES = ("validate_data", "baseline_eval", "diversity_check", "stop", "sft", "diversity_recheck",
+                  "rft", "checkpoint_eval", "gate", "promote")
+
+
+def _rows(uri: str | None) -> list[dict[str, Any]]:
+    if not uri or not store.exists(uri):
+        return []
+    return [json.loads(line) for line in store.read_text(uri).splitlines() if line.strip()]
+
+
+def _failing(gate: dict[str, Any]) -> str:
+    bad = [r for r in gate.get("reasons", []) if r.get("passed") is False]
+    chosen = bad or gate.get("reasons", [])[:1]
+    return "; ".join(f"{r.get('check')}: {r.get('detail')}" for r in chosen) or "no reason recorded"
+
+
+def _outcome(p: CycleParams, m: dict[str, Any]) -> tuple[str, str]:
+    if m.get("stop"):
+        return "stopped", "nothing to learn: " + (m["stop"].decision or {}).get("reason", "")
+    gate = m.get("gate")
+    if gate is None:
+        return "incomplete", "the cycle ended before the gate (see the failed task's log)"
+    decision = gate.decision or {}
+    if decision.get("decision") == "promote":
+        promoted = m.get("promote")
+        if promoted is None:
+            if p.require_approval:
+                return "not_promoted", "the gate passed but the reviewer did not approve the promotion"
+            return "incomplete", "the gate passed but promote did not finish"
+        result = promoted.decision or {}
+        return ("promoted" if result.get("promoted") else "not_promoted"), result.get("reason", "")
+    if decision.get("decision") == "iterate":
+        return "iterating", (f"improved but below the required margin; cycle {p.cycle + 1} of {p.max_cycles} "
+                             f"starts from this checkpoint. {_failing(decision)}")
+    return "rejected", _failing(decision)
+
+
+def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
+    manifests = {s: load_complete(ctx.for_stage(s).uri) for s in SUMMARY_STAGES}
+    m = {s: v for s, v in manifests.items() if v is not None}
+    stages = []
+    for name in SUMMARY_STAGES:
+        manifest = manifests[name]
+        if manifest is None:
+            if name != "stop":
+                stages.append({"stage": name, "status": "skipped"})
+            continue
+        decision = manifest.decision or {}
+        stages.append({
+            "stage": name, "status": "reused" if "cached_from" in manifest.inputs else "done",
+            "decision": decision.get("decision"), "reason": decision.get("reason"),
+            "manifest_uri": store.join(ctx.for_stage(name).uri, "manifest.json"),
+            "duration_s": manifest.duration_s,
+        })
+    baseline = m.get("baseline_eval")
+    candidate = m.get("checkpoint_eval")
+    diversity = [{"stage": s, "metrics": m[s].metrics, "decision": m[s].decision}
+                 for s in ("diversity_check", "diversity_recheck") if s in m]
+    outcome, reason = _outcome(p, m)
+    cost = sum(float(job.get("cost_usd") or 0) for mf in m.values() for job in mf.jobs)
+    return {
+        "dag_id": ctx.dag_id, "run_id": ctx.run_id, "cycle": ctx.cycle, "max_cycles": p.max_cycles,
+        "parent_run_id": p.parent_run_id, "model_family": p.model_family, "backend": p.backend,
+        "start_model": baseline.checkpoint_uri if baseline else None,
+        "candidate_model": candidate.checkpoint_uri if candidate else None,
+        "stages": stages,
+        "validation": m["validate_data"].metrics if "validate_data" in m else None,
+        "baseline": baseline.metrics if baseline else None,
+        "candidate": candidate.metrics if candidate else None,
+        "champion": (baseline.decision or {}).get("champion") if baseline else None,
+        "diversity": diversity,
+        "gate": m["gate"].decision if "gate" in m else None,
+        "outcome": outcome, "outcome_reason": reason,
+        "cost_usd": round(cost, 2) if cost else None,
+        "train_metrics_uris": {s: m[s].outputs.get("metrics_uri") for s in ("sft", "rft") if s in m},
+    }
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def index_uri(artifact_root: str, model_family: str) -> str:
+    return store.join(artifact_root, "index", model_family)
+
+
+def publish_summary(p: CycleParams, ctx: StageContext, summary: dict[str, Any]) -> dict[str, Any]:
+    """Write report + cycle.json, index the cycle, then track and notify (both optional)."""
+    from rftflow.report import write_cycle_report
+
+    train_rows = {s: _rows(uri) for s, uri in summary["train_metrics_uris"].items()}
+    written = write_cycle_report(ctx.uri, summary, train_rows)
+    summary = {**summary, **written, "cycle_json_uri": store.join(ctx.uri, "cycle.json")}
+    store.write_json(summary["cycle_json_uri"], summary)
+    entry = store.join(index_uri(p.artifact_root, p.model_family),
+                       f"{_safe(ctx.dag_id)}__{_safe(ctx.run_id)}__cycle-{ctx.cycle}.json")
+    store.write_json(entry, summary)
+    return {"report_md_uri": written["report_md_uri"], "report_html_uri": written.get("report_html_uri"),
+            "cycle_json_uri": summary["cycle_json_uri"]}
+
+
+def read_index(artifact_root: str, model_family: str | None = None) -> list[dict[str, Any]]:
+    """Every indexed cycle (of one model family, or all), oldest first."""
+    root = store.join(artifact_root, "index")
+    if not store.exists(root):
+        return []
+    uris = [u for u in store.list_prefix(root) if u.endswith(".json")]
+    cycles = [store.read_json(u) for u in uris]
+    if model_family:
+        cycles = [c for c in cycles if c.get("model_family") == model_family]
+    return sorted(cycles, key=lambda c: (c.get("run_id", ""), c.get("cycle", 0)))
