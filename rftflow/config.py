@@ -43,6 +43,7 @@ class EvalConfig(_Strict):
     max_prompts: int | None = Field(None, ge=1, description="Evaluate only the first N prompts.")
     breakdown_fields: list[str] = Field(default_factory=lambda: ["category"],
                                         description="Metadata fields to break results down by.")
+    timeout_s: float = Field(1800.0, gt=0, description="The sampling child process is stopped after this.")
 
 
 class DiversityConfig(_Strict):
@@ -63,6 +64,7 @@ class DiversityConfig(_Strict):
     max_all_pass_fraction: float = Field(0.9, ge=0.0, le=1.0,
                                          description="Above this all-pass share there is nothing left to learn.")
     write_filtered: bool = Field(False, description="Write the informative (mixed) prompts as a training file.")
+    timeout_s: float = Field(1800.0, gt=0, description="The sampling child process is stopped after this.")
 
 
 class LoraConfig(_Strict):
@@ -86,6 +88,9 @@ class SFTConfig(_Strict):
     seed: int = 0
     lora: LoraConfig = Field(default_factory=LoraConfig)
     timeout_s: float = Field(3600.0, gt=0, description="The training child process is stopped after this.")
+    max_train_seconds: float | None = Field(
+        None, gt=0, description="Stop once training itself has run this long (equal-compute controls).")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept in the stage folder.")
 
 
 class RFTConfig(_Strict):
@@ -108,7 +113,10 @@ class RFTConfig(_Strict):
     save_steps: int = Field(20, ge=1)
     seed: int = 0
     lora: LoraConfig = Field(default_factory=LoraConfig)
-    timeout_s: float = Field(3600.0, gt=0)
+    timeout_s: float = Field(3600.0, gt=0, description="The training child process is stopped after this.")
+    max_train_seconds: float | None = Field(
+        None, gt=0, description="Stop once training itself has run this long.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept in the stage folder.")
 
     @model_validator(mode="after")
     def _whole_groups(self) -> RFTConfig:
@@ -134,23 +142,51 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def format_validation_error(source: str, err: ValidationError) -> str:
+def _override_paths(overrides: dict[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Every field path an overrides dict sets ("lora.r" and {"lora": {"r": ..}} both give ("lora", "r"))."""
+    paths: set[tuple[str, ...]] = set()
+    for key, value in overrides.items():
+        path = prefix + tuple(str(key).split("."))
+        paths.add(path)
+        if isinstance(value, dict):
+            paths |= _override_paths(value, path)
+    return paths
+
+
+def format_validation_error(source: str, err: ValidationError, key_lines: dict[tuple[str, ...], int] | None = None,
+                            overridden: set[tuple[str, ...]] | None = None) -> str:
+    """One line per problem: `where: field: what was expected; got value`.
+
+    `where` is `file:line` when the field was set in the recipe file, `overrides` when a caller set it.
+    """
+    key_lines, overridden = key_lines or {}, overridden or set()
     lines = []
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "<root>"
+        loc = tuple(str(p) for p in e["loc"])
+        field = ".".join(loc) or "<root>"
+        where = source
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in overridden:
+                where = f"{source} (overrides)"
+                break
+            if loc[:n] in key_lines:
+                where = f"{source}:{key_lines[loc[:n]]}"
+                break
         if e["type"] == "extra_forbidden":
-            lines.append(f"{source}: {field}: unknown key")
+            lines.append(f"{where}: {field}: unknown key")
         else:
             got = e.get("input")
-            lines.append(f"{source}: {field}: {e['msg']}; got {got!r}")
+            lines.append(f"{where}: {field}: {e['msg']}; got {got!r}")
     return "\n".join(lines)
 
 
-def build_config(model: type[_C], data: dict[str, Any], source: str = "<config>") -> _C:
+def build_config(model: type[_C], data: dict[str, Any], source: str = "<config>",
+                 key_lines: dict[tuple[str, ...], int] | None = None,
+                 overridden: set[tuple[str, ...]] | None = None) -> _C:
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(format_validation_error(source, err)) from None
+        raise RecipeError(format_validation_error(source, err, key_lines, overridden)) from None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -168,6 +204,26 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def yaml_key_lines(path: str | Path) -> dict[tuple[str, ...], int]:
+    """1-based line of every mapping key in a YAML file, by its path of keys."""
+    import yaml
+
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: Any, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                path_ = prefix + (str(key.value),)
+                lines[path_] = key.start_mark.line + 1
+                walk(value, path_)
+
+    try:
+        walk(yaml.compose(Path(path).read_text(encoding="utf-8")), ())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return lines
+
+
 STAGE_MODELS: dict[str, type[BaseModel]] = {
     "eval": EvalConfig,
     "diversity": DiversityConfig,
@@ -181,7 +237,10 @@ def load_recipe(backend: str, stage: str, overrides: dict[str, Any] | None = Non
     """Load include/recipes/{backend}/{stage}.yaml (or `path`), apply overrides, validate."""
     if stage not in STAGE_MODELS:
         raise RecipeError(f"unknown stage {stage!r}; expected one of {', '.join(STAGE_MODELS)}")
-    path = Path(path) if path else RECIPES_DIR / backend / f"{stage}.yaml"
-    data = load_yaml(path) if path.exists() else {}
-    source = str(path) if not overrides else f"{path} (with overrides)"
-    return build_config(STAGE_MODELS[stage], deep_merge(data, overrides or {}), source)
+    explicit = path is not None
+    path = Path(path) if explicit else RECIPES_DIR / backend / f"{stage}.yaml"
+    # A backend without a recipe for this stage runs on the typed defaults; a named file must exist.
+    data = load_yaml(path) if explicit or path.exists() else {}
+    overrides = overrides or {}
+    return build_config(STAGE_MODELS[stage], deep_merge(data, overrides), str(path),
+                        yaml_key_lines(path) if data else {}, _override_paths(overrides))
