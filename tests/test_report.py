@@ -114,8 +114,8 @@ def assert_png(uri: str) -> None:
     assert data.rstrip(b"\0").endswith(b"IEND\xaeB`\x82")
 
 
-def test_full_report(tmp_path: Path):
-    out = f"file://{tmp_path}/rft_cycle/run/cycle-1/report"
+def test_full_report(artifact_root: str):
+    out = store.join(artifact_root, "rft_cycle/run/cycle-1/report")  # file:// and s3:// (moto)
     summary = full_summary()
     result = write_cycle_report(out, summary, {"sft": sft_rows(), "rft": rft_rows()})
 
