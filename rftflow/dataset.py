@@ -101,7 +101,7 @@ class DatasetIssue:
     message: str
 
     def __str__(self) -> str:
-        where = _display_name(self.path) + (f":{self.line}" if self.line else "")
+        where = display_name(self.path) + (f":{self.line}" if self.line else "")
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
@@ -140,9 +140,9 @@ def iter_records(
     """
     if kind not in ("rft", "sft"):
         raise ValueError(f"kind: expected one of rft, sft; got {kind!r}")
-    stem = _stem(uri)
+    stem = uri_stem(uri)
     first_seen: dict[str, int] = {}
-    with _open_binary(uri) as stream:
+    with open_binary(uri) as stream:
         for line_no, text, problem in iter_lines(stream, uri, max_line_bytes=max_line_bytes):
             if problem is not None:
                 yield problem
@@ -490,10 +490,11 @@ def _local_path(uri: str) -> str | None:
         return urllib.parse.unquote(urllib.parse.urlparse(uri).path)
     if _SCHEME.match(uri):
         return None
-    return uri
+    return os.path.expanduser(uri)
 
 
-def _open_binary(uri: str) -> IO[bytes]:
+def open_binary(uri: str) -> IO[bytes]:
+    """Open a local path, file:// or s3:// URI for reading bytes (s3 objects are fetched whole)."""
     path = _local_path(uri)
     if path is None:
         from rftflow import store
@@ -504,12 +505,14 @@ def _open_binary(uri: str) -> IO[bytes]:
     return open(path, "rb")
 
 
-def _stem(uri: str) -> str:
+def uri_stem(uri: str) -> str:
+    """The file name up to its first dot: ``s3://b/data/train.jsonl`` -> ``train`` (for default row ids)."""
     name = PurePosixPath(urllib.parse.urlparse(uri).path if _SCHEME.match(uri) else uri).name
     return name.split(".", 1)[0] or "row"
 
 
-def _display_name(path: str) -> str:
+def display_name(path: str) -> str:
+    """The file name shown in issues: ``include/data/tiny/train.jsonl`` -> ``train.jsonl``."""
     return PurePosixPath(path.replace("\\", "/")).name or path
 
 
