@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Asset, AssetAlias, get_current_context, task
 
-from rftflow.operators import TrainingStageOperator
+from rftflow.operators import StartNextCycleOperator, TrainingStageOperator
 from rftflow.params import build_params
 
 CHAMPION_ALIAS = "rftflow-champion"
@@ -129,10 +129,6 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
             p, ctx = _stage("iterate")
             return cycle.next_cycle_conf(p, ctx.run_id, decision["candidate_uri"])
 
-        start_next_cycle = TriggerDagRunOperator(
-            task_id="start_next_cycle", trigger_dag_id=dag_id,
-            conf="{{ ti.xcom_pull(task_ids='iterate') | tojson }}", wait_for_completion=False,
-        )
         reject = EmptyOperator(task_id="reject")
 
         @task(trigger_rule=JOIN)
@@ -151,6 +147,8 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
         outcome = choose_outcome(gate_result)
         promoted = promote(baseline, gate_result)
         next_conf = iterate(gate_result)
+        start_next_cycle = StartNextCycleOperator(task_id="start_next_cycle", trigger_dag_id=dag_id,
+                                                  conf=next_conf)
         outcome >> [approve_promotion, promoted, next_conf, reject]
         approve_promotion >> promoted
         next_conf >> start_next_cycle
@@ -164,6 +162,9 @@ rft_cycle = build_rft_cycle(
 )
 rft_cycle_on_data = build_rft_cycle(
     "rft_cycle_on_data",
-    [Asset(os.environ.get("RFTFLOW_TRAIN_DATA_ASSET", "rftflow://data/train"))],
+    # A file:// default keeps parsing cheap; an s3:// URI makes Airflow load the amazon provider's normaliser.
+    [Asset(name="rftflow-training-data",
+           uri=os.environ.get("RFTFLOW_TRAIN_DATA_ASSET")
+           or (Path(__file__).resolve().parent.parent / "include" / "data" / "tiny" / "train.jsonl").as_uri())],
     "The same cycle, started from the champion whenever the training-data Asset is updated.",
 )

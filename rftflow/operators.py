@@ -61,3 +61,29 @@ class TrainingStageOperator(BaseOperator):
 
         p = cycle.parse_params(dict(self.params))
         cycle.backend_for(p).stop(PendingJob(**self._pending))
+
+
+class StartNextCycleOperator(BaseOperator):
+    """Triggers the next cycle of the same DAG with the conf the `iterate` task computed.
+
+    Wraps the standard provider's TriggerDagRunOperator at run time: importing it at parse time costs
+    about a second per DAG file parse.
+    """
+
+    template_fields = ("conf",)
+    ui_color = "#d7e8f7"
+
+    def __init__(self, *, trigger_dag_id: str, conf: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.trigger_dag_id = trigger_dag_id
+        self.conf = conf
+
+    def execute(self, context: Any) -> Any:
+        from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+        conf = self.conf
+        run_id = f"cycle-{conf['cycle']}__{conf['parent_run_id']}"[:250]
+        self.log.info("starting cycle %s of %s from %s", conf["cycle"], conf["max_cycles"], conf["base_model"])
+        trigger = TriggerDagRunOperator(task_id=self.task_id, trigger_dag_id=self.trigger_dag_id, conf=conf,
+                                        trigger_run_id=run_id, wait_for_completion=False)
+        return trigger.execute(context)
