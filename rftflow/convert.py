@@ -18,6 +18,7 @@ from rftflow.dataset import (
     DatasetIssue,
     iter_lines,
     open_binary,
+    parse_json_object,
     uri_stem,
     write_records,
 )
@@ -95,8 +96,6 @@ def convert_qa(
         issues += row_issues
         if row is not None and not row_issues:
             rows.append(row)
-        if issues and len(issues) >= 10_000:
-            break  # the input is clearly the wrong file; stop collecting
     if not issues and not rows:
         issues.append(DatasetIssue(src_uri, None, "", "no rows to convert"))
     if issues:
@@ -143,17 +142,9 @@ def _iter_jsonl(stream, src_uri: str, max_line_bytes: int) -> Iterator[tuple[int
             continue
         if not text.strip():
             continue
-        try:
-            row = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-            yield line, DatasetIssue(src_uri, line, "", f"invalid JSON: {msg}")
-            continue
-        if not isinstance(row, dict):
-            yield (
-                line,
-                DatasetIssue(src_uri, line, "", f"expected a JSON object per line; got {type(row).__name__}"),
-            )
+        row, error = parse_json_object(text)
+        if error is not None:
+            yield line, DatasetIssue(src_uri, line, "", error)
             continue
         yield line, row
 

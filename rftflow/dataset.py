@@ -244,18 +244,9 @@ def parse_row(
     def bad(field_name: str, message: str) -> None:
         issues.append(DatasetIssue(path, line, field_name, message))
 
-    try:
-        row = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        where = f" (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-        bad("", f"invalid JSON: {msg}{where}")
-        return None, issues
-    except RecursionError:
-        bad("", "invalid JSON: nested too deeply")
-        return None, issues
-    if not isinstance(row, dict):
-        bad("", f"expected a JSON object per line; got {_type_name(row)}")
+    row, error = parse_json_object(text)
+    if error is not None:
+        bad("", error)
         return None, issues
 
     record_id = _check_id(row, bad, default_id)
@@ -271,6 +262,21 @@ def parse_row(
         return None, issues
     metadata = {k: v for k, v in row.items() if k not in RESERVED_FIELDS}
     return RftRecord(record_id, messages, reference, tools, metadata, line), issues
+
+
+def parse_json_object(text: str) -> tuple[dict, None] | tuple[None, str]:
+    """Parse one JSONL line that must hold an object: ``(row, None)`` or ``(None, what is wrong)``."""
+    try:
+        row = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+    except ValueError as exc:  # NaN / Infinity
+        return None, f"invalid JSON: {exc}"
+    except RecursionError:
+        return None, "invalid JSON: nested too deeply"
+    if not isinstance(row, dict):
+        return None, f"expected a JSON object per line; got {_type_name(row)}"
+    return row, None
 
 
 def _check_id(row: dict, bad, default_id: str) -> str:

@@ -24,7 +24,6 @@ from rftflow.dataset import (
 )
 
 Status = Literal["pass", "warn", "fail"]
-Backend = Literal["local", "sagemaker", "bedrock"]
 
 DEFAULT_MAX_PROMPT_CHARS = 32_768
 """About 8,192 tokens at ~4 characters per token: the default Bedrock ``maxPromptLength``."""
@@ -281,7 +280,7 @@ def validate_dataset(
 
 def run_checks(
     train: Sequence[RftRecord],
-    eval: Sequence[RftRecord] | None = None,
+    held_out: Sequence[RftRecord] | None = None,
     *,
     backend: str = "local",
     kind: Kind = "rft",
@@ -299,14 +298,14 @@ def run_checks(
     _check_settings(backend, kind, max_prompt_chars, min_reference_share)
     names = {"train": "train", "eval": "eval", **(names or {})}
     splits: dict[str, tuple[Sequence[RftRecord], Kind]] = {"train": (train, kind)}
-    if eval is not None:
-        splits["eval"] = (eval, "rft")
+    if held_out is not None:
+        splits["eval"] = (held_out, "rft")
     frames = {split: _frame(rows) for split, (rows, _) in splits.items()}
     plans = {
         split: _split_plans(split, split_kind, backend, max_prompt_chars, min_reference_share)
         for split, (_, split_kind) in splits.items()
     }
-    if eval is not None:
+    if held_out is not None:
         # A derived boolean column keeps the expectation's value set tiny; GX copies value sets many times.
         frames["eval"]["prompt_in_train"] = frames["eval"]["prompt_hash"].isin(
             set(frames["train"]["prompt_hash"])
@@ -489,6 +488,8 @@ def _to_check(
     if plan.name == "row_count":
         observed: Any = int(data.get("observed_value", len(rows)))
         text = f"{observed:,} rows"
+        if observed == 0:
+            status = "fail"  # whatever the backend, there is nothing to train on or measure
     elif plan.name == "prompt_chars":
         observed = max((len(r.prompt_text()) for r in rows), default=0)
         text = f"{observed:,} chars (longest)"
@@ -519,14 +520,24 @@ def _to_check(
         details = [f"{at(r)}: last turn is {json.dumps(r.messages[-1].get('role'))}" for r in bad_rows]
         observed, text = len(bad_rows), f"{len(bad_rows):,} rows"
 
-    if not result.success and (result.exception_info or {}).get("raised_exception"):
-        status = "fail"
-        details = [f"the check could not run: {result.exception_info.get('exception_message')}"]
+    error = _gx_error(result.exception_info)
+    if error:
+        status, details = "fail", [f"the check could not run: {error}"]
     if len(details) > MAX_DETAILS:
         details = details[:MAX_DETAILS] + [f"... and {len(details) - MAX_DETAILS} more"]
     return Check(
         plan.name, split, status, observed, plan.expected, plan.description, plan.expectation, details, text
     )
+
+
+def _gx_error(info: Any) -> str | None:
+    """The exception message in a GX result's exception_info (flat, or keyed by metric), if any was raised."""
+    if not isinstance(info, dict):
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message") or "unknown error")
+    nested = (_gx_error(v) for v in info.values() if isinstance(v, dict))
+    return next((e for e in nested if e), None)
 
 
 def _first_rows(records: Sequence[RftRecord], key) -> dict[Any, RftRecord]:

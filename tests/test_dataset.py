@@ -447,3 +447,20 @@ def test_write_records_accepts_plain_dicts(tmp_path):
     assert read_records(str(out)) == [
         RftRecord(id="a", messages=[USER], reference_answer="4", tools=None, metadata={}, line=1)
     ]
+
+
+def test_reads_and_writes_s3_uris(s3_root):
+    from rftflow import store
+
+    uri = f"{s3_root}/data/train.jsonl"
+    store.write_bytes(uri, AWS_SAMPLE.read_bytes())
+    records = read_records(uri)
+    assert [r.id for r in records][:3] == [
+        "chem-001",
+        "math-017",
+        "train-3",
+    ]  # default id from the object name
+    write_records(f"{s3_root}/copy/rows.jsonl", records)
+    assert [r.to_json() for r in read_records(f"{s3_root}/copy/rows.jsonl")] == [r.to_json() for r in records]
+    with pytest.raises(FileNotFoundError):
+        read_records(f"{s3_root}/data/missing.jsonl")

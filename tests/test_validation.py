@@ -104,6 +104,7 @@ def test_row_count_limits_per_backend():
     assert not_passing(checks) == {("train", "row_count"): "warn"}
     assert by_name(checks, "train", "row_count").observed == 50
     assert not_passing(run_checks(prompts(20_001), backend="bedrock")) == {("train", "row_count"): "fail"}
+    assert not_passing(run_checks(prompts(120), [], backend="local")) == {("eval", "row_count"): "fail"}
 
 
 def test_unique_ids_check_names_the_repeating_rows():
