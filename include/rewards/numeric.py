@@ -9,7 +9,8 @@ before a closing ``</think>`` is ignored). Numbers may carry ``$``/``€``/``£`
 a percentage also matches its fraction (``12.5%`` == ``0.125``), and LaTeX ``\\frac{a}{b}`` is understood.
 
 The reference answer is read from the sample's top-level ``reference_answer``, else ``metadata.reference_answer``;
-it may be a number, a string ("$1,234", "12.5%", "#### 24") or an object such as ``{"answer": 24}``. A reference
+it may be a number, a string ("$1,234", "12.5%", "#### 24") or an object such as ``{"answer": 24}``
+(``{"answer": 12.5, "unit": "percent"}`` also matches 0.125). A reference
 that is not numeric (e.g. "yes") is compared as normalised text.
 
 Configuration, per sample (a ``metadata`` field or a key of an object reference answer), else environment
@@ -49,6 +50,7 @@ _ANSWER_PHRASE = re.compile(r"answer\s*(?:is|:|=)\s*", re.IGNORECASE)
 _NOT_WORD = re.compile(r"[^0-9a-z]+")
 _NEGATIVE_SIGNS = frozenset("-\u2212\u2013")
 _REFERENCE_KEYS = ("answer", "final_answer", "value", "number", "reference_answer", "label", "target")
+_PERCENT_UNITS = frozenset(("percent", "%", "pct", "percentage"))
 _TAIL_CHARS = 400
 
 _BOXED = "\\boxed{"
@@ -163,7 +165,10 @@ def _reference(ref: Any) -> tuple[tuple[float, ...] | None, str]:
     if isinstance(ref, dict):
         for key in _REFERENCE_KEYS:
             if key in ref:
-                return _reference(ref[key])
+                values, text = _reference(ref[key])
+                if values is not None and str(ref.get("unit", "")).lower() in _PERCENT_UNITS:
+                    values = tuple({v for x in values for v in (x, x / 100.0)})
+                return values, text
         raise ValueError(f"reference_answer object has none of the keys {', '.join(_REFERENCE_KEYS)}")
     if isinstance(ref, str):
         return _parse_reference_text(ref)

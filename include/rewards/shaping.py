@@ -11,7 +11,7 @@ Penalties, each subtracted from the inner reward and reported as a ``Metric``:
   - language: the share of letters outside the prompt's main script (e.g. Han characters in an English
               reasoning chain) is above a threshold;
   - length:   the reply is shorter or longer than a band of characters.
-The score is ``inner - sum(penalties)``, floored at ``SHAPING_MIN_SCORE``. One bad sample scores 0; an inner
+The score is ``inner - sum(penalties)``, floored at ``SHAPING_MIN_SCORE``. A sample that cannot be scored (no reply, no reference: an ``error_*`` metric) scores 0; an inner
 reward that cannot be loaded or fails on every sample raises, so a misconfiguration is not silently trained on. The inner reward is reported as
 ``inner_reward`` (type ``Reward``); the inner handler's own metrics are passed on as type ``Metric``.
 
@@ -221,6 +221,8 @@ def shape(sample: dict, inner_result: dict | None) -> dict:
 
     floor = float(os.environ.get("SHAPING_MIN_SCORE", -1.0))
     total = max(floor, inner_score - format_penalty - language_penalty - length_penalty)
+    if metrics or any(m["name"].startswith("error_") and m["value"] for m in inner_metrics):
+        total = 0.0  # the sample could not be scored: that is not the model's fault, so no penalties
     ours = {"inner_reward", "format_penalty", "language_penalty", "length_penalty", "foreign_script_share",
             "reply_chars"}
     return {
