@@ -17,11 +17,14 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("train", help="training JSONL (path, file:// or s3:// URI)")
     parser.add_argument(
-        "--eval", dest="eval_uri", help="held-out eval JSONL, checked too and for overlap with train"
+        "--eval",
+        dest="eval_uri",
+        metavar="URI",
+        help="held-out eval JSONL, checked too and for overlap with train",
     )
     parser.add_argument(
         "--backend",
-        choices=sorted(ROW_LIMITS),
+        choices=list(ROW_LIMITS),
         default="local",
         help="whose row-count limits apply (bedrock: 100-20,000 RFT prompts; default: %(default)s)",
     )
@@ -34,17 +37,21 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-prompt-chars",
         type=int,
+        metavar="N",
         default=DEFAULT_MAX_PROMPT_CHARS,
         help="longest prompt allowed, in characters (default: %(default)s)",
     )
     parser.add_argument(
         "--min-reference-share",
         type=float,
+        metavar="SHARE",
         default=None,
         help="share of rows that must carry a reference_answer (default: 1.0 for rft, 0 for sft)",
     )
     parser.add_argument(
-        "--report-dir", help="where validation.json/.md go (default: next to the training file)"
+        "--report-dir",
+        metavar="URI",
+        help="where validation.json/.md go (default: next to the training file)",
     )
     parser.add_argument(
         "--no-report", action="store_true", help="print the summary only; write no report files"
@@ -82,18 +89,30 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("output", help="RFT JSONL to write")
     parser.add_argument(
-        "--question-field", default="question", help="column holding the question (default: %(default)s)"
+        "--question-field",
+        default="question",
+        metavar="NAME",
+        help="column holding the question (default: %(default)s)",
     )
     parser.add_argument(
-        "--answer-field", default="answer", help="column holding the reference answer (default: %(default)s)"
+        "--answer-field",
+        default="answer",
+        metavar="NAME",
+        help="column holding the reference answer (default: %(default)s)",
     )
     parser.add_argument(
-        "--id-field", default="id", help="column holding the row id, if any (default: %(default)s)"
+        "--id-field",
+        default="id",
+        metavar="NAME",
+        help="column holding the row id, if any (default: %(default)s)",
     )
-    parser.add_argument("--system", dest="system_prompt", help="system prompt added before every question")
+    parser.add_argument(
+        "--system", dest="system_prompt", metavar="TEXT", help="system prompt added before every question"
+    )
     parser.add_argument(
         "--prompt-template",
         default="{question}",
+        metavar="TEMPLATE",
         help='user turn built from the question, e.g. "{question} Give the final answer after ####."',
     )
     parser.add_argument(

@@ -131,6 +131,10 @@ class ValidationReport:
                 for split, uri in (("train", self.train_uri), ("eval", self.eval_uri))
                 if uri is not None
             },
+            "train_rows": self.rows.get("train", 0),
+            "eval_rows": self.rows.get("eval", 0) if self.eval_uri is not None else None,
+            "json_uri": self.json_uri,
+            "markdown_uri": self.markdown_uri,
             "settings": self.settings,
             "checks": [c.to_dict() for c in self.checks],
         }

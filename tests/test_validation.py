@@ -73,6 +73,8 @@ def test_sample_data_validates_for_bedrock_with_reports(tmp_path, track):
     assert saved == json.loads(json.dumps(report.to_dict()))
     assert saved["status"] == "pass" and saved["backend"] == "bedrock"
     assert saved["files"]["train"] == {"uri": str(train), "rows": report.rows["train"]}
+    assert (saved["train_rows"], saved["eval_rows"]) == (report.rows["train"], report.rows["eval"])
+    assert saved["markdown_uri"] == f"{tmp_path}/validation.md"
     markdown = (tmp_path / "validation.md").read_text()
     assert markdown.startswith("# Dataset validation: PASS")
     assert "| PASS | eval | `not_in_train` | 0 rows | 0 rows |" in markdown
