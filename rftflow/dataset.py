@@ -22,7 +22,6 @@ Choices made where the AWS documents leave room:
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -500,14 +499,23 @@ def _local_path(uri: str) -> str | None:
 
 
 def open_binary(uri: str) -> IO[bytes]:
-    """Open a local path, file:// or s3:// URI for reading bytes (s3 objects are fetched whole)."""
+    """Open a local path, file:// or s3:// URI for reading bytes.
+
+    Remote objects are downloaded to a temporary file first, so reading them costs disk, not memory.
+    """
     path = _local_path(uri)
     if path is None:
         from rftflow import store
 
         path = store.local_path(uri)
         if path is None:
-            return io.BytesIO(store.read_bytes(uri))
+            fd, tmp = tempfile.mkstemp(prefix="rftflow-", suffix=".download")
+            os.close(fd)
+            try:
+                store.get_file(uri, tmp)
+                return open(tmp, "rb")
+            finally:
+                os.unlink(tmp)  # the open handle keeps the data readable; nothing is left behind
     return open(path, "rb")
 
 

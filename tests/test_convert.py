@@ -177,3 +177,18 @@ def test_convert_cli(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("nothing written; ") and "qa.csv:2: question: must not be empty" in err
     assert not (tmp_path / "bad.jsonl").exists()
+
+
+def test_oversized_and_non_utf8_lines_are_reported_not_loaded(tmp_path):
+    src = tmp_path / "qa.jsonl"
+    good = json.dumps({"question": "q?", "answer": "1"})
+    src.write_bytes(
+        f"{good}\n{json.dumps({'question': 'x' * 5000, 'answer': '2'})}\n".encode()
+        + b'{"question": "\xff"}\n'
+    )
+    with pytest.raises(DatasetError) as err:
+        convert_qa(str(src), str(tmp_path / "o.jsonl"), max_line_bytes=1000)
+    assert [str(i) for i in err.value.issues] == [
+        "qa.jsonl:2: line is 4.9 KiB, over the 1000 bytes limit per row; skipped",
+        "qa.jsonl:3: not valid UTF-8: byte 0xff at column 15; save the file as UTF-8",
+    ]

@@ -80,8 +80,9 @@ def test_sample_data_validates_for_bedrock_with_reports(tmp_path, track):
     assert "| PASS | eval | `not_in_train` | 0 rows | 0 rows |" in markdown
 
 
-def test_sft_demonstrations_validate_as_sft(tmp_path):
-    sft = DATA / "tiny" / "sft.jsonl"
+@pytest.mark.parametrize("track", ["tiny", "finqa"])
+def test_sft_demonstrations_validate_as_sft(tmp_path, track):
+    sft = DATA / track / "sft.jsonl"
     if not sft.exists():
         pytest.skip("sample data not generated yet")
     report = validate_dataset(str(sft), kind="sft", backend="bedrock", report_dir_uri=str(tmp_path))
