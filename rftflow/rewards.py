@@ -388,9 +388,12 @@ class RewardFunction:
     def __repr__(self) -> str:
         return f"RewardFunction(name={self.name!r}, path={self.path!r}, handler={self.handler!r})"
 
-    def invoke(self, samples: list[dict], *, timeout_s: float | None = None) -> Any:
-        """Call the handler as Lambda would: a JSON copy of the batch in, JSON-serialisable output back."""
-        payload = json.loads(json.dumps(samples))
+    def invoke(self, samples: list[dict] | str, *, timeout_s: float | None = None) -> Any:
+        """Call the handler as Lambda would: a JSON copy of the batch in, JSON-serialisable output back.
+
+        ``samples`` may already be the JSON text of the batch.
+        """
+        payload = json.loads(samples if isinstance(samples, str) else encode_batch(samples))
         context = LocalLambdaContext(self.name, time.monotonic() + timeout_s if timeout_s else None,
                                      uuid.uuid4().hex)
         return _json_roundtrip(self._fn(payload, context), self)
@@ -413,6 +416,15 @@ class RewardFunction:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
+
+
+def encode_batch(samples: Sequence[dict]) -> str:
+    """The JSON text a Lambda would receive for these samples."""
+    try:
+        return json.dumps(list(samples), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise RewardContractError("samples are not JSON-serialisable (a reward Lambda receives JSON)",
+                                  [str(exc)]) from exc
 
 
 def _json_roundtrip(raw: Any, reward: RewardFunction) -> Any:
@@ -528,8 +540,9 @@ class _WorkerPool:
         self.broken = True
         self._finalizer()
 
-    def run(self, batches: list[list[dict]], timeout_s: float) -> list[Any]:
-        """Raw outputs, one per batch; kills the pool and raises on a timeout or a crashed worker."""
+    def run(self, batches: list[list[dict]], payloads: list[str], timeout_s: float) -> list[Any]:
+        """Raw outputs, one per batch (sent as its JSON payload); kills the pool and raises on a timeout or a
+        crashed worker."""
         outputs: list[Any] = [None] * len(batches)
         pending = list(range(len(batches)))[::-1]
         busy: dict[int, tuple[int, float]] = {}  # worker -> (batch, deadline)
@@ -538,7 +551,7 @@ class _WorkerPool:
             while pending or busy:
                 while pending and idle:
                     w, b = idle.pop(), pending.pop()
-                    self.conns[w].send((b, json.dumps(batches[b]), timeout_s))
+                    self.conns[w].send((b, payloads[b], timeout_s))
                     busy[w] = (b, time.monotonic() + timeout_s)
                 soonest = min(deadline for _, deadline in busy.values())
                 ready = wait([self.conns[w] for w in busy], timeout=max(0.0, soonest - time.monotonic()))
@@ -631,22 +644,23 @@ def score(reward: RewardFunction | str, samples: Sequence[dict], *, workers: int
     samples = list(samples)
     validate_samples(samples)
     batches = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
+    payloads = [encode_batch(batch) for batch in batches]
     if workers <= 0:
         raws = []
-        for b, batch in enumerate(batches):
+        for b in range(len(batches)):
             what = f"reward {reward.name!r} ({reward.path}) on {_describe_batch(batches, b)}"
             try:
                 if timeout_s and timeout_s > 0:
-                    raws.append(_call_in_thread(lambda batch=batch: reward.invoke(batch, timeout_s=timeout_s),
+                    raws.append(_call_in_thread(lambda p=payloads[b]: reward.invoke(p, timeout_s=timeout_s),
                                                 timeout_s, what))
                 else:
-                    raws.append(reward.invoke(batch))
+                    raws.append(reward.invoke(payloads[b]))
             except RewardError:
                 raise
             except Exception as exc:
                 raise RewardError(f"{what} raised {type(exc).__name__}: {exc}") from exc
     else:
-        raws = reward.pool(workers).run(batches, timeout_s) if batches else []
+        raws = reward.pool(workers).run(batches, payloads, timeout_s) if batches else []
     results: list[RewardResult] = []
     for b, (batch, raw) in enumerate(zip(batches, raws, strict=True)):
         try:

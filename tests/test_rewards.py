@@ -151,6 +151,10 @@ def test_score_rejects_malformed_samples_before_calling_the_handler():
         score("numeric", bad)
     assert "sample[1].id: 's0' is also the id of sample[0]" in str(info.value)
     assert "sample[2].messages[-1].role: expected \"assistant\"" in str(info.value)
+    unserialisable = samples(1)
+    unserialisable[0]["metadata"]["tags"] = {"a", "b"}
+    with pytest.raises(RewardContractError, match="not JSON-serialisable"):
+        score("numeric", unserialisable)
 
 
 # ------------------------------------------------------------------------------------------------ loading
