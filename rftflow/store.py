@@ -164,7 +164,9 @@ def _s3fs() -> Any:
     import fsspec  # lazy: s3fs pulls in aiobotocore
 
     settings = _s3_settings()
-    kwargs: dict[str, Any] = {}
+    # No listings cache: other tasks and processes write under the same prefixes, and a stale
+    # listing would make a finished stage look unfinished (or a written file look missing).
+    kwargs: dict[str, Any] = {"use_listings_cache": False}
     if settings["aws_access_key_id"]:
         kwargs["key"] = settings["aws_access_key_id"]
         kwargs["secret"] = settings["aws_secret_access_key"]

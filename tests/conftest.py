@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -25,6 +26,25 @@ _AWS_ENV_CLEARED = (
 )
 
 
+class _SerializedApp:
+    """Handles one request at a time: moto checks If-Match / If-None-Match and then writes in two steps,
+    so two concurrent conditional PUTs could both pass. Real S3 makes them atomic; so does this."""
+
+    def __init__(self, app) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        with self._lock:
+            response = self._app(environ, start_response)
+            try:
+                return [b"".join(response)]
+            finally:
+                close = getattr(response, "close", None)
+                if close is not None:
+                    close()
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """A moto server on 127.0.0.1 (free port) for the whole session; yields its endpoint URL.
@@ -32,15 +52,17 @@ def moto_server() -> Iterator[str]:
     While it runs, the environment holds fake credentials (testing/testing), region us-east-1 and
     RFTFLOW_S3_ENDPOINT_URL=<endpoint>; the previous environment is restored when the session ends.
     """
-    from moto.server import ThreadedMotoServer
+    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
 
     werkzeug_log = logging.getLogger("werkzeug")  # one line per request otherwise
     old_level = werkzeug_log.level
     werkzeug_log.setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    app = _SerializedApp(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, name="moto-server", daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
     with pytest.MonkeyPatch.context() as mp:
         for name in _AWS_ENV_CLEARED:
             mp.delenv(name, raising=False)
@@ -52,7 +74,9 @@ def moto_server() -> Iterator[str]:
         try:
             yield endpoint
         finally:
-            server.stop()
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)
             werkzeug_log.setLevel(old_level)
 
 
