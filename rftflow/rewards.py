@@ -505,6 +505,7 @@ class _WorkerPool:
         self.size = workers
         self.broken = False
         ctx = multiprocessing.get_context("spawn")
+        self._run_lock = threading.Lock()
         self.procs: list[Any] = []
         self.conns: list[Connection] = []
         for _ in range(workers):
@@ -543,6 +544,10 @@ class _WorkerPool:
     def run(self, batches: list[list[dict]], payloads: list[str], timeout_s: float) -> list[Any]:
         """Raw outputs, one per batch (sent as its JSON payload); kills the pool and raises on a timeout or a
         crashed worker."""
+        with self._run_lock:
+            return self._run(batches, payloads, timeout_s)
+
+    def _run(self, batches: list[list[dict]], payloads: list[str], timeout_s: float) -> list[Any]:
         outputs: list[Any] = [None] * len(batches)
         pending = list(range(len(batches)))[::-1]
         busy: dict[int, tuple[int, float]] = {}  # worker -> (batch, deadline)

@@ -345,3 +345,10 @@ def test_llm_judge_builds_its_client_from_the_environment(monkeypatch):
     assert client.meta.region_name == "eu-west-1"
     assert client.meta.service_model.service_name == "bedrock-runtime"
     assert module.client() is client
+
+
+def test_shaped_builtin_names_fix_the_inner_reward_over_the_environment(monkeypatch):
+    monkeypatch.setenv("SHAPING_INNER_REWARD", "numeric")
+    [r] = load_reward("shaped_exact_match").module.lambda_handler([sample("s", "Final answer: Paris", "paris")],
+                                                                 None)
+    assert r["aggregate_reward_score"] == 1.0 and "normalized_match" in metrics(r)

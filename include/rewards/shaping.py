@@ -17,7 +17,8 @@ reward that cannot be loaded or fails on every sample raises, so a misconfigurat
 
 Configuration, per sample (``metadata`` field), else environment variable, else default:
 
-    inner_reward        SHAPING_INNER_REWARD        numeric   sibling handler module to wrap
+    inner_reward        SHAPING_INNER_REWARD        numeric   sibling handler module to wrap (a module-level
+                                                              INNER_REWARD, when set, comes before the env)
     format_penalty      SHAPING_FORMAT_PENALTY      0.5
     language_penalty    SHAPING_LANGUAGE_PENALTY    0.5
     language_threshold  SHAPING_LANGUAGE_THRESHOLD  0.1       tolerated share of letters in another script
@@ -38,7 +39,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-INNER_REWARD = "numeric"  # default when neither metadata nor SHAPING_INNER_REWARD names one
+INNER_REWARD: str | None = None  # set by a loader that fixes the inner reward (rftflow's shaped_<name>)
+DEFAULT_INNER_REWARD = "numeric"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _MODULE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _INNER_CACHE: dict[str, Any] = {}
@@ -246,7 +248,7 @@ def lambda_handler(event: Any, context: Any = None) -> list[dict]:
     samples = [event] if isinstance(event, dict) else event
     if not isinstance(samples, list):
         raise TypeError(f"event must be a JSON list of samples; got {type(event).__name__}")
-    default_inner = os.environ.get("SHAPING_INNER_REWARD", INNER_REWARD)
+    default_inner = INNER_REWARD or os.environ.get("SHAPING_INNER_REWARD") or DEFAULT_INNER_REWARD
     groups: dict[str, list[int]] = {}
     results: list[dict | None] = [None] * len(samples)
     for i, sample in enumerate(samples):
