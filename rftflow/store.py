@@ -192,12 +192,8 @@ def _s3_path(uri: str) -> str:
     return f"{bucket}/{key}" if key else bucket
 
 
-def _fresh_s3fs(uri: str) -> tuple[Any, str]:
-    """s3fs plus the bucket/key path, with cached listings for that path dropped (others may have written)."""
-    fs = _s3fs()
-    path = _s3_path(uri)
-    fs.invalidate_cache(path)
-    return fs, path
+def _s3fs_and_path(uri: str) -> tuple[Any, str]:
+    return _s3fs(), _s3_path(uri)
 
 
 # --------------------------------------------------------------------------- local helpers
@@ -263,7 +259,7 @@ def exists(uri: str) -> bool:
     path = local_path(uri)
     if path is not None:
         return os.path.exists(path)
-    fs, spath = _fresh_s3fs(uri)
+    fs, spath = _s3fs_and_path(uri)
     return bool(fs.exists(spath))
 
 
@@ -277,7 +273,7 @@ def read_bytes(uri: str) -> bytes:
             raise _missing(uri) from None
         except IsADirectoryError:
             raise IsADirectoryError(f"expected a file, got a folder: {uri}") from None
-    fs, spath = _fresh_s3fs(uri)
+    fs, spath = _s3fs_and_path(uri)
     try:
         return fs.cat_file(spath)
     except FileNotFoundError:
@@ -295,7 +291,6 @@ def write_bytes(uri: str, data: bytes) -> None:
         raise UnsupportedURIError(f"cannot write to a bucket root; add a key: {uri}")
     fs = _s3fs()
     fs.pipe_file(_s3_path(uri), bytes(data))
-    fs.invalidate_cache(_s3_path(uri))
 
 
 def read_text(uri: str) -> str:
@@ -335,7 +330,6 @@ def put_file(local_path_: str, uri: str) -> None:
         return
     fs = _s3fs()
     fs.put_file(local_path_, _s3_path(uri))
-    fs.invalidate_cache(_s3_path(uri))
 
 
 def get_file(uri: str, local_path_: str) -> None:
@@ -346,7 +340,7 @@ def get_file(uri: str, local_path_: str) -> None:
             raise _missing(uri)
         _atomic_copy_local(path, local_path_)
         return
-    fs, spath = _fresh_s3fs(uri)
+    fs, spath = _s3fs_and_path(uri)
     folder = os.path.dirname(os.path.abspath(local_path_))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(local_path_)}.", suffix=".tmp", dir=folder)
@@ -375,7 +369,7 @@ def _relative_files(uri: str) -> list[str]:
     path = local_path(uri)
     if path is not None:
         return _local_files(path) if os.path.isdir(path) else []
-    fs, spath = _fresh_s3fs(uri)
+    fs, spath = _s3fs_and_path(uri)
     spath = spath.rstrip("/")
     prefix = spath + "/"
     found = fs.find(prefix)
@@ -412,9 +406,15 @@ def copy_prefix(src_uri: str, dst_uri: str) -> None:
         raise FileNotFoundError(f"nothing to copy: no files under {src_uri}")
     src_base, dst_base = src_uri.rstrip("/"), dst_uri.rstrip("/")
     src_local, dst_local = local_path(src_base), local_path(dst_base)
+    same_local = (
+        src_local is not None
+        and dst_local is not None
+        and os.path.exists(dst_local)
+        and os.path.samefile(src_local, dst_local)
+    )
+    if src_base == dst_base or same_local:
+        return
     if src_local is not None and dst_local is not None:
-        if os.path.abspath(src_local) == os.path.abspath(dst_local):
-            return
         for rel in rels:
             _atomic_copy_local(os.path.join(src_local, rel), os.path.join(dst_local, rel))
         return
@@ -429,5 +429,3 @@ def copy_prefix(src_uri: str, dst_uri: str) -> None:
         assert dst_local is not None
         for rel in rels:
             get_file(join(src_base, rel), os.path.join(dst_local, rel))
-    if dst_local is None:
-        fs.invalidate_cache(_s3_path(dst_base))

@@ -231,6 +231,14 @@ def test_copy_prefix_within_a_store(artifact_root, tmp_path):
     assert store.list_prefix(src) == [store.join(src, rel) for rel in sorted(files)]  # source untouched
 
 
+def test_copy_prefix_onto_itself_changes_nothing(artifact_root):
+    src = store.join(artifact_root, "ckpt")
+    store.write_text(store.join(src, "a.txt"), "a")
+    store.copy_prefix(src, src + "/")
+    assert store.list_prefix(src) == [store.join(src, "a.txt")]
+    assert store.read_text(store.join(src, "a.txt")) == "a"
+
+
 def test_copy_prefix_of_nothing_raises(artifact_root):
     with pytest.raises(FileNotFoundError, match="nothing to copy"):
         store.copy_prefix(store.join(artifact_root, "empty"), store.join(artifact_root, "dst"))
