@@ -70,6 +70,13 @@ _BOOTSTRAP = r'''
 import os, sys
 
 def _isolate(home, tmpfs_mb):
+    try:
+        return _namespaces(home, tmpfs_mb)
+    finally:
+        for name in [m for m in sys.modules if m == "_ctypes" or m == "ctypes" or m.startswith("ctypes.")]:
+            del sys.modules[name]
+
+def _namespaces(home, tmpfs_mb):
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
@@ -77,29 +84,28 @@ def _isolate(home, tmpfs_mb):
     done = []
     if libc.unshare(0x40000000) == 0:
         done.append("network-namespace")
-    if libc.unshare(0x00020000) == 0 and libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0:
-        h = home.encode()
-        opts = ("size=%dm,mode=0700" % tmpfs_mb).encode()
-        if libc.mount(b"tmpfs", h, b"tmpfs", MS_NOSUID | MS_NODEV, opts) == 0:
-            done.append("tmpfs")
-        else:
-            libc.mount(h, h, None, MS_BIND, None)
-        unescape = lambda s: s.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
-        with open("/proc/self/mountinfo") as f:
-            mounts = [(unescape(p[4]), p[5].split(",")) for p in (line.split() for line in f)]
-        readonly = True
-        for point, options in mounts:
-            if point == home:
-                continue
-            flags = MS_REMOUNT | MS_BIND | MS_RDONLY
-            flags |= (MS_NOSUID if "nosuid" in options else 0) | (MS_NODEV if "nodev" in options else 0)
-            flags |= MS_NOEXEC if "noexec" in options else 0
-            if libc.mount(None, point.encode(), None, flags, None) != 0:
-                readonly = False
-        if readonly:
-            done.append("read-only-filesystem")
-    for name in [m for m in sys.modules if m == "_ctypes" or m == "ctypes" or m.startswith("ctypes.")]:
-        del sys.modules[name]
+    if libc.unshare(0x00020000) != 0 or libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        return done
+    h = home.encode()
+    opts = ("size=%dm,mode=0700" % tmpfs_mb).encode()
+    if libc.mount(b"tmpfs", h, b"tmpfs", MS_NOSUID | MS_NODEV, opts) == 0:
+        done.append("tmpfs")
+    elif libc.mount(h, h, None, MS_BIND, None) != 0:
+        return done  # without its own mount the sandbox directory would turn read-only too
+    unescape = lambda s: s.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+    with open("/proc/self/mountinfo") as f:
+        mounts = [(unescape(p[4]), p[5].split(",")) for p in (line.split() for line in f)]
+    readonly = True
+    for point, options in mounts:
+        if point == home:
+            continue
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        flags |= (MS_NOSUID if "nosuid" in options else 0) | (MS_NODEV if "nodev" in options else 0)
+        flags |= MS_NOEXEC if "noexec" in options else 0
+        if libc.mount(None, point.encode(), None, flags, None) != 0:
+            readonly = False
+    if readonly:
+        done.append("read-only-filesystem")
     return done
 
 def _main():
