@@ -1,0 +1,291 @@
+"""The rftflow Airflow plugin: the cycles page, the artifact route and its guards, and the extra links.
+
+Cycles are written by the real pipeline code (stage manifests -> gate -> build_summary ->
+publish_summary); the page is read through FastAPI's TestClient. `write_finished_cycle` is shared
+with the tracking, notification and browser tests.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT / "plugins"))
+
+DAG_ID = "rft_cycle"
+
+
+def _eval_metrics(p1: float, reward: float, tokens: float, carry: float, no_carry: float) -> dict[str, Any]:
+    return {"pass_at_1": p1, "mean_reward": reward, "mean_response_tokens": tokens, "n": 40,
+            "breakdown": {"category": {"carry": {"pass_at_1": carry, "mean_reward": carry, "n": 20},
+                                       "no_carry": {"pass_at_1": no_carry, "mean_reward": no_carry, "n": 20}}}}
+
+
+def _train_rows(steps: int = 8) -> list[dict[str, Any]]:
+    return [{"step": s, "critic/rewards/mean": 0.3 + 0.04 * s, "critic/rewards/max": 1.0,
+             "critic/rewards/min": 0.0, "actor/entropy": 1.2 - 0.02 * s, "actor/kl_loss": 0.01 * s,
+             "response_length/mean": 14.0 + 0.1 * s, "train/loss": 0.9 - 0.05 * s}
+            for s in range(1, steps + 1)]
+
+
+def write_finished_cycle(root: str, run_id: str, *, family: str = "tiny-finqa", improved: bool = True,
+                         mlflow: dict[str, Any] | None = None, monkeypatch: Any = None) -> dict[str, Any]:
+    """A finished local cycle under `root`, written stage by stage as the DAG writes it; returns cycle.json.
+
+    improved=True: the candidate beats the baseline, the gate promotes and the champion moves.
+    improved=False: the candidate is worse and the gate rejects it.
+    """
+    from rftflow import cycle, store
+    from rftflow.gate import GateConfig, decide
+    from rftflow.manifest import StageManifest, write_manifest
+    from rftflow.registry import Champion, ChampionRegistry
+    from rftflow.summary import build_summary, publish_summary
+
+    p = cycle.parse_params({"artifact_root": root, "model_family": family})
+    ctx = cycle.stage_context(p, DAG_ID, run_id, "report")
+    now = "2026-11-25T10:00:00+00:00"
+    base_model = f"{root}/models/base"
+
+    def manifest(stage: str, **fields: Any) -> StageManifest:
+        m = StageManifest(dag_id=DAG_ID, run_id=run_id, cycle=1, stage=stage, backend="local",
+                          started_at=now, finished_at=now, duration_s=1.5, **fields)
+        write_manifest(ctx.for_stage(stage).uri, m)
+        return m
+
+    baseline = _eval_metrics(0.40, 0.42, 14.0, 0.2, 0.6)
+    candidate = _eval_metrics(0.55, 0.57, 14.5, 0.45, 0.65) if improved else _eval_metrics(0.35, 0.36, 14.2,
+                                                                                           0.15, 0.55)
+    manifest("validate_data", metrics={"ok": True, "train_rows": 64, "eval_rows": 40})
+    manifest("baseline_eval", checkpoint_uri=base_model, metrics=baseline)
+    manifest("diversity_check", checkpoint_uri=base_model,
+             metrics={"k": 4, "n_prompts": 64, "all_pass": 0.25, "all_fail": 0.20, "mixed": 0.55,
+                      "mean_pass_rate": 0.5, "expected_mixed": 0.6},
+             decision={"decision": "rft", "reason": "55% of prompts have mixed outcomes"})
+    rows = _train_rows()
+    rft_uri = ctx.for_stage("rft").uri
+    metrics_uri = store.join(rft_uri, "metrics.jsonl")
+    store.write_text(metrics_uri, "".join(json.dumps(r) + "\n" for r in rows))
+    candidate_model = store.join(rft_uri, "model")
+    manifest("rft", checkpoint_uri=candidate_model, outputs={"metrics_uri": metrics_uri},
+             metrics={"steps": len(rows)})
+    manifest("checkpoint_eval", checkpoint_uri=candidate_model, metrics=candidate)
+    result = decide(baseline, candidate, None, rows, GateConfig(), cycle=1, max_cycles=1)
+    manifest("gate", checkpoint_uri=candidate_model,
+             decision={**result.to_dict(), "candidate_uri": candidate_model, "table": result.table()})
+    if result.decision == "promote":
+        registry = ChampionRegistry(root, family)
+        _, token = registry.current()
+        registry.promote(Champion(model_uri=candidate_model, metrics=candidate, run_id=run_id, cycle=1),
+                         expected_token=token)
+        manifest("promote", checkpoint_uri=candidate_model,
+                 decision={"promoted": True, "model_uri": candidate_model,
+                           "reason": f"champion of {family} is now {candidate_model}"})
+    summary = build_summary(p, ctx)
+    if mlflow:
+        summary["mlflow"] = mlflow
+    published = publish_summary(p, ctx, summary)
+    return store.read_json(published["cycle_json_uri"])
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def airflow_auth():
+    """Airflow's real SimpleAuthManager, as the API server creates it (no metadata DB needed)."""
+    from airflow.api_fastapi.app import create_auth_manager
+
+    return create_auth_manager()
+
+
+@pytest.fixture
+def viewer(airflow_auth):
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return SimpleAuthManagerUser(username="viewer", role="viewer")
+
+
+def _client(root: str, user: Any = None):
+    """TestClient on the plugin's app; `user` stands in for the Airflow login (None: not logged in)."""
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi.testclient import TestClient
+    from rftflow_plugin import create_app
+
+    app = create_app(root)
+    if user is not None:
+        app.dependency_overrides[get_user] = lambda: user
+    return TestClient(app)
+
+
+@pytest.fixture(scope="module")
+def two_cycles(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict, dict]:
+    """One artifact root for the module: a promoted and a rejected tiny-finqa cycle, one other-family cycle."""
+    root = (tmp_path_factory.mktemp("plugin") / "artifacts").as_uri()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RFTFLOW_TRACKING", "off")
+        promoted = write_finished_cycle(root, "manual__2026-11-24T09:00:00+00:00", mlflow={
+            "mlflow_run_id": "abc123", "mlflow_experiment_id": "1",
+            "mlflow_url": "http://mlflow.example:5000/#/experiments/1/runs/abc123"})
+        rejected = write_finished_cycle(root, "manual__2026-11-25T09:00:00+00:00", improved=False)
+        write_finished_cycle(root, "manual__2026-11-25T10:00:00+00:00", family="other-family")
+    return root, promoted, rejected
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def test_page_lists_each_cycle_with_metrics_diversity_gate_and_links(two_cycles, viewer):
+    root, promoted, rejected = two_cycles
+    page = _client(root, viewer).get("/")
+    assert page.status_code == 200, page.text
+    html = page.text
+    assert "Model family <code>tiny-finqa</code>" in html
+    # newest first: the rejected run of the 25th above the promoted run of the 24th
+    rows = [html.index(f'data-run-id="{c["run_id"]}"') for c in (rejected, promoted)]
+    assert rows[0] < rows[1]
+    assert "promoted" in html and "rejected" in html
+    assert "0.400" in html and "0.550" in html and "+0.150" in html  # pass@1 baseline, candidate, change
+    assert "20% / 55% / 25%" in html  # diversity: all-fail / mixed / all-pass
+    assert "gain_vs_baseline" in html and "FAIL" in html  # the rejected cycle's failed margin is shown
+    assert "Champion:</strong> <code>" + promoted["candidate_model"] in html
+    assert 'href="http://mlflow.example:5000/#/experiments/1/runs/abc123"' in html
+    assert 'class="report-link" href="artifacts/rft_cycle/' in html
+    assert "../dags/rft_cycle/runs/manual__2026-11-24T09%3A00%3A00%2B00%3A00" in html
+
+
+def test_report_link_serves_the_report_and_its_plots(two_cycles, viewer):
+    root, promoted, _ = two_cycles
+    client = _client(root, viewer)
+    cycles = client.get("/api/cycles").json()
+    row = next(c for f in cycles["families"] for c in f["cycles"] if c["run_id"] == promoted["run_id"])
+    report = client.get(row["links"]["report_html"])
+    assert report.status_code == 200
+    assert report.headers["content-type"].startswith("text/html")
+    assert "script-src" not in report.headers["content-security-policy"]  # default-src 'none': no scripts
+    assert "Cycle report: rft_cycle" in report.text
+    plots = [src for src in report.text.split('src="')[1:]]
+    assert plots, "the report shows plots"
+    base = row["links"]["report_html"].rsplit("/", 1)[0]
+    image = client.get(f"{base}/{plots[0].split(chr(34))[0]}")
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content.startswith(b"\x89PNG")
+    md = client.get(row["links"]["report_md"])
+    assert md.status_code == 200 and md.text.startswith("# Cycle report")
+
+
+def test_family_filter_and_empty_root(two_cycles, viewer, tmp_path):
+    root, _, _ = two_cycles
+    client = _client(root, viewer)
+    assert "other-family" in client.get("/").text
+    only = client.get("/", params={"family": "other-family"}).text
+    assert "Model family <code>other-family</code>" in only and "Model family <code>tiny-finqa</code>" not in only
+    empty = _client((tmp_path / "nothing-here").as_uri(), viewer).get("/")
+    assert empty.status_code == 200 and "No finished cycle is indexed yet" in empty.text
+
+
+def test_everything_needs_an_airflow_login(two_cycles):
+    root, promoted, _ = two_cycles
+    client = _client(root)  # no cookie, no bearer token
+    assert client.get("/").status_code == 401
+    assert client.get("/api/cycles").status_code == 401
+    rel = promoted["report_html_uri"].split("/artifacts/", 1)[1]
+    assert client.get(f"/artifacts/{rel}").status_code == 401
+
+
+@pytest.mark.parametrize("path", [
+    "../secret.txt",
+    "rft_cycle/..%2F..%2Fsecret.txt",
+    "rft_cycle/run/cycle-1/../../../secret.txt",
+    "%2Fetc%2Fpasswd",
+    "registry/tiny-finqa/champion.json",  # not a cycle's stage folder
+    "rft_cycle/run/cycle-1/rft/model/model.safetensors",  # weights are not served
+    "rft_cycle/run/cycle-1/report/missing.html",
+])
+def test_artifact_route_serves_only_report_files_under_the_root(two_cycles, viewer, tmp_path, path):
+    root, _, _ = two_cycles
+    (tmp_path / "secret.txt").write_text("not for you")
+    response = _client(root, viewer).get(f"/artifacts/{path}")
+    assert response.status_code == 404
+    assert "not for you" not in response.text
+
+
+def test_symlink_out_of_the_root_is_refused(two_cycles, viewer, tmp_path):
+    root, promoted, _ = two_cycles
+    secret = tmp_path / "outside.html"
+    secret.write_text("<p>not for you</p>")
+    report_dir = Path(promoted["report_html_uri"].removeprefix("file://")).parent
+    (report_dir / "leak.html").symlink_to(secret)
+    rel = promoted["report_html_uri"].split("/artifacts/", 1)[1].rsplit("/", 1)[0] + "/leak.html"
+    assert _client(root, viewer).get(f"/artifacts/{rel}").status_code == 404
+
+
+def test_page_reads_an_s3_artifact_root(s3_root, viewer, monkeypatch):
+    monkeypatch.setenv("RFTFLOW_TRACKING", "off")
+    summary = write_finished_cycle(s3_root, "manual__2026-11-25T11:00:00+00:00")
+    client = _client(s3_root, viewer)
+    html = client.get("/").text
+    assert summary["run_id"] in html and "promoted" in html
+    row = client.get("/api/cycles").json()["families"][0]["cycles"][0]
+    report = client.get(row["links"]["report_html"])
+    assert report.status_code == 200 and "Cycle report" in report.text
+
+
+# --------------------------------------------------------------------------- plugin registration, links
+
+
+def test_plugin_registers_app_nav_view_and_training_task_links():
+    from airflow.plugins_manager import AirflowPlugin
+    from rftflow_plugin import AwsJobLink, MlflowRunLink, RftflowPlugin
+
+    from rftflow.operators import TrainingStageOperator
+
+    assert issubclass(RftflowPlugin, AirflowPlugin)
+    (app,) = RftflowPlugin.fastapi_apps
+    assert app["url_prefix"] == "/rftflow"
+    (view,) = RftflowPlugin.external_views
+    assert view["destination"] == "nav" and view["href"] == "rftflow/" and not view["href"].startswith("/")
+    links = {type(link) for link in RftflowPlugin.operator_extra_links}
+    assert {AwsJobLink, MlflowRunLink} <= links
+    assert all(link.operators == [TrainingStageOperator] for link in RftflowPlugin.operator_extra_links)
+
+
+def test_console_urls_for_sagemaker_and_bedrock_jobs():
+    from rftflow_plugin import console_url
+
+    sm = console_url({"kind": "sagemaker_training", "job_name": "rft-tiny-c1-rft-0",
+                      "arn": "arn:aws:sagemaker:eu-west-2:123456789012:training-job/rft-tiny-c1-rft-0"})
+    assert sm == ("https://eu-west-2.console.aws.amazon.com/sagemaker/home?region=eu-west-2"
+                  "#/jobs/rft-tiny-c1-rft-0")
+    br = console_url({"kind": "bedrock_customization", "job_name": "rft-tiny-c1",
+                      "job_arn": "arn:aws:bedrock:us-west-2:123456789012:model-customization-job/abc"})
+    assert br.startswith("https://us-west-2.console.aws.amazon.com/bedrock/home?region=us-west-2")
+    assert console_url({"kind": "local"}) is None
+
+
+def test_extra_links_read_the_stage_manifest_and_the_cycle_summary(file_root, monkeypatch):
+    from airflow.models.taskinstancekey import TaskInstanceKey
+    from rftflow_plugin import AwsJobLink, MlflowRunLink
+
+    from rftflow import store
+    from rftflow.manifest import StageManifest, stage_uri, write_manifest
+
+    monkeypatch.setenv("RFTFLOW_ARTIFACT_ROOT", file_root)
+    monkeypatch.setenv("RFTFLOW_TRACKING", "off")
+    run_id = "manual__2026-11-25T12:00:00+00:00"
+    key = TaskInstanceKey(dag_id=DAG_ID, task_id="rft", run_id=run_id, try_number=1, map_index=-1)
+    conf: dict[str, Any] = {}  # a run triggered without conf: default root, cycle 1
+    assert AwsJobLink().get_link(None, ti_key=key) == ""  # nothing ran yet (and no metadata DB here)
+    write_manifest(stage_uri(file_root, DAG_ID, run_id, 1, "rft"), StageManifest(
+        dag_id=DAG_ID, run_id=run_id, cycle=1, stage="rft", backend="sagemaker", started_at="x", finished_at="y",
+        duration_s=3600.0, jobs=[{"kind": "sagemaker_training", "job_name": "rft-job-1", "region": "us-east-1"}]))
+    assert AwsJobLink().get_link(None, ti_key=key).endswith("#/jobs/rft-job-1")
+    assert MlflowRunLink().get_link(None, ti_key=key) == ""
+    store.write_json(store.join(stage_uri(file_root, DAG_ID, run_id, 1, "report"), "cycle.json"),
+                     {"mlflow": {"mlflow_run_id": "r1", "mlflow_url": "http://mlflow:5000/#/experiments/2/runs/r1"}})
+    assert MlflowRunLink().get_link(None, ti_key=key) == "http://mlflow:5000/#/experiments/2/runs/r1"
+    assert conf == {}
