@@ -317,9 +317,14 @@ def run_in_sandbox(
     *,
     timeout_s: float = 5.0,
     memory_mb: int = 512,
-    isolate: bool = True,
+    isolate: bool | None = None,
 ) -> dict:
-    """Run ``code`` then the test ``units`` in a sandboxed interpreter; returns counts, flags and details."""
+    """Run ``code`` then the test ``units`` in a sandboxed interpreter; returns counts, flags and details.
+
+    ``isolate`` (namespaces when root) defaults to CODE_TESTS_ISOLATE, itself true by default.
+    """
+    if isolate is None:
+        isolate = _env_bool("CODE_TESTS_ISOLATE", True)
     workdir = os.path.realpath(tempfile.mkdtemp(prefix="rftflow-sandbox-"))
     nonce = secrets.token_hex(16)
     job = {
