@@ -187,9 +187,13 @@ def _reward_digest(reward: str) -> str:
     try:
         from rftflow.rewards import load_reward
 
-        return reward + ":" + _file_digest(Path(load_reward(reward).path).as_uri())
-    except Exception:  # a Lambda ARN or a judge: its name is its identity
+        path = Path(load_reward(reward).path)
+    except Exception:  # a Lambda ARN: its name is its identity
         return reward
+    files = [path]
+    if reward.startswith("shaped_"):  # the shaping wrapper scores through its inner handler's file
+        files.append(path.with_name(reward.removeprefix("shaped_") + ".py"))
+    return reward + ":" + ":".join(_file_digest(f.as_uri()) for f in files if f.exists())
 
 
 def eval_cache_key(p: CycleParams, model_uri: str) -> str:
