@@ -122,6 +122,13 @@ class ChampionRegistry:
     def history(self) -> list[dict[str, Any]]:
         """Every promotion, oldest first: the champion.json of each version plus its `token`."""
         entries: dict[int, dict[str, Any]] = {}
+        # Pointer first: every version before it was recorded before it could be committed, so the
+        # listing that follows has no gaps. The pointer's own entry may not be written yet (its
+        # promoter is about to, or died first; the next promotion writes it): the pointer stands in.
+        data, _ = self._read_pointer()
+        if data is not None:
+            doc = self._parse(data, self.champion_uri)
+            entries[int(doc["seq"])] = {**doc, "token": _token(data)}
         for uri in store.list_prefix(self.history_uri):
             if not _HISTORY_NAME.match(uri.rsplit("/", 1)[-1]):
                 continue
@@ -131,12 +138,6 @@ class ChampionRegistry:
                 continue
             doc = self._parse(data, uri)
             entries[int(doc["seq"])] = {**doc, "token": _token(data)}
-        # The newest version may be committed before its history file lands (or its writer died in
-        # between); the pointer itself is that entry, and the next promotion writes it down.
-        data, _ = self._read_pointer()
-        if data is not None:
-            doc = self._parse(data, self.champion_uri)
-            entries.setdefault(int(doc["seq"]), {**doc, "token": _token(data)})
         return [entries[seq] for seq in sorted(entries)]
 
     # ----------------------------------------------------------------------- documents

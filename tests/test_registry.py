@@ -206,11 +206,24 @@ def test_concurrent_promoters_threads(artifact_root):
         threading.Thread(target=_promoter, args=(artifact_root, w, rounds, barrier, results))
         for w in range(PROMOTERS)
     ]
+    done = threading.Event()
+    snapshots: list[list[int]] = []
+
+    def read_history_meanwhile() -> None:  # readers never see a gap, whatever the timing
+        registry = ChampionRegistry(artifact_root, FAMILY)
+        while not done.is_set():
+            snapshots.append([h["seq"] for h in registry.history()])
+
+    reader = threading.Thread(target=read_history_meanwhile)
+    reader.start()
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
+    done.set()
+    reader.join(timeout=60)
     _assert_one_winner_per_round_and_full_history(artifact_root, _drain(results, PROMOTERS * rounds), rounds)
+    assert snapshots and all(seqs == list(range(1, len(seqs) + 1)) for seqs in snapshots)
 
 
 def test_concurrent_promoters_processes(artifact_root):
