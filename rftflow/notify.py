@@ -230,9 +230,10 @@ def gate_message(summary: dict[str, Any]) -> Message:
         lines += ["", "Checks:"]
         for r in gate["reasons"]:
             verdict = "skip" if r.get("skipped") else "pass" if r.get("passed") else "FAIL"
-            observed = "" if r.get("observed") is None else f" observed {_fmt(r.get('observed'), 4)}"
-            required = f", required {r['required']}" if r.get("required") else ""
-            lines.append(f"  [{verdict}] {r.get('check')}:{observed}{required} - {r.get('detail', '')}")
+            facts = ([f"observed {_fmt(r['observed'], 4)}"] if r.get("observed") is not None else []) + \
+                ([f"required {r['required']}"] if r.get("required") else [])
+            lines.append(f"  [{verdict}] {r.get('check')}" + (": " + ", ".join(facts) if facts else "")
+                         + (f" - {r['detail']}" if r.get("detail") else ""))
     for d in s.get("diversity") or []:
         f = _fractions(d.get("metrics") or {})
         decision = (d.get("decision") or {}).get("decision", "-") if isinstance(d.get("decision"), dict) else "-"
