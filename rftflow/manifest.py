@@ -121,8 +121,8 @@ def stage_uri(artifact_root: str, dag_id: str, run_id: str, cycle: int, stage: s
     return store.join(artifact_root, dag_id, safe_segment(run_id), f"cycle-{cycle}", stage)
 
 
-def manifest_uri(stage_uri_: str) -> str:
-    return store.join(stage_uri_, MANIFEST_NAME)
+def manifest_uri(stage_uri: str) -> str:
+    return store.join(stage_uri, MANIFEST_NAME)
 
 
 # --------------------------------------------------------------------------- read / write
@@ -160,14 +160,14 @@ def read_manifest(uri: str) -> StageManifest:
         raise ManifestError(f"{uri}: {_describe(exc)}") from None
 
 
-def load_complete(stage_uri_: str) -> StageManifest | None:
+def load_complete(stage_uri: str) -> StageManifest | None:
     """The stage's manifest if the stage finished, else None.
 
     None when manifest.json is missing (a partial stage folder) or unreadable (logged as a warning;
     the stage then runs again and overwrites it). A manifest with a newer schema_version raises
     ManifestError: rerunning would silently overwrite work a newer rftflow recorded.
     """
-    uri = manifest_uri(stage_uri_)
+    uri = manifest_uri(stage_uri)
     try:
         return read_manifest(uri)
     except FileNotFoundError:
@@ -179,13 +179,13 @@ def load_complete(stage_uri_: str) -> StageManifest | None:
         return None
 
 
-def write_manifest(stage_uri_: str, manifest: StageManifest) -> str:
+def write_manifest(stage_uri: str, manifest: StageManifest) -> str:
     """Write `{stage_uri}/manifest.json` (atomically) and return its URI.
 
     Call it LAST, after every output of the stage is in place: its presence is what marks the
     stage complete.
     """
-    uri = manifest_uri(stage_uri_)
+    uri = manifest_uri(stage_uri)
     store.write_json(uri, manifest.model_dump(mode="json"))
     return uri
 

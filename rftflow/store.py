@@ -75,6 +75,9 @@ def local_path(uri: str) -> str | None:
     return rest
 
 
+_local_path_of = local_path  # for functions whose parameter is named `local_path`
+
+
 def split_s3(uri: str) -> tuple[str, str]:
     """`s3://bucket/a/b` -> ('bucket', 'a/b'). The key has no leading or trailing slash."""
     if _scheme(uri) != "s3":
@@ -320,37 +323,37 @@ def write_json(uri: str, obj: Any) -> None:
     write_text(uri, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
-def put_file(local_path_: str, uri: str) -> None:
+def put_file(local_path: str, uri: str) -> None:
     """Upload (or copy) one local file to `uri`."""
-    if not os.path.isfile(local_path_):
-        raise FileNotFoundError(f"no such local file: {local_path_}")
-    path = local_path(uri)
+    if not os.path.isfile(local_path):
+        raise FileNotFoundError(f"no such local file: {local_path}")
+    path = _local_path_of(uri)
     if path is not None:
-        _atomic_copy_local(local_path_, path)
+        _atomic_copy_local(local_path, path)
         return
     fs = _s3fs()
-    fs.put_file(local_path_, _s3_path(uri))
+    fs.put_file(local_path, _s3_path(uri))
 
 
-def get_file(uri: str, local_path_: str) -> None:
+def get_file(uri: str, local_path: str) -> None:
     """Download (or copy) one file from `uri` to a local path; the local file appears atomically."""
-    path = local_path(uri)
+    path = _local_path_of(uri)
     if path is not None:
         if not os.path.isfile(path):
             raise _missing(uri)
-        _atomic_copy_local(path, local_path_)
+        _atomic_copy_local(path, local_path)
         return
     fs, spath = _s3fs_and_path(uri)
-    folder = os.path.dirname(os.path.abspath(local_path_))
+    folder = os.path.dirname(os.path.abspath(local_path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(local_path_)}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(local_path)}.", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
         try:
             fs.get_file(spath, tmp)
         except FileNotFoundError:
             raise _missing(uri) from None
-        os.replace(tmp, local_path_)
+        os.replace(tmp, local_path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
