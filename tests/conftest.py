@@ -6,11 +6,24 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+# Airflow reads its home when first imported: give the session its own SQLite home before any test
+# module imports airflow, so tests never touch ~/airflow or the demo's home.
+_ROOT = Path(__file__).resolve().parent.parent
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="rftflow-test-airflow-")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(_ROOT / "plugins")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Variables that would point the AWS SDKs somewhere other than the test server.
 _AWS_ENV_CLEARED = (
