@@ -1,0 +1,529 @@
+"""SageMaker Training Jobs for Nova recipes: build the CreateTrainingJob request, find-or-create by name,
+follow the checkpoint pointer, read eval results and the verl-named training metrics from CloudWatch.
+
+Requests are plain dicts checked against botocore's model; jobs go through the amazon provider's hooks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from rftflow import store
+from rftflow.aws.clients import error_code, error_message, is_not_found
+from rftflow.aws.images import nova_image_uri
+from rftflow.aws.modelcheck import validate_request
+from rftflow.aws.naming import job_name, request_digest
+from rftflow.aws.recipes import RenderedRecipe
+
+log = logging.getLogger(__name__)
+
+RECIPE_CHANNEL = "recipe"
+RECIPE_FILE = "recipe.yaml"
+RECIPE_CONTAINER_PATH = f"/opt/ml/input/data/{RECIPE_CHANNEL}/{RECIPE_FILE}"  # as the SageMaker SDK v3 sets it
+DIGEST_TAG = "rftflow:request"
+RECIPE_TAG = "rftflow:recipe"
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+MANIFEST_KEY = "checkpoint_s3_bucket"
+ACTIVE = ("InProgress", "Stopping")
+FAILED = ("Failed", "Stopped")
+MAX_ATTEMPTS = 20
+_MAX_MEMBER_BYTES = 256 * 1024 * 1024
+
+
+class JobConflict(RuntimeError):
+    """A job of this stage is running with other settings; starting another would pay twice."""
+
+
+class JobOutputError(RuntimeError):
+    """A finished job's output is not where, or not what, it should be."""
+
+
+# --------------------------------------------------------------------------- request
+
+
+def aws_tags(tags: dict[str, Any]) -> list[dict[str, str]]:
+    """Tag list with values cut to what the API allows (letters, digits, spaces and _.:/=+-@; 256 chars)."""
+    out = []
+    for key, value in tags.items():
+        text = re.sub(r"[^\w\s.:/=+\-@]", "_", str(value))[:256]
+        out.append({"Key": re.sub(r"[^\w\s.:/=+\-@]", "_", str(key))[:128], "Value": text})
+    return out
+
+
+def hyperparameters_for(body: dict[str, Any]) -> dict[str, str]:
+    """The hyperparameters the SageMaker SDK v3 derives from a Nova recipe (all values strings)."""
+    hp = {"sagemaker_recipe_local_path": RECIPE_CONTAINER_PATH}
+    run = body.get("run", {})
+    model = run.get("model_name_or_path") or ""
+    if model.startswith("s3://"):
+        hp["base_model_location"] = model
+    elif model and not model.startswith("arn:aws"):
+        hp["base_model"] = model
+    if run.get("reward_lambda_arn"):
+        hp["reward_lambda_arn"] = run["reward_lambda_arn"]
+    processor_arn = (body.get("processor") or {}).get("lambda_arn")
+    if body.get("evaluation") and processor_arn:
+        hp["eval_lambda_arn"] = processor_arn
+    return hp
+
+
+def recipe_digest(recipe: RenderedRecipe, name: str) -> str:
+    text = recipe.yaml_text().replace(name, "<job>")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def channel(name: str, s3_uri: str) -> dict[str, Any]:
+    return {"ChannelName": name, "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": s3_uri, "S3DataDistributionType": "FullyReplicated"}}}
+
+
+def training_job_request(recipe: RenderedRecipe, *, name: str, role_arn: str, region: str, recipe_prefix: str,
+                         channels: dict[str, str], output_path: str, tags: dict[str, Any]) -> dict[str, Any]:
+    """CreateTrainingJob for a Nova recipe on instances: image, channels (train, validation, recipe), limits."""
+    if RECIPE_CHANNEL in channels:
+        raise ValueError(f"channel name {RECIPE_CHANNEL!r} is reserved for the recipe")
+    job = recipe.job
+    body = recipe.body
+    request: dict[str, Any] = {
+        "TrainingJobName": name,
+        "RoleArn": role_arn,
+        "AlgorithmSpecification": {
+            "TrainingImage": job.image_uri or nova_image_uri(recipe.kind, region),
+            "TrainingInputMode": "File",
+        },
+        "HyperParameters": hyperparameters_for(body),
+        "InputDataConfig": [channel(k, v) for k, v in channels.items()] + [channel(RECIPE_CHANNEL, recipe_prefix)],
+        "OutputDataConfig": {"S3OutputPath": output_path},
+        "ResourceConfig": {"InstanceType": job.instance_type, "InstanceCount": recipe.instance_count,
+                           "VolumeSizeInGB": job.volume_size_gb},
+        "StoppingCondition": {"MaxRuntimeInSeconds": int(job.max_runtime_hours * 3600)},
+        # The recipe travels as a file; its digest in a tag lets a retry tell an identical job from a changed one.
+        "Tags": aws_tags({**tags, **job.tags, RECIPE_TAG: recipe_digest(recipe, name)}),
+    }
+    model = body.get("run", {}).get("model_name_or_path") or ""
+    if model.startswith("arn:aws") and ":model-package/" in model:
+        request["ModelPackageConfig"] = {"SourceModelPackageArn": model}
+    validate_request("sagemaker", "CreateTrainingJob", request)
+    return request
+
+
+def serverless_request(recipe: RenderedRecipe, *, name: str, role_arn: str, base_model_arn: str,
+                       evaluator_arn: str | None, channels: dict[str, str], output_path: str,
+                       tags: dict[str, Any]) -> dict[str, Any]:
+    """CreateTrainingJob with ServerlessJobConfig (no instances, no image): SFT or RLVR on a hub model."""
+    section = recipe.body["serverless"]
+    config: dict[str, Any] = {
+        "BaseModelArn": base_model_arn,
+        "AcceptEula": bool(section.get("accept_eula")),
+        "JobType": "FineTuning",
+        "CustomizationTechnique": section["customization_technique"],
+    }
+    if section.get("peft"):
+        config["Peft"] = section["peft"]
+    if evaluator_arn:
+        config["EvaluatorArn"] = evaluator_arn
+    if section.get("sequence_length"):
+        config["SequenceLength"] = section["sequence_length"]
+    request: dict[str, Any] = {
+        "TrainingJobName": name,
+        "RoleArn": role_arn,
+        "InputDataConfig": [channel(k, v) for k, v in channels.items()],
+        "OutputDataConfig": {"S3OutputPath": output_path},
+        "ServerlessJobConfig": config,
+        "StoppingCondition": {"MaxRuntimeInSeconds": int(recipe.job.max_runtime_hours * 3600)},
+        "Tags": aws_tags({**tags, **recipe.job.tags}),
+    }
+    hyper = {k: v if isinstance(v, str) else json.dumps(v) for k, v in recipe.body.get("hyperparameters", {}).items()}
+    if hyper:
+        request["HyperParameters"] = hyper
+    validate_request("sagemaker", "CreateTrainingJob", request)
+    return request
+
+
+# --------------------------------------------------------------------------- find or create
+
+
+@dataclass
+class Submitted:
+    """A job found or created for a stage."""
+
+    name: str
+    arn: str | None
+    status: str
+    created: bool
+    digest: str
+
+
+def _describe(client: Any, name: str) -> dict[str, Any] | None:
+    try:
+        return client.describe_training_job(TrainingJobName=name)
+    except Exception as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
+def _digest_of(client: Any, arn: str) -> str | None:
+    try:
+        tags = client.list_tags(ResourceArn=arn).get("Tags", [])
+    except Exception as exc:  # tags unreadable (permissions): treat the job as ours, do not duplicate it
+        log.warning("cannot read tags of %s (%s); assuming it is this stage's job", arn, error_message(exc))
+        return None
+    return next((t["Value"] for t in tags if t.get("Key") == DIGEST_TAG), None)
+
+
+def find_or_create(hook: Any, base: str, build: Callable[[str], dict[str, Any]], *,
+                   prepare: Callable[[str], None] | None = None, max_attempts: int = MAX_ATTEMPTS) -> Submitted:
+    """Re-attach to this stage's job or create it; never a second job for the same request.
+
+    Attempt names `{base}-1`, `{base}-2`, ... are tried in order. A job that exists with the same request
+    digest and is running or completed is re-attached; a failed or stopped one moves on to the next name;
+    a running one with another digest raises JobConflict (stop it first). `build(name)` returns the request
+    (pure); `prepare(name)` uploads what it references, just before the create call.
+    """
+    client = hook.conn
+    for attempt in range(1, max_attempts + 1):
+        name = job_name(base, attempt)
+        request = build(name)
+        digest = request_digest(request, name)
+        request["Tags"] = [t for t in request.get("Tags", []) if t["Key"] != DIGEST_TAG] + \
+            [{"Key": DIGEST_TAG, "Value": digest}]
+        found = _describe(client, name)
+        if found is None:
+            if prepare is not None:
+                prepare(name)
+            try:
+                hook.create_training_job(request, wait_for_completion=False, print_log=False)
+            except Exception as exc:
+                if error_code(exc) != "ResourceInUse":
+                    raise
+                found = _describe(client, name)  # created meanwhile by a concurrent try
+                if found is None:
+                    raise
+            else:
+                log.info("created training job %s", name)
+                return Submitted(name, None, "InProgress", True, digest)
+        status = found["TrainingJobStatus"]
+        if status in FAILED or status == "Stopping":
+            log.info("training job %s is %s; trying the next attempt name", name, status)
+            continue
+        theirs = _digest_of(client, found["TrainingJobArn"])
+        if theirs is None or theirs == digest:
+            log.info("re-attaching to training job %s (%s)", name, status)
+            return Submitted(name, found["TrainingJobArn"], status, False, digest)
+        if status == "InProgress":
+            raise JobConflict(
+                f"training job {name} of this stage is still running with other settings (request {theirs}, now "
+                f"{digest}); stop it (aws sagemaker stop-training-job --training-job-name {name}) or wait for it, "
+                "then retry the task")
+        log.info("training job %s completed with other settings; trying the next attempt name", name)
+    raise JobConflict(f"{max_attempts} attempts of {base} already exist; clear them or change the stage location")
+
+
+def stop_job(client: Any, name: str) -> bool:
+    """Stop a running job; True when a stop was requested. Finished jobs are left alone."""
+    found = _describe(client, name)
+    if found is None or found["TrainingJobStatus"] != "InProgress":
+        return False
+    client.stop_training_job(TrainingJobName=name)
+    log.info("requested stop of training job %s", name)
+    return True
+
+
+def billable_seconds(description: dict[str, Any]) -> float:
+    """Billable seconds per instance: BillableTimeInSeconds, else the training time, else start..end."""
+    for key in ("BillableTimeInSeconds", "TrainingTimeInSeconds"):
+        if description.get(key):
+            return float(description[key])
+    start, end = description.get("TrainingStartTime"), description.get("TrainingEndTime")
+    if start and end:
+        return max(0.0, (end - start).total_seconds())
+    return 0.0
+
+
+def log_url(region: str, name: str) -> str:
+    return (f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#logsV2:log-groups/"
+            f"log-group/$252Faws$252Fsagemaker$252FTrainingJobs$3FlogStreamNameFilter$3D{name}")
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def job_output_prefix(output_path: str, name: str) -> str:
+    return store.join(output_path, name, "output")
+
+
+def read_tar_members(data: bytes, want: Callable[[str], bool]) -> dict[str, bytes]:
+    """Regular files of a .tar.gz whose path `want`s them, read in memory (links and huge files skipped)."""
+    out: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            for member in tar:
+                if not member.isfile() or member.size > _MAX_MEMBER_BYTES or not want(member.name):
+                    continue
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    out[member.name.lstrip("./")] = handle.read()
+    except tarfile.TarError as exc:
+        raise JobOutputError(f"not a readable tar archive: {exc}") from None
+    return out
+
+
+def _basename(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def follow_checkpoint(output_path: str, name: str) -> tuple[str, str]:
+    """(checkpoint URI, where it was read) for a finished Nova training job.
+
+    Nova writes the checkpoint to a service-owned escrow bucket and leaves a `manifest.json` pointing at
+    it (key `checkpoint_s3_bucket`): inside `output/output.tar.gz` on Training Jobs, uncompressed at
+    `output/output/manifest.json` on serverless jobs, and in `model.tar.gz` on some images.
+    """
+    prefix = job_output_prefix(output_path, name)
+    tried = []
+    plain = store.join(prefix, "output", "manifest.json")
+    tried.append(plain)
+    if store.exists(plain):
+        return _checkpoint_from(store.read_bytes(plain), plain), plain
+    for archive in ("output.tar.gz", "model.tar.gz"):
+        uri = store.join(prefix, archive)
+        tried.append(f"{uri} → manifest.json")
+        if not store.exists(uri):
+            continue
+        members = read_tar_members(store.read_bytes(uri), lambda p: _basename(p) == "manifest.json")
+        if members:
+            where = f"{uri}!{sorted(members)[0]}"
+            return _checkpoint_from(members[sorted(members)[0]], where), where
+    raise JobOutputError(f"training job {name}: no checkpoint manifest found; looked at " + "; ".join(tried))
+
+
+def _checkpoint_from(data: bytes, where: str) -> str:
+    try:
+        manifest = json.loads(data)
+    except ValueError as exc:
+        raise JobOutputError(f"{where}: not valid JSON: {exc}") from None
+    value = manifest.get(MANIFEST_KEY) if isinstance(manifest, dict) else None
+    if not isinstance(value, str) or not value.startswith("s3://"):
+        raise JobOutputError(f"{where}: expected {MANIFEST_KEY!r} to be an s3:// URI; got {value!r}")
+    return value
+
+
+@dataclass
+class EvalOutput:
+    """What an eval job left in its output.tar.gz."""
+
+    results: dict[str, dict[str, float]]   # task key -> metric -> value (lighteval style)
+    results_file: str | None
+    inference_rows: list[dict[str, Any]]   # gen_qa: {prompt, inference, gold, metadata}
+    files: list[str]
+
+
+def read_eval_output(output_path: str, name: str) -> EvalOutput:
+    """Parse `results_*.json` (and gen_qa's `inference_output.jsonl`) from an eval job's output archive."""
+    prefix = job_output_prefix(output_path, name)
+    archive = store.join(prefix, "output.tar.gz")
+    if store.exists(archive):
+        members = read_tar_members(store.read_bytes(archive), _is_eval_file)
+        source = archive
+    else:  # serverless evaluators write plain files
+        members = {}
+        for uri in store.list_prefix(store.join(prefix, "output")):
+            if _is_eval_file(uri):
+                members[uri] = store.read_bytes(uri)
+        source = store.join(prefix, "output")
+    return parse_eval_members(members, source)
+
+
+def _is_eval_file(path: str) -> bool:
+    base = _basename(path)
+    return (base.startswith("results_") and base.endswith(".json")) or base == "inference_output.jsonl"
+
+
+def parse_eval_members(members: dict[str, bytes], source: str) -> EvalOutput:
+    results_files = sorted(p for p in members if _basename(p).startswith("results_"))
+    if not results_files and not any(_basename(p) == "inference_output.jsonl" for p in members):
+        raise JobOutputError(f"{source}: no results_*.json or inference_output.jsonl in the eval output")
+    results: dict[str, dict[str, float]] = {}
+    chosen = results_files[-1] if results_files else None  # names carry a timestamp: the last is the newest
+    if chosen:
+        try:
+            raw = json.loads(members[chosen])
+        except ValueError as exc:
+            raise JobOutputError(f"{source}!{chosen}: not valid JSON: {exc}") from None
+        results = parse_results(raw, f"{source}!{chosen}")
+    rows: list[dict[str, Any]] = []
+    for path, data in members.items():
+        if _basename(path) != "inference_output.jsonl":
+            continue
+        for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError as exc:
+                raise JobOutputError(f"{source}!{path}:{n}: not valid JSON: {exc}") from None
+    return EvalOutput(results, chosen, rows, sorted(members))
+
+
+def parse_results(raw: Any, where: str) -> dict[str, dict[str, float]]:
+    """{task: {metric: number}} from a lighteval-style `{"results": {task: {...}}}` document."""
+    block = raw.get("results") if isinstance(raw, dict) else None
+    if not isinstance(block, dict):
+        raise JobOutputError(f"{where}: expected an object with a 'results' mapping; got {type(raw).__name__}")
+    out: dict[str, dict[str, float]] = {}
+    for task, metrics in block.items():
+        if isinstance(metrics, dict):
+            out[str(task)] = {str(k): float(v) for k, v in metrics.items()
+                              if isinstance(v, int | float) and not isinstance(v, bool)}
+    return out
+
+
+def summarize_results(results: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Our eval metrics from an rft_eval/gen_qa results document.
+
+    rft_eval reports the reward Lambda's metrics prefixed `lambda_`; `lambda_reward_score` (or the first
+    `*reward_score*`) is the mean reward. With a 0/1 reward that mean is pass@1, so it is reported as such
+    only when every reward metric looks binary-valued on average (between 0 and 1).
+    """
+    flat: dict[str, float] = {}
+    for metrics in results.values():
+        for key, value in metrics.items():
+            if not key.endswith("_stderr"):
+                flat.setdefault(key, value)
+    reward_key = "lambda_reward_score" if "lambda_reward_score" in flat else next(
+        (k for k in flat if "reward_score" in k), None)
+    out: dict[str, Any] = {"aws_results": flat}
+    if reward_key is not None:
+        out["mean_reward"] = flat[reward_key]
+        if 0.0 <= flat[reward_key] <= 1.0:
+            out["pass_at_1"] = flat[reward_key]
+            out["pass_at_1_source"] = f"{reward_key} (mean of a 0-1 reward; per-prompt rows need eval_gen_qa)"
+    return out
+
+
+# --------------------------------------------------------------------------- training metrics from logs
+
+_METRIC_PREFIXES = ("critic", "actor", "response_length", "response_length_non_aborted", "response", "prompt_length",
+                    "perf", "timing_s", "timing_per_token_ms", "val-score", "val-core", "val-aux", "training",
+                    "global_seqlen", "num_turns", "tool_call_counts", "train", "val")
+_NUMBER = r"(?:np\.float\d*\(|tensor\()?\s*(-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|-?inf)\)?"
+_METRIC = re.compile(
+    r"""["']?(?P<name>(?:""" + "|".join(re.escape(p) for p in _METRIC_PREFIXES) + r""")/[\w@/.\-]+?)["']?"""
+    r"""\s*[:=]\s*""" + _NUMBER.replace("(-?", "(?P<value>-?", 1))
+_STEP = re.compile(r"""(?:^|[\s,{'"(|-])(?:global_)?step["']?\s*[:=]\s*(\d+)""")
+
+
+def parse_metric_line(message: str) -> tuple[int | None, dict[str, float]]:
+    """(step, {metric: value}) from one log line in verl's console style or a dict/JSON dump; ({}) if none."""
+    metrics: dict[str, float] = {}
+    for match in _METRIC.finditer(message):
+        try:
+            metrics[match.group("name")] = float(match.group("value"))
+        except (TypeError, ValueError):
+            continue
+    if not metrics:
+        return None, {}
+    step_match = _STEP.search(message)
+    step = int(step_match.group(1)) if step_match else None
+    if step is None and "training/global_step" in metrics:
+        step = int(metrics["training/global_step"])
+    return step, metrics
+
+
+def metrics_from_events(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows {step, metric: value, ...} merged per step, in step order, from CloudWatch log events."""
+    rows: dict[int, dict[str, Any]] = {}
+    last_step = 0
+    for event in events:
+        step, metrics = parse_metric_line(str(event.get("message", "")))
+        if not metrics:
+            continue
+        if step is None:
+            step = last_step + 1
+        last_step = step
+        rows.setdefault(step, {"step": step}).update(metrics)
+    return [rows[s] for s in sorted(rows)]
+
+
+def read_training_metrics(hook: Any, name: str, log_group: str = LOG_GROUP) -> list[dict[str, Any]]:
+    """The job's verl-named metrics from its CloudWatch streams, read with the provider's logs hook."""
+    logs = hook.logs_hook.conn
+    streams: list[str] = []
+    kwargs: dict[str, Any] = {"logGroupName": log_group, "logStreamNamePrefix": f"{name}/"}
+    try:
+        while True:
+            page = logs.describe_log_streams(**kwargs)
+            streams.extend(s["logStreamName"] for s in page.get("logStreams", []))
+            if not page.get("nextToken"):
+                break
+            kwargs["nextToken"] = page["nextToken"]
+    except Exception as exc:
+        if is_not_found(exc):
+            return []
+        raise
+    if not streams:
+        return []
+    return metrics_from_events(event for _, event in hook.multi_stream_iter(log_group, streams))
+
+
+# --------------------------------------------------------------------------- serverless helpers
+
+PUBLIC_HUB = "SageMakerPublicHub"
+EVALUATOR_DOCUMENT_SCHEMA = "2.0.0"
+
+
+def resolve_hub_model_arn(client: Any, name: str, hub: str = PUBLIC_HUB) -> str:
+    """The hub-content ARN (latest version) of a public hub model such as nova-textgeneration-lite-v2."""
+    try:
+        return client.describe_hub_content(HubName=hub, HubContentType="Model", HubContentName=name)["HubContentArn"]
+    except Exception as exc:
+        if is_not_found(exc):
+            raise ValueError(f"serverless.base_model_name: no model {name!r} in hub {hub}; set "
+                             "serverless.base_model_arn to its hub-content ARN") from None
+        raise
+
+
+def evaluator_requests(hub: str, lambda_arn: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(CreateHub, ImportHubContent) requests that register a reward Lambda as a serverless RLVR evaluator."""
+    function = lambda_arn.split(":function:", 1)[1].split(":", 1)[0]
+    content_name = re.sub(r"[^a-zA-Z0-9-]+", "-", f"rftflow-{function}").strip("-")[:63]
+    document = json.dumps({"SubType": "AWS/Evaluator",
+                           "JsonContent": json.dumps({"Reference": lambda_arn, "EvaluatorType": "RewardFunction"})})
+    create_hub = {"HubName": hub, "HubDescription": "rftflow reward evaluators", "HubDisplayName": hub}
+    import_content = {
+        "HubName": hub, "HubContentType": "JsonDoc", "HubContentName": content_name, "HubContentVersion": "1.0.0",
+        "DocumentSchemaVersion": EVALUATOR_DOCUMENT_SCHEMA, "HubContentDocument": document,
+        "HubContentSearchKeywords": ["@subtype:aws/evaluator", "@evaluatortype:rewardfunction",
+                                     "@contenttype:byolambda", "method:lambda"],
+    }
+    validate_request("sagemaker", "CreateHub", create_hub)
+    validate_request("sagemaker", "ImportHubContent", import_content)
+    return create_hub, import_content
+
+
+def register_evaluator(client: Any, hub: str, lambda_arn: str) -> str:
+    """The evaluator ARN for a reward Lambda, registering it (and the hub) the first time."""
+    create_hub, import_content = evaluator_requests(hub, lambda_arn)
+    try:
+        client.describe_hub(HubName=hub)
+    except Exception as exc:
+        if not is_not_found(exc) and error_code(exc) != "ResourceNotFound":
+            raise
+        client.create_hub(**create_hub)
+    describe = {"HubName": hub, "HubContentType": "JsonDoc", "HubContentName": import_content["HubContentName"]}
+    try:
+        return client.describe_hub_content(**describe)["HubContentArn"]
+    except Exception as exc:
+        if not is_not_found(exc) and error_code(exc) != "ResourceNotFound":
+            raise
+    client.import_hub_content(**import_content)
+    return client.describe_hub_content(**describe)["HubContentArn"]

@@ -1,0 +1,208 @@
+"""The `bedrock` backend: Amazon Nova reinforcement fine-tuning (and fine-tuning) as Bedrock model customization
+jobs, with evaluation and the diversity check through Bedrock runtime `converse`.
+
+Evaluation of a custom model: an on-demand deployment of it answers the eval prompts through `converse`, and
+the answers are scored here with the same reward handler the job trained on. A Bedrock evaluation job was
+not used: it cannot run our reward function, reports its own metric set, and gives no per-prompt pass/fail
+that the gate and the per-category breakdown need; converse keeps baseline and candidate on one path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any, ClassVar
+
+from rftflow import store
+from rftflow.aws import bedrock_jobs as jobs
+from rftflow.aws.stages import (
+    BEDROCK_MODEL,
+    METRICS,
+    NOVA_2_LITE,
+    AwsBackend,
+    now_iso,
+    sft_converse_row,
+    write_jsonl,
+)
+from rftflow.backends.base import PendingJob, StageContext
+from rftflow.config import RFTConfig, SFTConfig
+from rftflow.manifest import StageManifest
+
+log = logging.getLogger(__name__)
+
+KIND = "bedrock_customization"
+BEDROCK_WAITER_DELAY_S = 300
+
+
+class BedrockBackend(AwsBackend):
+    """Stages as Bedrock jobs and converse calls. Options: rftflow.aws.stages.AwsOptions (role_arn required
+    for training: the Bedrock service role)."""
+
+    name: ClassVar[str] = "bedrock"
+
+    def resolve_model(self, model: str, ctx: StageContext) -> str:
+        """Nova 2 Lite by any of its names -> its Bedrock model id; custom-model ARNs as they are."""
+        m = model.strip()
+        if m in NOVA_2_LITE:
+            return BEDROCK_MODEL
+        if m.startswith("arn:aws") and ":bedrock:" in m:
+            return m
+        raise ValueError(f"model {model!r}: the bedrock backend customizes Amazon Nova 2 Lite; expected nova-2-lite "
+                         "(or another of its names) or a Bedrock custom-model ARN ('tiny' is the local backend's)")
+
+    @staticmethod
+    def _is_custom(model: str) -> bool:
+        return ":custom-model/" in model
+
+    # ------------------------------------------------------------------ training
+
+    def rft(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
+            overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
+        """REINFORCEMENT_FINE_TUNING with the reward Lambda as grader; hyperparameters from bedrock/rft.yaml."""
+        return self._customize(ctx, "rft", model_uri, train_uri, reward, overrides)
+
+    def sft(self, ctx: StageContext, model_uri: str, sft_uri: str,
+            overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
+        """FINE_TUNING on demonstrations in the Converse format; hyperparameters from bedrock/sft.yaml."""
+        return self._customize(ctx, "sft", model_uri, sft_uri, None, overrides)
+
+    def _customize(self, ctx: StageContext, stage: str, model_uri: str, data_uri: str, reward: str | None,
+                   overrides: dict[str, Any] | None) -> StageManifest | PendingJob:
+        from rftflow.aws.naming import stage_job_base
+        from rftflow.aws.recipes import render_bedrock
+
+        started_at = now_iso()
+        overrides = dict(overrides or {})
+        local_fields = set((SFTConfig if stage == "sft" else RFTConfig).model_fields)
+        recipe = render_bedrock(stage, overrides, local_fields=local_fields)
+        model = self.resolve_model(model_uri, ctx)
+        base_model = model if model.startswith("arn:") else jobs.foundation_model_arn(recipe.base_model, self.region)
+        reward_arn = self.reward_lambda(reward) if reward else None
+        remote = self.remote_uri(ctx)
+        data_file = store.join(remote, "input", f"{stage}.jsonl")
+        output_uri = store.join(remote, "job-output") + "/"
+        role = self.role_arn()
+        tags = {"rftflow:dag": ctx.dag_id, "rftflow:run": ctx.run_id, "rftflow:cycle": ctx.cycle,
+                "rftflow:stage": ctx.stage}
+
+        def build(name: str) -> dict[str, Any]:
+            return jobs.customization_request(recipe, name=name, role_arn=role, base_model_arn=base_model,
+                                              train_uri=data_file, output_uri=output_uri,
+                                              reward_lambda_arn=reward_arn, tags=tags)
+
+        def prepare(name: str) -> None:
+            self.stage_records(data_uri, data_file, kind="sft" if stage == "sft" else "rft",
+                               convert=sft_converse_row if stage == "sft" else None)
+
+        base = stage_job_base(ctx.uri, ctx.dag_id, ctx.stage, ctx.cycle)
+        submitted = jobs.find_or_create(self.aws.client("bedrock"), base, build, prepare=prepare)
+        pending = PendingJob(KIND, submitted.name, details={
+            "stage_kind": stage, "customization_type": recipe.customization_type, "region": self.region,
+            "remote_uri": remote, "output_uri": output_uri, "model_uri": model, "base_model": base_model,
+            "data_uri": data_uri, "staged_data_uri": data_file, "reward": reward,
+            "reward_lambda_arn": reward_arn, "started_at": started_at, "hyper_parameters": recipe.hyper_parameters,
+            "max_wait_hours": recipe.job.max_wait_hours, "created": submitted.created,
+            "request_digest": submitted.digest, "overrides": overrides, "notes": recipe.notes,
+            "wait_timeout_s": self._attempts(recipe.job.max_wait_hours) * BEDROCK_WAITER_DELAY_S,
+        })
+        if submitted.status == "Completed":
+            return self.complete(ctx, pending, {"status": "success", "job_name": submitted.name})
+        return pending
+
+    def _attempts(self, hours: float) -> int:
+        total = self.options.max_wait_hours or hours
+        return max(1, int(total * 3600 // BEDROCK_WAITER_DELAY_S) + 1)
+
+    # ------------------------------------------------------------------ deferral
+
+    def trigger_for(self, pending: PendingJob) -> Any:
+        """The provider's BedrockCustomizeModelCompletedTrigger with a wait of days, not its 2.5 h default."""
+        from airflow.providers.amazon.aws.triggers.bedrock import BedrockCustomizeModelCompletedTrigger
+
+        return BedrockCustomizeModelCompletedTrigger(
+            job_name=pending.job_name, waiter_delay=BEDROCK_WAITER_DELAY_S,
+            waiter_max_attempts=self._attempts(float(pending.details.get("max_wait_hours", 96))),
+            aws_conn_id=self.options.aws_conn_id, region_name=pending.details.get("region") or self.options.region_name,
+        )
+
+    def stop(self, pending: PendingJob) -> None:
+        jobs.stop_job(self.aws.client("bedrock"), pending.job_name)
+
+    def complete(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any]) -> StageManifest:
+        """After the trigger fires: the custom model's ARN becomes the stage's checkpoint."""
+        from rftflow.aws.pricing import bedrock_job_cost
+
+        client = self.aws.client("bedrock")
+        details = pending.details
+        if event.get("status") != "success":
+            detail = ""
+            try:
+                found = client.get_model_customization_job(jobIdentifier=pending.job_name)
+                detail = f"(job status {found.get('status')}: {found.get('failureMessage', '')})"
+            except Exception:  # the description only enriches the message
+                pass
+            raise self.failed_event(pending, event, detail)
+        job = client.get_model_customization_job(jobIdentifier=pending.job_name)
+        if job.get("status") != "Completed":
+            raise RuntimeError(f"{pending.job_name}: expected Completed; got {job.get('status')} "
+                               f"({job.get('failureMessage', '')})")
+        model_arn = job.get("outputModelArn")
+        if not model_arn:
+            raise RuntimeError(f"{pending.job_name}: completed without an outputModelArn")
+        seconds = jobs.job_seconds(job)
+        trained_tokens = self._trained_tokens(details)
+        cost = bedrock_job_cost(details["customization_type"], seconds, trained_tokens, self.prices)
+        record = {"service": "bedrock", "kind": details["customization_type"], "name": pending.job_name,
+                  "arn": job.get("jobArn"), "status": job["status"], "output_model_arn": model_arn,
+                  "created_by_this_run": details.get("created"), "request_digest": details.get("request_digest"),
+                  **cost}
+        rows = jobs.read_step_metrics(details["output_uri"], job.get("jobArn", pending.job_name))
+        metrics_uri = store.join(ctx.uri, METRICS)
+        write_jsonl(metrics_uri, rows)
+        metrics = {**self.training_metrics_summary(rows), "billable_seconds": record["billable_seconds"],
+                   "estimated_cost_usd": record["estimated_cost_usd"]}
+        return self.finish(
+            ctx, details["started_at"], checkpoint_uri=model_arn, metrics=metrics, jobs=[record],
+            inputs={"model_uri": details["model_uri"], "base_model": details["base_model"],
+                    "data_uri": details["data_uri"], "reward": details.get("reward"),
+                    "reward_lambda_arn": details.get("reward_lambda_arn"),
+                    "hyper_parameters": details["hyper_parameters"], "overrides": details.get("overrides", {}),
+                    "notes": details.get("notes", [])},
+            outputs={"metrics_uri": metrics_uri, "job_output_uri": details["output_uri"],
+                     "output_model_arn": model_arn},
+        )
+
+    @staticmethod
+    def _trained_tokens(details: dict[str, Any]) -> int:
+        """Tokens trained for per-token pricing (FINE_TUNING): ~4 characters a token, times epochs."""
+        if details["customization_type"] != "FINE_TUNING":
+            return 0
+        chars = len(store.read_text(details["staged_data_uri"]))
+        return int(chars / 4 * int(details["hyper_parameters"].get("epochCount", 1)))
+
+    # ------------------------------------------------------------------ evaluation and diversity
+
+    def _inference_target(self, ctx: StageContext, model_uri: str) -> tuple[str, list[dict[str, Any]]]:
+        """(model id for converse, job records): a custom model is served by an on-demand deployment."""
+        model = self.resolve_model(model_uri, ctx)
+        if not self._is_custom(model):
+            return self.converse_model_id(model_uri if model_uri.strip() in NOVA_2_LITE else model), []
+        name = "rftflow-" + hashlib.sha256(model.encode()).hexdigest()[:16]
+        arn = jobs.ensure_deployment(self.aws.client("bedrock"), model, name,
+                                     tags={"rftflow:model": model.rsplit("/", 1)[-1]},
+                                     wait_s=self.options.deployment_wait_s)
+        return arn, [{"service": "bedrock", "kind": "custom_model_deployment", "name": name, "arn": arn,
+                      "model_arn": model, "estimated_cost_usd": 0.0,
+                      "note": "on-demand deployment: billed per token through converse, nothing while idle"}]
+
+    def evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
+                 overrides: dict[str, Any] | None = None) -> StageManifest:
+        """Greedy converse answers on the eval set, scored with the stage's reward handler."""
+        model_id, extra = self._inference_target(ctx, model_uri)
+        return self.converse_evaluate(ctx, model_uri, model_id, eval_uri, reward, overrides, extra)
+
+    def diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
+                  overrides: dict[str, Any] | None = None) -> StageManifest:
+        """k converse samples per prompt at the configured temperature; shared analysis and decision."""
+        model_id, extra = self._inference_target(ctx, model_uri)
+        return self.converse_diversity(ctx, model_uri, model_id, train_uri, reward, overrides, extra)

@@ -1,0 +1,404 @@
+"""The `sagemaker` backend: Amazon Nova SFT and RFT on SageMaker Training Jobs (or serverless customization),
+evaluation jobs on the checkpoints, and the diversity check through Bedrock runtime for a base model.
+
+Training stages return a PendingJob the caller defers on (SageMakerTrigger, waits sized for multi-day jobs);
+a retried stage re-attaches to its job by name, so a retry never pays twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, ClassVar
+
+from rftflow import store
+from rftflow.aws import sagemaker_jobs as jobs
+from rftflow.aws.stages import (
+    METRICS,
+    NOVA_2_LITE,
+    ROWS,
+    SAGEMAKER_MODEL,
+    AwsBackend,
+    content_digest,
+    now_iso,
+    sft_converse_row,
+    write_jsonl,
+)
+from rftflow.backends.base import PendingJob, StageContext
+from rftflow.config import DiversityConfig, EvalConfig, RFTConfig, SFTConfig, build_config
+from rftflow.manifest import StageManifest
+
+log = logging.getLogger(__name__)
+
+KIND = "sagemaker_training"
+
+
+class SageMakerBackend(AwsBackend):
+    """Stages as SageMaker jobs. Options: see rftflow.aws.stages.AwsOptions (role_arn is required).
+
+    Evaluation: an eval job (gen_qa recipe by default) runs the model on the eval prompts; its per-prompt
+    outputs are scored here with the same reward handler as training, so pass@1 and the per-category
+    breakdown are computed exactly as on the local backend. `evaluate` waits for that job in the task
+    (minutes to an hour); callers that can defer use `start_evaluate` / `start_diversity` instead.
+    """
+
+    name: ClassVar[str] = "sagemaker"
+
+    # ------------------------------------------------------------------ models
+
+    def resolve_model(self, model: str, ctx: StageContext) -> str:
+        """Nova 2 Lite by any of its names -> `nova-lite-2/prod`; s3:// checkpoints and model packages as they are."""
+        m = model.strip()
+        if m in NOVA_2_LITE:
+            return SAGEMAKER_MODEL
+        if m.startswith("s3://") or (m.startswith("arn:aws") and ":model-package/" in m):
+            return m
+        raise ValueError(f"model {model!r}: the sagemaker backend trains Amazon Nova 2 Lite; expected nova-2-lite "
+                         "(or another of its names), an s3:// checkpoint of an earlier stage or a model package "
+                         "ARN ('tiny' is the local backend's model)")
+
+    # ------------------------------------------------------------------ training
+
+    def sft(self, ctx: StageContext, model_uri: str, sft_uri: str,
+            overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
+        """Nova SFT (LoRA or full, `method` override) on demonstrations converted to the Converse format."""
+        return self._train(ctx, "sft", model_uri, sft_uri, None, overrides)
+
+    def rft(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
+            overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
+        """Nova RFT with the reward Lambda; both reward-Lambda recipe fields carry its ARN."""
+        return self._train(ctx, "rft", model_uri, train_uri, reward, overrides)
+
+    def _train(self, ctx: StageContext, stage: str, model_uri: str, data_uri: str, reward: str | None,
+               overrides: dict[str, Any] | None) -> StageManifest | PendingJob:
+        from rftflow.aws.naming import stage_job_base
+        from rftflow.aws.recipes import choose_sagemaker_recipe, render_sagemaker
+
+        started_at = now_iso()
+        overrides = dict(overrides or {})
+        model = self.resolve_model(model_uri, ctx)
+        recipe_name = choose_sagemaker_recipe(stage, overrides, self.options.flavour)
+        reward_arn = self.reward_lambda(reward) if reward else None
+        local_fields = set((SFTConfig if stage == "sft" else RFTConfig).model_fields)
+
+        def render(name: str) -> Any:
+            return render_sagemaker(recipe_name, overrides, job_name=name, model=model,
+                                    reward_lambda_arn=reward_arn, local_fields=local_fields)
+
+        probe = render("probe-1")  # every recipe problem surfaces here, before anything is uploaded
+        remote = self.remote_uri(ctx)
+        data_dir = store.join(remote, "input", "train")
+        data_file = store.join(data_dir, f"{stage}.jsonl")
+        channels = {"train": data_dir + "/"}
+        output_path = store.join(remote, "job-output")
+        role = self.role_arn()
+        base = stage_job_base(ctx.uri, ctx.dag_id, ctx.stage, ctx.cycle)
+        serverless = probe.flavour == "serverless"
+        base_model_arn = evaluator_arn = None
+        if serverless:
+            base_model_arn, evaluator_arn = self._serverless_targets(probe, model, reward_arn)
+
+        def build(name: str) -> dict[str, Any]:
+            recipe = render(name)
+            tags = self._tags(ctx)
+            if serverless:
+                return jobs.serverless_request(recipe, name=name, role_arn=role, base_model_arn=base_model_arn,
+                                               evaluator_arn=evaluator_arn, channels=channels,
+                                               output_path=output_path, tags=tags)
+            return jobs.training_job_request(recipe, name=name, role_arn=role, region=self.region,
+                                             recipe_prefix=self._recipe_dir(remote, name) + "/", channels=channels,
+                                             output_path=output_path, tags=tags)
+
+        def prepare(name: str) -> None:
+            convert = sft_converse_row if stage == "sft" else None
+            self.stage_records(data_uri, data_file, kind="sft" if stage == "sft" else "rft", convert=convert)
+            if not serverless:
+                store.write_text(store.join(self._recipe_dir(remote, name), jobs.RECIPE_FILE), render(name).yaml_text())
+
+        submitted = jobs.find_or_create(self.aws.hook("sagemaker"), base, build, prepare=prepare)
+        pending = PendingJob(KIND, submitted.name, details={
+            "stage_kind": stage, "flavour": probe.flavour, "recipe": recipe_name, "region": self.region,
+            "remote_uri": remote, "output_path": output_path, "model_uri": model, "data_uri": data_uri,
+            "staged_data_uri": data_file, "reward": reward, "reward_lambda_arn": reward_arn,
+            "started_at": started_at, "instance_type": probe.job.instance_type,
+            "instance_count": probe.instance_count, "max_runtime_hours": probe.job.max_runtime_hours,
+            "created": submitted.created, "request_digest": submitted.digest, "overrides": overrides,
+            "notes": probe.notes, "wait_timeout_s": self.wait_attempts(probe.job.max_runtime_hours)
+            * self.options.waiter_delay_s,
+        })
+        if submitted.status == "Completed":  # a retry found the finished job: nothing to wait for
+            return self.complete(ctx, pending, {"status": "success", "job_name": submitted.name})
+        return pending
+
+    @staticmethod
+    def _recipe_dir(remote: str, name: str) -> str:
+        return store.join(remote, "jobs", name, jobs.RECIPE_CHANNEL)
+
+    @staticmethod
+    def _tags(ctx: StageContext) -> dict[str, Any]:
+        return {"rftflow:dag": ctx.dag_id, "rftflow:run": ctx.run_id, "rftflow:cycle": ctx.cycle,
+                "rftflow:stage": ctx.stage}
+
+    def _serverless_targets(self, recipe: Any, model: str, reward_arn: str | None) -> tuple[str, str | None]:
+        section = recipe.body["serverless"]
+        if model.startswith("s3://"):
+            raise ValueError(f"serverless jobs start from a hub model, not an S3 checkpoint ({model}); run this "
+                             "chain with flavour training_job, or start serverless RFT from the base model")
+        client = self.aws.client("sagemaker")
+        base = section.get("base_model_arn") or jobs.resolve_hub_model_arn(client, section["base_model_name"])
+        evaluator = section.get("evaluator_arn") or None
+        if evaluator is None and section["customization_technique"] in ("RLVR", "RLAIF") and reward_arn:
+            evaluator = jobs.register_evaluator(client, section["evaluator_hub"], reward_arn)
+        return base, evaluator
+
+    # ------------------------------------------------------------------ evaluation and diversity
+
+    def evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
+                 overrides: dict[str, Any] | None = None) -> StageManifest:
+        """Eval job on the model, per-prompt outputs scored with the reward handler; waits in the task."""
+        return self._settle(ctx, self.start_evaluate(ctx, model_uri, eval_uri, reward, overrides))
+
+    def start_evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
+                       overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
+        """Submit (or re-attach to) the eval job; a PendingJob to defer on unless it has already finished."""
+        cfg, recipe_overrides = self._eval_config(EvalConfig, overrides, {"max_new_tokens": 4096})
+        from rftflow.dataset import read_records
+
+        records = read_records(eval_uri, kind="rft")[:cfg.max_prompts or None]
+        return self._submit_eval(ctx, "eval", self.resolve_model(model_uri, ctx), eval_uri, reward, records, 1,
+                                 cfg, recipe_overrides)
+
+    def diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
+                  overrides: dict[str, Any] | None = None) -> StageManifest:
+        """k samples per prompt: Bedrock runtime for the base model, an eval job repeating prompts k times
+        at the sampling temperature for a trained checkpoint; then the shared analysis and decision."""
+        return self._settle(ctx, self.start_diversity(ctx, model_uri, train_uri, reward, overrides))
+
+    def start_diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
+                        overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
+        model = self.resolve_model(model_uri, ctx)
+        if not model.startswith("s3://"):
+            return self.converse_diversity(ctx, model, self.converse_model_id(model_uri), train_uri, reward, overrides)
+        from rftflow.dataset import read_records
+
+        cfg, recipe_overrides = self._eval_config(DiversityConfig, overrides, {"max_new_tokens": 1024})
+        recipe_overrides.update({"inference.temperature": cfg.temperature, "inference.top_p": cfg.top_p,
+                                 "inference.max_new_tokens": cfg.max_new_tokens})
+        records = self.diversity_sample(read_records(train_uri, kind="rft"), cfg)
+        return self._submit_eval(ctx, "diversity", model, train_uri, reward, records, cfg.k, cfg, recipe_overrides)
+
+    @staticmethod
+    def _eval_config(model: Any, overrides: dict[str, Any] | None, defaults: dict[str, Any]) -> tuple[Any, dict]:
+        """(our eval/diversity config, the eval recipe's overrides) from one overrides dict."""
+        from rftflow.aws.recipes import ALIASES, SELECTOR_KEYS
+
+        config, recipe = dict(defaults), {}
+        for key, value in (overrides or {}).items():
+            if key.split(".", 1)[0] in model.model_fields:
+                config[key] = value
+            if key not in model.model_fields or key in ALIASES["eval"] or key in SELECTOR_KEYS:
+                recipe[key] = value
+        return build_config(model, config, "overrides"), recipe
+
+    def _submit_eval(self, ctx: StageContext, purpose: str, model: str, data_uri: str, reward: str,
+                     records: list[Any], k: int, cfg: Any, recipe_overrides: dict[str, Any]
+                     ) -> StageManifest | PendingJob:
+        from rftflow.aws import rollouts
+        from rftflow.aws.naming import stage_job_base
+        from rftflow.aws.recipes import render_sagemaker
+
+        started_at = now_iso()
+        recipe_name = str(recipe_overrides.get("recipe") or "eval_gen_qa")
+        if purpose == "diversity" and recipe_name != "eval_gen_qa":
+            raise ValueError("the diversity check needs per-sample outputs: use the eval_gen_qa recipe")
+        reward_arn = self.reward_lambda(reward) if recipe_name == "eval_rft" else None
+        self.reward_function(reward)  # a bad reward spec fails before the job is paid for
+
+        def render(name: str) -> Any:
+            return render_sagemaker(recipe_name, recipe_overrides, job_name=name, model=model,
+                                    reward_lambda_arn=reward_arn)
+
+        probe = render("probe-1")
+        remote = self.remote_uri(ctx)
+        data_dir = store.join(remote, "input", "gen_qa")
+        output_path = store.join(remote, "job-output")
+        role = self.role_arn()
+
+        def build(name: str) -> dict[str, Any]:
+            recipe = render(name)
+            return jobs.training_job_request(
+                recipe, name=name, role_arn=role, region=self.region,
+                recipe_prefix=self._recipe_dir(remote, name) + "/", channels={"train": data_dir + "/"},
+                output_path=output_path,
+                tags={**self._tags(ctx),
+                      "rftflow:data": content_digest("\n".join(r.id for r in records) + f"|k={k}")})
+
+        def prepare(name: str) -> None:
+            write_jsonl(store.join(data_dir, "gen_qa.jsonl"), rollouts.gen_qa_rows(records, k))
+            store.write_text(store.join(self._recipe_dir(remote, name), jobs.RECIPE_FILE), render(name).yaml_text())
+
+        base = stage_job_base(ctx.uri, ctx.dag_id, ctx.stage, ctx.cycle)
+        submitted = jobs.find_or_create(self.aws.hook("sagemaker"), base, build, prepare=prepare)
+        pending = PendingJob(KIND, submitted.name, details={
+            "stage_kind": purpose, "flavour": "training_job", "recipe": recipe_name, "region": self.region,
+            "remote_uri": remote, "output_path": output_path, "model_uri": model, "data_uri": data_uri,
+            "reward": reward, "reward_lambda_arn": reward_arn, "started_at": started_at,
+            "instance_type": probe.job.instance_type, "instance_count": probe.instance_count,
+            "max_runtime_hours": probe.job.max_runtime_hours, "created": submitted.created,
+            "request_digest": submitted.digest, "config": cfg.model_dump(), "k": k,
+            "record_ids": [r.id for r in records], "notes": probe.notes,
+            "wait_timeout_s": self.wait_attempts(probe.job.max_runtime_hours) * self.options.waiter_delay_s,
+        })
+        if submitted.status == "Completed":
+            return self.complete(ctx, pending, {"status": "success", "job_name": submitted.name})
+        return pending
+
+    def _settle(self, ctx: StageContext, result: StageManifest | PendingJob) -> StageManifest:
+        """Wait in the task for a job (describe, then sleep) and complete the stage."""
+        if isinstance(result, StageManifest):
+            return result
+        client = self.aws.client("sagemaker")
+        deadline = time.time() + float(result.details.get("wait_timeout_s") or 86400)
+        while True:
+            status = client.describe_training_job(TrainingJobName=result.job_name)["TrainingJobStatus"]
+            if status not in jobs.ACTIVE:
+                break
+            if time.time() > deadline:
+                return self.complete(ctx, result, {"status": "timeout", "message": "in-task wait ran out"})
+            time.sleep(self.options.eval_poll_s)
+        event = {"status": "success" if status == "Completed" else status.lower(), "job_name": result.job_name}
+        return self.complete(ctx, result, event)
+
+    # ------------------------------------------------------------------ deferral
+
+    def trigger_for(self, pending: PendingJob) -> Any:
+        """The provider's SageMakerTrigger, waiting as long as the job may run plus queueing slack."""
+        from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
+
+        return SageMakerTrigger(
+            job_name=pending.job_name, job_type="training", waiter_delay=self.options.waiter_delay_s,
+            waiter_max_attempts=self.wait_attempts(float(pending.details.get("max_runtime_hours", 24))),
+            aws_conn_id=self.options.aws_conn_id, region_name=pending.details.get("region") or self.options.region_name,
+        )
+
+    def stop(self, pending: PendingJob) -> None:
+        """Stop the training job when the task is killed (a finished job is left alone)."""
+        jobs.stop_job(self.aws.client("sagemaker"), pending.job_name)
+
+    def complete(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any]) -> StageManifest:
+        """After the trigger fires: check the job, follow its outputs, write metrics and the manifest."""
+        client = self.aws.client("sagemaker")
+        region = pending.details.get("region") or self.region
+        if event.get("status") != "success":
+            detail = ""
+            try:
+                found = client.describe_training_job(TrainingJobName=pending.job_name)
+                detail = f"(job status {found['TrainingJobStatus']}: {found.get('FailureReason', '')})"
+            except Exception:  # the description only enriches the message
+                pass
+            raise self.failed_event(pending, event, f"{detail} logs: {jobs.log_url(region, pending.job_name)}")
+        description = client.describe_training_job(TrainingJobName=pending.job_name)
+        if description["TrainingJobStatus"] != "Completed":
+            raise RuntimeError(f"{pending.job_name}: expected Completed; got {description['TrainingJobStatus']} "
+                               f"({description.get('FailureReason', '')}); logs: {jobs.log_url(region, pending.job_name)}")
+        record = self._job_record(pending, description, region)
+        kind = pending.details.get("stage_kind")
+        if kind in ("sft", "rft"):
+            return self._complete_training(ctx, pending, record)
+        if kind == "eval":
+            return self._complete_eval(ctx, pending, record)
+        if kind == "diversity":
+            return self._complete_diversity(ctx, pending, record)
+        raise ValueError(f"{pending.job_name}: unknown stage kind {kind!r} in the pending job")
+
+    def _job_record(self, pending: PendingJob, description: dict[str, Any], region: str) -> dict[str, Any]:
+        from rftflow.aws.pricing import serverless_job_cost, training_job_cost
+
+        details = pending.details
+        seconds = jobs.billable_seconds(description)
+        if details.get("flavour") == "serverless":
+            cost = serverless_job_cost(int(description.get("BillableTokenCount") or 0), seconds, self.prices)
+        else:
+            resources = description.get("ResourceConfig", {})
+            cost = training_job_cost(resources.get("InstanceType", details.get("instance_type")),
+                                     resources.get("InstanceCount", details.get("instance_count", 1)), seconds,
+                                     self.prices)
+        return {"service": "sagemaker", "kind": details.get("flavour", "training_job"), "name": pending.job_name,
+                "arn": description.get("TrainingJobArn"), "status": description["TrainingJobStatus"],
+                "instance_type": details.get("instance_type"), "instance_count": details.get("instance_count"),
+                "recipe": details.get("recipe"), "created_by_this_run": details.get("created"),
+                "request_digest": details.get("request_digest"), "log_url": jobs.log_url(region, pending.job_name),
+                "output_uri": jobs.job_output_prefix(details["output_path"], pending.job_name), **cost}
+
+    def _complete_training(self, ctx: StageContext, pending: PendingJob, record: dict[str, Any]) -> StageManifest:
+        details = pending.details
+        checkpoint, where = jobs.follow_checkpoint(details["output_path"], pending.job_name)
+        rows = jobs.read_training_metrics(self.aws.hook("sagemaker"), pending.job_name)
+        metrics_uri = store.join(ctx.uri, METRICS)
+        write_jsonl(metrics_uri, rows)
+        metrics = {**self.training_metrics_summary(rows), "billable_seconds": record["billable_seconds"],
+                   "estimated_cost_usd": record["estimated_cost_usd"]}
+        return self.finish(
+            ctx, details["started_at"], checkpoint_uri=checkpoint, metrics=metrics, jobs=[record],
+            inputs={"model_uri": details["model_uri"], "data_uri": details["data_uri"], "reward": details.get("reward"),
+                    "reward_lambda_arn": details.get("reward_lambda_arn"), "recipe": details["recipe"],
+                    "overrides": details.get("overrides", {}), "notes": details.get("notes", [])},
+            outputs={"metrics_uri": metrics_uri, "checkpoint_manifest": where, "job_output_uri": record["output_uri"],
+                     "recipe_uri": store.join(self._recipe_dir(details["remote_uri"], pending.job_name),
+                                              jobs.RECIPE_FILE),
+                     "log_url": record["log_url"]},
+        )
+
+    def _records(self, pending: PendingJob) -> list[Any]:
+        from rftflow.dataset import read_records
+
+        details = pending.details
+        by_id = {r.id: r for r in read_records(details["data_uri"], kind="rft")}
+        missing = [i for i in details["record_ids"] if i not in by_id]
+        if missing:
+            raise ValueError(f"{details['data_uri']} changed while the job ran: ids {missing[:5]} are gone")
+        return [by_id[i] for i in details["record_ids"]]
+
+    def _complete_eval(self, ctx: StageContext, pending: PendingJob, record: dict[str, Any]) -> StageManifest:
+        from rftflow import evaluation
+        from rftflow.aws import rollouts
+
+        details = pending.details
+        cfg = EvalConfig(**details["config"])
+        output = jobs.read_eval_output(details["output_path"], pending.job_name)
+        aws_summary = jobs.summarize_results(output.results)
+        outputs: dict[str, Any] = {"job_output_uri": record["output_uri"], "results_file": output.results_file}
+        if output.inference_rows:
+            records = self._records(pending)
+            completions = rollouts.completions_from_inference(output.inference_rows, records, 1)
+            reward_fn = self.reward_function(details["reward"])
+            rows = evaluation.score_rows(records, [c[0] for c in completions], reward_fn,
+                                         pass_threshold=cfg.pass_threshold, workers=self.reward_workers(reward_fn),
+                                         timeout_s=self.options.reward_timeout_s)
+            write_jsonl(store.join(ctx.uri, ROWS), rows)
+            outputs["rows_uri"] = store.join(ctx.uri, ROWS)
+            metrics = evaluation.summarize(rows, cfg.breakdown_fields)
+            metrics["aws_results"] = aws_summary["aws_results"]
+        else:
+            metrics = {"pass_at_1": None, "mean_reward": None, **aws_summary}
+            if metrics["pass_at_1"] is None:
+                log.warning("%s: the eval output has no per-prompt rows and no 0-1 reward score; pass@1 unknown",
+                            pending.job_name)
+        metrics["estimated_cost_usd"] = record["estimated_cost_usd"]
+        return self.finish(ctx, details["started_at"], checkpoint_uri=details["model_uri"], metrics=metrics,
+                           jobs=[record], outputs=outputs,
+                           inputs={"model_uri": details["model_uri"], "eval_uri": details["data_uri"],
+                                   "reward": details["reward"], "recipe": details["recipe"],
+                                   "config": details["config"], "notes": details.get("notes", [])})
+
+    def _complete_diversity(self, ctx: StageContext, pending: PendingJob, record: dict[str, Any]) -> StageManifest:
+        from rftflow.aws import rollouts
+
+        details = pending.details
+        cfg = DiversityConfig(**details["config"])
+        output = jobs.read_eval_output(details["output_path"], pending.job_name)
+        records = self._records(pending)
+        completions = rollouts.completions_from_inference(output.inference_rows, records, int(details["k"]))
+        return self.finish_diversity(ctx, details["started_at"], details["model_uri"], details["data_uri"],
+                                     details["reward"], records, completions, cfg, [record],
+                                     details.get("notes", []))

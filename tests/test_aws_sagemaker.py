@@ -1,0 +1,278 @@
+"""The sagemaker backend against a moto server (its training jobs complete at once): submit, re-attach on
+retry, follow the checkpoint, read eval results and CloudWatch metrics, record cost; failures name the job."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aws_fakes import (
+    LAMBDA_ARN,
+    ROLE,
+    aws_env,  # noqa: F401  (fixture)
+    boto,
+    gen_qa_answers,
+    plant_eval_output,
+    plant_training_output,
+    put_metric_logs,
+)
+from botocore.stub import Stubber
+
+from rftflow import store
+from rftflow.aws import sagemaker_jobs
+from rftflow.aws.naming import stage_job_base
+from rftflow.backends.base import PendingJob, StageContext, get_backend
+from rftflow.dataset import read_records, write_records
+from rftflow.manifest import StageManifest, load_complete
+
+EVAL = "include/data/tiny/eval.jsonl"
+
+
+pytestmark = pytest.mark.usefixtures("aws_env")
+
+
+@pytest.fixture(scope="module")
+def backend(request):
+    request.getfixturevalue("aws_env")
+    return get_backend("sagemaker", role_arn=ROLE, reward_lambda_arn=LAMBDA_ARN, eval_poll_s=0.01)
+
+
+@pytest.fixture(scope="module")
+def train(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    write_records(str(path), read_records("include/data/tiny/train.jsonl")[:120])
+    return str(path)
+
+
+@pytest.fixture
+def small_sft(tmp_path) -> str:
+    path = tmp_path / "sft.jsonl"
+    write_records(str(path), read_records("include/data/tiny/sft.jsonl", kind="sft")[:50])
+    return str(path)
+
+
+@pytest.fixture
+def small_eval(tmp_path) -> str:
+    path = tmp_path / "eval.jsonl"
+    write_records(str(path), read_records(EVAL)[:12])
+    return str(path)
+
+
+def ctx_for(root: str, stage: str) -> StageContext:
+    return StageContext(root, "rft_cycle", "manual__2026-11-25T10:00:00+00:00", 1, stage)
+
+
+def training_jobs() -> list[str]:
+    return [j["TrainingJobName"] for j in boto("sagemaker").list_training_jobs(MaxResults=100)["TrainingJobSummaries"]]
+
+
+def correct_answer(row: dict) -> str:
+    return f"The answer is {row['response']}. #### {row['response']}"
+
+
+def test_rft_submits_one_job_and_completes_from_its_outputs(backend, s3_root, train):
+    ctx = ctx_for(s3_root, "rft")
+    pending = backend.rft(ctx, "nova-2-lite", train, "numeric", {"method": "lora", "num_generations": 8})
+    assert isinstance(pending, PendingJob) and pending.kind == "sagemaker_training"
+    assert len(pending.job_name) <= 63 and pending.job_name.endswith("-1")
+
+    described = boto("sagemaker").describe_training_job(TrainingJobName=pending.job_name)
+    recipe = store.read_text(store.join(ctx.uri, "jobs", pending.job_name, "recipe", "recipe.yaml"))
+    assert f"reward_lambda_arn: {LAMBDA_ARN}" in recipe and f"lambda_arn: {LAMBDA_ARN}" in recipe
+    assert "number_generation: 8" in recipe
+    assert described["HyperParameters"]["reward_lambda_arn"] == LAMBDA_ARN
+    assert described["StoppingCondition"]["MaxRuntimeInSeconds"] == 120 * 3600
+    staged = [json.loads(x) for x in store.read_text(store.join(ctx.uri, "input", "train", "rft.jsonl")).splitlines()]
+    assert len(staged) == 120 and staged[0]["reference_answer"] == "64"
+
+    # The container's work: a checkpoint pointer and verl-named log lines.
+    plant_training_output(pending.details["output_path"], pending.job_name, "s3://customer-escrow-1/smtj/step_100")
+    put_metric_logs(pending.job_name, [
+        "step:1 - critic/rewards/mean:0.25 - actor/entropy:1.9 - response_length/mean:120.0",
+        "loading weights",
+        "{'step': 2, 'critic/rewards/mean': 0.5, 'actor/kl_loss': np.float64(0.01)}",
+    ])
+    manifest = backend.complete(ctx, pending, {"status": "success", "job_name": pending.job_name})
+
+    assert manifest.checkpoint_uri == "s3://customer-escrow-1/smtj/step_100"
+    assert load_complete(ctx.uri) == manifest
+    rows = [json.loads(x) for x in store.read_text(manifest.outputs["metrics_uri"]).splitlines()]
+    assert rows == [{"step": 1, "critic/rewards/mean": 0.25, "actor/entropy": 1.9, "response_length/mean": 120.0},
+                    {"step": 2, "critic/rewards/mean": 0.5, "actor/kl_loss": 0.01}]
+    assert manifest.metrics["reward_first"] == 0.25 and manifest.metrics["reward_last"] == 0.5
+    job = manifest.jobs[0]
+    assert job["name"] == pending.job_name and job["instance_type"] == "ml.p5.48xlarge"
+    assert {"billable_seconds", "estimated_cost_usd", "price", "price_source"} <= set(job)
+
+
+def test_a_stage_run_twice_creates_one_job(backend, s3_root, small_sft):
+    ctx = ctx_for(s3_root, "sft")
+    first = backend.sft(ctx, "nova-2-lite", small_sft, {"method": "lora"})
+    staged = json.loads(store.read_text(store.join(ctx.uri, "input", "train", "sft.jsonl")).splitlines()[0])
+    assert staged["schemaVersion"] == "bedrock-conversation-2024"
+    assert [m["role"] for m in staged["messages"]] == ["user", "assistant"]
+    assert isinstance(staged["messages"][1]["content"][0]["text"], str)
+    plant_training_output(first.details["output_path"], first.job_name, "s3://escrow/sft/step_10")
+    before = training_jobs()
+    again = backend.sft(ctx, "nova-2-lite", small_sft, {"method": "lora"})
+    assert isinstance(again, StageManifest)  # moto finished the job: the retry re-attached and completed
+    assert training_jobs() == before and again.jobs[0]["name"] == first.job_name
+    assert again.checkpoint_uri == "s3://escrow/sft/step_10"
+    assert again.jobs[0]["created_by_this_run"] is False
+
+
+def test_changed_settings_on_a_finished_job_start_the_next_attempt(backend, s3_root, train):
+    ctx = ctx_for(s3_root, "rft")
+    first = backend.rft(ctx, "nova-2-lite", train, "numeric", {"method": "lora"})
+    second = backend.rft(ctx, "nova-2-lite", train, "numeric", {"method": "lora", "learning_rate": 2e-6})
+    assert isinstance(second, PendingJob)
+    assert second.job_name == first.job_name[:-1] + "2"
+
+
+def test_failed_attempts_are_skipped_and_a_running_job_with_other_settings_is_refused(backend, s3_root):
+    hook = backend.aws.hook("sagemaker")
+    base = "rft-cycle-rft-c1-0000000000"
+
+    def build(name: str) -> dict:
+        return {"TrainingJobName": name, "Tags": []}
+
+    with Stubber(hook.conn) as stub:
+        stub.add_response("describe_training_job", {**_described(f"{base}-1", "Failed")})
+        stub.add_response("describe_training_job", {**_described(f"{base}-2", "InProgress")})
+        stub.add_response("list_tags", {"Tags": [{"Key": sagemaker_jobs.DIGEST_TAG, "Value": "someone-else"}]})
+        with pytest.raises(sagemaker_jobs.JobConflict, match=f"{base}-2 of this stage is still running with other"):
+            sagemaker_jobs.find_or_create(hook, base, build)
+
+
+def _described(name: str, status: str) -> dict:
+    import datetime
+
+    now = datetime.datetime(2026, 11, 25)
+    return {"TrainingJobName": name, "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{name}",
+            "TrainingJobStatus": status, "SecondaryStatus": "Training", "ModelArtifacts": {"S3ModelArtifacts": ""},
+            "AlgorithmSpecification": {"TrainingInputMode": "File"}, "ResourceConfig": {"VolumeSizeInGB": 1},
+            "StoppingCondition": {}, "CreationTime": now}
+
+
+def test_evaluate_scores_per_prompt_outputs_with_the_reward_handler(backend, s3_root, small_eval):
+    ctx = ctx_for(s3_root, "checkpoint_eval")
+    base = stage_job_base(ctx.uri, ctx.dag_id, ctx.stage, ctx.cycle)
+    pending = backend.start_evaluate(ctx, "s3://escrow/rft/step_100", small_eval, "numeric")
+    assert pending.job_name == f"{base}-1"
+    gen_qa = store.join(ctx.uri, "input", "gen_qa", "gen_qa.jsonl")
+    # half right: every even row answers correctly
+    answers = gen_qa_answers(gen_qa, lambda r: correct_answer(r) if int(json.loads(r["metadata"])["id"][-1]) % 2 == 0
+                             else "#### 0")
+    plant_eval_output(pending.details["output_path"], pending.job_name, answers[::-1])  # order does not matter
+    manifest = backend.complete(ctx, pending, {"status": "success"})
+    expected = sum(int(r.id[-1]) % 2 == 0 for r in read_records(small_eval)) / 12
+    assert manifest.metrics["pass_at_1"] == pytest.approx(expected)
+    assert manifest.metrics["n"] == 12 and "category" in manifest.metrics["breakdown"]
+    assert manifest.metrics["aws_results"] == {"em": 0.5, "f1": 0.6}
+    assert manifest.checkpoint_uri == "s3://escrow/rft/step_100"
+    assert len(store.read_text(manifest.outputs["rows_uri"]).splitlines()) == 12
+    described = boto("sagemaker").describe_training_job(TrainingJobName=pending.job_name)
+    assert described["HyperParameters"]["base_model_location"] == "s3://escrow/rft/step_100"
+    assert "nova-evaluation-repo" in described["AlgorithmSpecification"]["TrainingImage"]
+
+
+def test_evaluate_waits_in_the_task_and_returns_the_manifest(backend, s3_root, small_eval):
+    ctx = ctx_for(s3_root, "baseline_eval")
+    name = stage_job_base(ctx.uri, ctx.dag_id, ctx.stage, ctx.cycle) + "-1"
+    remote = store.join(ctx.uri, "job-output")
+    records = read_records(small_eval)
+    plant_eval_output(remote, name, [{"prompt": r.prompt_text(), "inference": "#### " + r.reference_answer,
+                                      "metadata": json.dumps({"id": r.id, "sample": 0})} for r in records])
+    manifest = backend.evaluate(ctx, "nova-2-lite", small_eval, "numeric", {"max_prompts": 12})
+    assert manifest.metrics["pass_at_1"] == 1.0 and manifest.inputs["model_uri"] == "nova-lite-2/prod"
+
+
+def test_rft_eval_results_only_give_mean_reward_as_pass_at_1(backend, s3_root, small_eval):
+    ctx = ctx_for(s3_root, "checkpoint_eval")
+    pending = backend.start_evaluate(ctx, "s3://escrow/rft/step_100", small_eval, "numeric", {"recipe": "eval_rft"})
+    described = boto("sagemaker").describe_training_job(TrainingJobName=pending.job_name)
+    assert described["HyperParameters"].get("reward_lambda_arn") is None  # rl_env is read from the recipe
+    recipe = store.read_text(store.join(ctx.uri, "jobs", pending.job_name, "recipe", "recipe.yaml"))
+    assert f"reward_lambda_arn: {LAMBDA_ARN}" in recipe and "task: rft_eval" in recipe
+    plant_eval_output(pending.details["output_path"], pending.job_name, None, {"results": {"all": {
+        "lambda_reward_score": 0.75, "lambda_reward_score_stderr": 0.05, "lambda_correctness": 0.75}}})
+    manifest = backend.complete(ctx, pending, {"status": "success"})
+    assert manifest.metrics["pass_at_1"] == 0.75 and manifest.metrics["mean_reward"] == 0.75
+    assert "eval_gen_qa" in manifest.metrics["pass_at_1_source"]
+
+
+def test_diversity_on_a_checkpoint_repeats_prompts_k_times(backend, s3_root, small_eval):
+    ctx = ctx_for(s3_root, "diversity_recheck")
+    pending = backend.start_diversity(ctx, "s3://escrow/sft/step_10", small_eval, "numeric",
+                                      {"k": 4, "max_prompts": 10, "temperature": 1.0})
+    gen_qa = store.join(ctx.uri, "input", "gen_qa", "gen_qa.jsonl")
+    staged = [json.loads(x) for x in store.read_text(gen_qa).splitlines()]
+    assert len(staged) == 40 and staged[0]["query"] == staged[3]["query"] != staged[4]["query"]
+    recipe = store.read_text(store.join(ctx.uri, "jobs", pending.job_name, "recipe", "recipe.yaml"))
+    assert "temperature: 1.0" in recipe
+
+    def answer(row: dict) -> str:  # sample 0 right, the others wrong: every prompt mixed
+        return correct_answer(row) if json.loads(row["metadata"])["sample"] == 0 else "#### -1"
+
+    plant_eval_output(pending.details["output_path"], pending.job_name, gen_qa_answers(gen_qa, answer))
+    manifest = backend.complete(ctx, pending, {"status": "success"})
+    assert manifest.metrics["mixed"] == 1.0 and manifest.metrics["k"] == 4
+    assert manifest.decision["decision"] == "rft"
+
+
+def test_failed_and_timed_out_jobs_raise_with_the_job_and_logs(backend, s3_root, train):
+    ctx = ctx_for(s3_root, "rft")
+    pending = backend.rft(ctx, "nova-2-lite", train, "numeric", {})
+    with pytest.raises(RuntimeError, match=f"{pending.job_name} ended failed: boom .*logs: https://us-east-1"):
+        backend.complete(ctx, pending, {"status": "failed", "message": "boom"})
+    with pytest.raises(RuntimeError, match="may still be running — retry the task to re-attach"):
+        backend.complete(ctx, pending, {"status": "timeout", "message": "max attempts"})
+
+
+def test_missing_checkpoint_manifest_names_every_place_looked(backend, s3_root, train):
+    ctx = ctx_for(s3_root, "rft")
+    pending = backend.rft(ctx, "nova-2-lite", train, "numeric", {})
+    with pytest.raises(sagemaker_jobs.JobOutputError, match="no checkpoint manifest found; looked at .*output.tar.gz"):
+        backend.complete(ctx, pending, {"status": "success"})
+
+
+def test_trigger_waits_for_days_and_stop_only_stops_running_jobs(backend, s3_root, train):
+    ctx = ctx_for(s3_root, "rft")
+    pending = backend.rft(ctx, "nova-2-lite", train, "numeric", {})
+    trigger = backend.trigger_for(pending)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow.providers.amazon.aws.triggers.sagemaker.SageMakerTrigger"
+    assert kwargs["job_name"] == pending.job_name and kwargs["job_type"] == "training"
+    assert kwargs["waiter_delay"] * kwargs["waiter_max_attempts"] >= 120 * 3600  # not the provider's ~30 min
+    assert pending.details["wait_timeout_s"] >= 120 * 3600
+    backend.stop(pending)  # moto finished it: nothing to stop, and no error
+    client = backend.aws.client("sagemaker")
+    with Stubber(client) as stub:
+        stub.add_response("describe_training_job", _described(pending.job_name, "InProgress"))
+        stub.add_response("stop_training_job", {}, {"TrainingJobName": pending.job_name})
+        backend.stop(pending)
+        stub.assert_no_pending_responses()
+
+
+def test_local_artifact_root_needs_a_staging_uri(file_root, train):
+    backend = get_backend("sagemaker", role_arn=ROLE, reward_lambda_arn=LAMBDA_ARN)
+    with pytest.raises(ValueError, match="use an s3:// artifact_root or set the staging_uri option"):
+        backend.rft(ctx_for(file_root, "rft"), "nova-2-lite", train, "numeric", {})
+
+
+def test_options_come_from_the_environment_and_models_are_checked(monkeypatch):
+    monkeypatch.setenv("RFTFLOW_SAGEMAKER_ROLE_ARN", ROLE)
+    monkeypatch.setenv("RFTFLOW_AWS_WAITER_DELAY_S", "120")
+    backend = get_backend("sagemaker")
+    assert backend.options.role_arn == ROLE and backend.options.waiter_delay_s == 120
+    with pytest.raises(ValueError, match="'tiny' is the local backend's model"):
+        backend.resolve_model("tiny", ctx_for("s3://b/a", "rft"))
+    with pytest.raises(ValueError, match="unknown option"):
+        get_backend("sagemaker", rol_arn=ROLE)
+
+
+def test_reward_lambda_is_found_by_its_deployed_name(s3_root):
+    backend = get_backend("sagemaker", role_arn=ROLE)
+    with pytest.raises(ValueError, match="rftflow lambda deploy numeric"):
+        backend.reward_lambda("numeric")
+    assert backend.reward_lambda(LAMBDA_ARN) == LAMBDA_ARN
