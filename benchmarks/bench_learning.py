@@ -1,0 +1,234 @@
+"""Learning benchmark for the local backend: base -> SFT -> GRPO on the tiny track, with an equal-compute
+SFT control, printing accuracy (greedy and sampled, by category), diversity, wall times and throughput.
+
+    .venv/bin/python benchmarks/bench_learning.py --seed 0
+
+Every stage runs through LocalBackend exactly as the DAG runs it (child processes, manifests, metrics.jsonl).
+Targets (2 CPU cores): the whole story <= 8 min; GRPO beats its SFT start and the control by >= 10 points
+greedy pass@1; GRPO ends above the teacher's accuracy; batched sampling >= 3x one prompt at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rftflow import diversity, sample_data, store  # noqa: E402
+from rftflow.backends.base import StageContext  # noqa: E402
+from rftflow.backends.local import LocalBackend  # noqa: E402
+from rftflow.config import load_recipe  # noqa: E402
+
+TARGET_STORY_S = 8 * 60
+TARGET_GAIN = 0.10
+TARGET_SPEEDUP = 3.0
+REWARD = "numeric"
+
+
+def eval_summary(backend: LocalBackend, ctx: StageContext, model_uri: str, eval_uri: str, k: int) -> dict[str, Any]:
+    t0 = time.time()
+    m = backend.evaluate(ctx, model_uri, eval_uri, REWARD, {"pass_at_k": k, "max_prompts": None})
+    rows = [json.loads(line) for line in store.read_text(m.outputs["rows_uri"]).splitlines() if line.strip()]
+    table = diversity.summarize(diversity.outcome_rows([r["id"] for r in rows], [r["sample_rewards"] for r in rows],
+                                                       1.0))
+    teacher_slips = sum(1 for r in rows if r["metadata"].get("category") == "carry" and _is_slip(r))
+    carry = sum(1 for r in rows if r["metadata"].get("category") == "carry")
+    return {"metrics": m.metrics, "diversity": table, "wall_s": time.time() - t0,
+            "slip_rate_carry": teacher_slips / carry if carry else None}
+
+
+def _is_slip(row: dict[str, Any]) -> bool:
+    """True when the greedy answer is exactly the teacher's forgot-the-carry answer (reference +- 10)."""
+    text = row["completion"]
+    if "####" not in text:
+        return False
+    try:
+        got = int(text.rsplit("####", 1)[1].strip())
+        ref = int(row["reference_answer"])
+    except ValueError:
+        return False
+    op = row["metadata"].get("op")
+    return got == (ref - 10 if op == "add" else ref + 10)
+
+
+def diversity_decision(backend: LocalBackend, ctx: StageContext, model_uri: str, train_uri: str) -> dict[str, Any]:
+    t0 = time.time()
+    m = backend.diversity(ctx, model_uri, train_uri, REWARD)
+    return {"metrics": m.metrics, "decision": m.decision, "wall_s": time.time() - t0}
+
+
+def sampling_throughput(model_path: str, eval_uri: str, threads: int, n_prompts: int = 64, k: int = 8) -> dict:
+    """Batched (all prompts in one generate call) against one prompt per call, same rollouts each."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    from rftflow.dataset import read_records
+    from rftflow.local.sampling import load_model, sample
+
+    torch.set_num_threads(threads)
+    model, tokenizer = load_model(model_path)
+    prompts = [r.prompt_messages() for r in read_records(eval_uri)[:n_prompts]]
+    sample(model, tokenizer, prompts[:4], k=k, temperature=1.0, batch_size=4)  # warm-up
+    out = {}
+    for name, batch in (("batched", n_prompts), ("one_prompt_at_a_time", 1)):
+        t0 = time.perf_counter()
+        sample(model, tokenizer, prompts, k=k, temperature=1.0, batch_size=batch, seed=7)
+        seconds = time.perf_counter() - t0
+        out[name] = {"seconds": seconds, "rollouts_per_s": n_prompts * k / seconds}
+    out["speedup"] = out["one_prompt_at_a_time"]["seconds"] / out["batched"]["seconds"]
+    return out
+
+
+def pct(x: float | None) -> str:
+    return "  -  " if x is None else f"{x:.3f}"
+
+
+def check(ok: bool) -> str:
+    return "MET" if ok else "MISSED"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=0, help="data, teacher noise, model init, GRPO prompts")
+    ap.add_argument("--sft-steps", type=int, default=None, help="default: the local sft recipe (3000)")
+    ap.add_argument("--grpo-steps", type=int, default=None, help="default: the local rft recipe (60)")
+    ap.add_argument("--k", type=int, default=8, help="sampled rollouts per eval prompt")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads in the worker")
+    ap.add_argument("--out", default=None, help="artifact root (default: a fresh temporary folder)")
+    ap.add_argument("--no-decisions", action="store_true", help="skip the diversity stage on training prompts")
+    args = ap.parse_args(argv)
+
+    story_t0 = time.time()
+    root = Path(args.out or tempfile.mkdtemp(prefix=f"bench-learning-s{args.seed}-"))
+    data = sample_data.write_track("tiny", root / "data", seed=args.seed)
+    eval_uri, train_uri, sft_uri = str(data["eval"]), str(data["train"]), str(data["sft"])
+    sft_rows = [json.loads(line) for line in Path(sft_uri).read_text().splitlines()]
+    teacher_acc = sum(r["messages"][-1]["content"].endswith(f"#### {r['reference_answer']}") for r in sft_rows) \
+        / len(sft_rows)
+    backend = LocalBackend(torch_threads=args.threads, work_dir=str(root / "work"), reuse_complete=False)
+    ctx = StageContext(str(root / "artifacts"), "bench_learning", f"seed{args.seed}", 0, "base")
+    sft_cfg = load_recipe("local", "sft", {"seed": args.seed, **({"max_steps": args.sft_steps} if args.sft_steps else {})})
+    rft_cfg = load_recipe("local", "rft", {"seed": args.seed, **({"max_steps": args.grpo_steps} if args.grpo_steps else {})})
+    print(f"seed {args.seed}: artifacts under {root}; teacher accuracy on its demos {teacher_acc:.3f}; "
+          f"{len(sft_rows)} demos, SFT {sft_cfg.max_steps} steps, GRPO {rft_cfg.max_steps} steps, "
+          f"{args.threads} torch threads, cpu count {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}", flush=True)
+
+    t0 = time.time()
+    base = backend.resolve_model(f"tiny:seed={args.seed}", ctx)
+    times = {"build_tiny": time.time() - t0}
+    stages: dict[str, dict[str, Any]] = {}
+    decisions: dict[str, dict[str, Any]] = {}
+
+    def run_eval(label: str, model_uri: str) -> None:
+        stages[label] = eval_summary(backend, ctx.for_stage(f"eval_{label}"), model_uri, eval_uri, args.k)
+        m = stages[label]["metrics"]
+        print(f"  eval {label}: greedy {m['pass_at_1']:.3f}, sampled {m['sampled_pass_at_1']:.3f}, "
+              f"pass@{args.k} {m['pass_at_k']:.3f} ({stages[label]['wall_s']:.1f} s)", flush=True)
+        if not args.no_decisions and label in ("base", "sft"):  # where the pipeline decides what to run next
+            decisions[label] = diversity_decision(backend, ctx.for_stage(f"diversity_{label}"), model_uri, train_uri)
+            d = decisions[label]
+            print(f"  diversity {label} (train prompts): {d['decision']['decision']} ({d['wall_s']:.1f} s)", flush=True)
+
+    run_eval("base", base)
+    t0 = time.time()
+    sft = backend.sft(ctx.for_stage("sft"), base, sft_uri, {"seed": args.seed, "max_steps": sft_cfg.max_steps})
+    times["sft"] = time.time() - t0
+    print(f"  sft: {sft.metrics['steps']} steps, train {sft.metrics['train_seconds']:.1f} s "
+          f"(stage {times['sft']:.1f} s)", flush=True)
+    run_eval("sft", sft.checkpoint_uri)
+
+    t0 = time.time()
+    grpo = backend.rft(ctx.for_stage("rft"), sft.checkpoint_uri, train_uri, REWARD,
+                       {"seed": args.seed, "max_steps": rft_cfg.max_steps})
+    times["grpo"] = time.time() - t0
+    print(f"  grpo: {grpo.metrics['steps']} steps, train {grpo.metrics['train_seconds']:.1f} s, "
+          f"{grpo.metrics['rollouts']} rollouts, {grpo.metrics['rollouts_per_s']:.0f} rollouts/s "
+          f"(stage {times['grpo']:.1f} s)", flush=True)
+    run_eval("grpo", grpo.checkpoint_uri)
+
+    # Equal-compute control: SFT continued on the same demos for GRPO's training wall time.
+    t0 = time.time()
+    control = backend.sft(ctx.for_stage("sft_control"), sft.checkpoint_uri, sft_uri, {
+        "seed": args.seed, "max_steps": 1_000_000, "learning_rate": 3e-4, "lr_scheduler": "constant_with_warmup",
+        "warmup_steps": 20, "save_steps": 1_000_000, "max_train_seconds": grpo.metrics["train_seconds"]})
+    times["control"] = time.time() - t0
+    print(f"  control: {control.metrics['steps']} steps in {control.metrics['train_seconds']:.1f} s "
+          f"(stage {times['control']:.1f} s)", flush=True)
+    stages_order = ["base", "sft", "grpo", "control"]
+    stages["control"] = eval_summary(backend, ctx.for_stage("eval_control"), control.checkpoint_uri, eval_uri, args.k)
+    story_s = time.time() - story_t0
+
+    t0 = time.time()
+    throughput = sampling_throughput(store.local_path(sft.checkpoint_uri), eval_uri, args.threads)
+    times["throughput"] = time.time() - t0
+
+    # ---------------------------------------------------------------------------------------- report
+    print()
+    print(f"== tiny track, seed {args.seed}: 500 held-out prompts; sampled = T 1.0, k={args.k}, seed 1234 ==")
+    cats = sorted({c for s in stages.values() for c in s["metrics"]["breakdown"].get("category", {})})
+    head = f"{'stage':<8} {'greedy':>7} {'sampled':>8} " + " ".join(f"{'g:' + c:>10} {'s:' + c:>10}" for c in cats)
+    head += f" {'pass@' + str(args.k):>7} {'all-fail':>8} {'mixed':>6} {'all-pass':>8} {'slip':>6} {'wall s':>7}"
+    print(head)
+    walls = {"base": times["build_tiny"], "sft": times["sft"], "grpo": times["grpo"], "control": times["control"]}
+    for label in stages_order:
+        s = stages[label]
+        m, d = s["metrics"], s["diversity"]
+        by = m["breakdown"].get("category", {})
+        line = f"{label:<8} {pct(m['pass_at_1']):>7} {pct(m['sampled_pass_at_1']):>8} "
+        line += " ".join(f"{pct(by.get(c, {}).get('pass_at_1')):>10} {pct(by.get(c, {}).get('sampled_pass_at_1')):>10}"
+                         for c in cats)
+        line += (f" {pct(m['pass_at_k']):>7} {pct(d['all_fail']):>8} {pct(d['mixed']):>6} {pct(d['all_pass']):>8}"
+                 f" {pct(s['slip_rate_carry']):>6} {walls[label]:>7.1f}")
+        print(line)
+    print("  (slip = share of carry prompts whose greedy answer is exactly the teacher's forgot-carry answer;"
+          " wall s = the stage's wall time: build, SFT, GRPO, control; each eval took "
+          + ", ".join(f"{stages[x]['wall_s']:.0f}" for x in stages_order) + " s)")
+    if decisions:
+        print("diversity stage on 256 training prompts x 8 (the pipeline's decision):")
+        for label, d in decisions.items():
+            m = d["metrics"]
+            print(f"  {label:<7} all-fail {m['all_fail']:.3f} mixed {m['mixed']:.3f} all-pass {m['all_pass']:.3f} "
+                  f"mean pass {m['mean_pass_rate']:.3f} expected mixed {m['expected_mixed']:.3f} "
+                  f"(per-prompt {m['expected_mixed_per_prompt']:.3f}) -> {d['decision']['decision']}")
+    g = {x: stages[x]["metrics"]["pass_at_1"] for x in stages_order}
+    gain_sft, gain_ctl = g["grpo"] - g["sft"], g["grpo"] - g["control"]
+    print()
+    print(f"GRPO: {grpo.metrics['steps']} steps, {grpo.metrics['train_seconds']:.1f} s training, "
+          f"{grpo.metrics['rollouts']} rollouts, {grpo.metrics['rollouts_per_s']:.0f} rollouts/s (incl. update); "
+          f"training reward (first -> last logging window) {pct(grpo.metrics['reward_first'])} -> "
+          f"{pct(grpo.metrics['reward_last'])}")
+    print(f"control: SFT continued {control.metrics['steps']} steps in {control.metrics['train_seconds']:.1f} s "
+          f"(GRPO trained {grpo.metrics['train_seconds']:.1f} s)")
+    bt = throughput
+    print(f"sampling 64 prompts x 8: batched {bt['batched']['seconds']:.2f} s ({bt['batched']['rollouts_per_s']:.0f}/s), "
+          f"one prompt at a time {bt['one_prompt_at_a_time']['seconds']:.2f} s "
+          f"({bt['one_prompt_at_a_time']['rollouts_per_s']:.0f}/s): {bt['speedup']:.1f}x")
+    print()
+    print("targets:")
+    print(f"  whole story <= {TARGET_STORY_S // 60} min: {story_s / 60:.1f} min  {check(story_s <= TARGET_STORY_S)}"
+          f"   (throughput check adds {times['throughput']:.0f} s; machine shared, load avg now "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print(f"  GRPO - SFT start >= +{TARGET_GAIN * 100:.0f} pts greedy: {gain_sft * 100:+.1f}  {check(gain_sft >= TARGET_GAIN)}")
+    print(f"  GRPO - control   >= +{TARGET_GAIN * 100:.0f} pts greedy: {gain_ctl * 100:+.1f}  {check(gain_ctl >= TARGET_GAIN)}")
+    print(f"  GRPO > teacher ({teacher_acc:.3f}): {g['grpo']:.3f}  {check(g['grpo'] > teacher_acc)}")
+    print(f"  batched sampling >= {TARGET_SPEEDUP:.0f}x: {bt['speedup']:.1f}x  {check(bt['speedup'] >= TARGET_SPEEDUP)}")
+    summary = {"seed": args.seed, "story_s": story_s, "times": times, "teacher_acc": teacher_acc,
+               "greedy": g, "sampled": {x: stages[x]["metrics"]["sampled_pass_at_1"] for x in stages_order},
+               "breakdown": {x: stages[x]["metrics"]["breakdown"] for x in stages_order},
+               "diversity": {x: stages[x]["diversity"] for x in stages_order},
+               "decisions": {x: d["decision"] for x, d in decisions.items()},
+               "grpo": grpo.metrics, "control": control.metrics, "sft": sft.metrics, "throughput": throughput}
+    (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(f"summary: {root / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,393 @@
+"""SFT (TRL SFTTrainer) and GRPO (TRL GRPOTrainer) for the local backend, with resumable checkpoints.
+
+Runs in the worker child. Every logging step is appended to `metrics.jsonl` under the names Nova and
+verl use, so the gate and the report read the same keys whatever the backend trained the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from rftflow.config import RFTConfig, SFTConfig
+
+CHECKPOINTS = "checkpoints"
+FINAL_MODEL = "model"
+METRICS = "metrics.jsonl"
+
+# TRL log key -> Nova/verl name. Keys not listed are kept under "trl/<key>".
+_SFT_NAMES = {
+    "loss": "train/loss",
+    "learning_rate": "actor/lr",
+    "grad_norm": "actor/grad_norm",
+    "entropy": "actor/entropy",
+    "mean_token_accuracy": "train/mean_token_accuracy",
+    "num_tokens": "train/num_tokens",
+    "epoch": "training/epoch",
+}
+_GRPO_NAMES = {
+    "loss": "actor/loss",
+    "policy_loss": "actor/pg_loss",
+    "kl": "actor/kl_loss",
+    "entropy": "actor/entropy",
+    "grad_norm": "actor/grad_norm",
+    "learning_rate": "actor/lr",
+    "clip_ratio/region_mean": "actor/pg_clipfrac",
+    "completions/mean_length": "response_length/mean",
+    "completions/max_length": "response_length/max",
+    "completions/min_length": "response_length/min",
+    "completions/clipped_ratio": "response_length/clip_ratio",
+    "reward_std": "critic/rewards/std",
+    "num_tokens": "perf/total_num_tokens",
+    "epoch": "training/epoch",
+    # TRL computes this from the std it scaled by: with scale_rewards="batch" it reads ~0 whatever the
+    # groups look like, so the per-group figure from the reward adapter is the one logged as
+    # frac_reward_zero_std; TRL's own is kept for reference.
+    "frac_reward_zero_std": "trl/frac_reward_zero_std",
+}
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+
+def last_complete_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The newest checkpoint-N folder whose trainer_state.json (written last by the Trainer) exists.
+
+    A process killed while saving leaves a checkpoint folder without it; that one is skipped.
+    """
+    if not checkpoints_dir.is_dir():
+        return None
+    found = []
+    for child in checkpoints_dir.iterdir():
+        m = re.fullmatch(r"checkpoint-(\d+)", child.name)
+        if m and (child / "trainer_state.json").is_file():
+            found.append((int(m.group(1)), child))
+    return max(found)[1] if found else None
+
+
+def checkpoint_step(path: Path | None) -> int:
+    return int(path.name.rsplit("-", 1)[1]) if path else 0
+
+
+def rewind_metrics(metrics_path: Path, step: int) -> float:
+    """Drop rows logged after `step` (they will be logged again on resume); return the elapsed_s reached."""
+    if not metrics_path.exists():
+        return 0.0
+    kept, elapsed = [], 0.0
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if row.get("step", 0) <= step:
+            kept.append(line)
+            elapsed = max(elapsed, float(row.get("elapsed_s", 0.0)))
+    metrics_path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+    return elapsed if step else 0.0
+
+
+# ------------------------------------------------------------------------------------ callbacks
+
+
+def _floats(logs: dict[str, Any], names: dict[str, str]) -> dict[str, float]:
+    out = {}
+    for key, value in logs.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        value = float(value)
+        out[names.get(key, f"trl/{key}")] = value if math.isfinite(value) else None
+    return out
+
+
+class TrainClock:
+    """Training wall time: restarted when training begins, continuing from a resumed run's elapsed_s."""
+
+    def __init__(self, offset: float = 0.0):
+        self.offset = offset
+        self.start = time.monotonic()
+
+    def restart(self) -> None:
+        self.start = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.offset + time.monotonic() - self.start
+
+
+def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock, *,
+                   max_train_seconds: float | None = None, window: Any = None,
+                   sync_uri: str | None = None, finish_row: Any = None) -> list[Any]:
+    """Metrics logger, optional time limit and optional checkpoint upload, as TrainerCallbacks."""
+    from transformers import TrainerCallback
+
+    class MetricsLogger(TrainerCallback):
+        """Append each logging step, as floats from the trainer's logs (not its string-formatted stdout)."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            clock.restart()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if "train_runtime" in logs:  # the end-of-training summary, not a step
+                return
+            row: dict[str, Any] = {"step": state.global_step, "elapsed_s": round(clock.elapsed(), 3),
+                                   "training/global_step": state.global_step}
+            row.update(_floats(logs, names))
+            if window is not None:
+                row.update(window.pop())
+            if finish_row is not None:
+                finish_row(row)
+            with metrics_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+    class TimeLimit(TrainerCallback):
+        """Stop once training has run max_train_seconds (the equal-compute control's budget)."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if clock.elapsed() >= max_train_seconds:
+                control.should_training_stop = True
+
+    class UploadCheckpoint(TrainerCallback):
+        """Copy each saved checkpoint to the artifact store, so a retry elsewhere can resume from it."""
+
+        def on_save(self, args, state, control, **kwargs):
+            from rftflow import store
+
+            name = f"checkpoint-{state.global_step}"
+            local = Path(args.output_dir) / name
+            if local.is_dir():
+                store.put_dir(str(local), store.join(sync_uri, CHECKPOINTS, name))
+
+    callbacks: list[Any] = [MetricsLogger()]
+    if max_train_seconds:
+        callbacks.append(TimeLimit())
+    if sync_uri:
+        callbacks.append(UploadCheckpoint())
+    return callbacks
+
+
+# ------------------------------------------------------------------------------------ shared setup
+
+
+def _common_args(cfg: SFTConfig | RFTConfig, out_dir: Path) -> dict[str, Any]:
+    import torch
+
+    return dict(
+        output_dir=str(out_dir / CHECKPOINTS), max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps, logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed,
+        report_to=[], disable_tqdm=True, use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False,
+        activation_checkpointing=False, dataloader_num_workers=0,
+    )
+
+
+def _peft_config(cfg: SFTConfig | RFTConfig) -> Any:
+    if cfg.method != "lora":
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+
+
+def _save_final(trainer: Any, tokenizer: Any, out_dir: Path) -> Path:
+    """Save an ordinary HF model directory (LoRA adapters merged in), so every stage can load it alike."""
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    final = out_dir / FINAL_MODEL
+    model.save_pretrained(str(final))
+    tokenizer.save_pretrained(str(final))
+    return final
+
+
+def _prepare(params: dict[str, Any]) -> tuple[Path, Path, Path | None, float]:
+    out_dir = Path(params["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = out_dir / METRICS
+    resume = last_complete_checkpoint(out_dir / CHECKPOINTS) if params.get("resume", True) else None
+    offset = rewind_metrics(metrics_path, checkpoint_step(resume))
+    return out_dir, metrics_path, resume, offset
+
+
+def _quiet_datasets() -> None:
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+
+
+# ------------------------------------------------------------------------------------ SFT
+
+
+def run_sft(params: dict[str, Any]) -> dict[str, Any]:
+    """params: model_path, data_uri, out_dir, cfg (SFTConfig dump), resume, sync_uri."""
+    from datasets import Dataset
+    from trl import SFTConfig as TrlSFTConfig
+    from trl import SFTTrainer
+
+    from rftflow.dataset import read_records
+    from rftflow.local.sampling import load_model
+
+    _quiet_datasets()
+    cfg = SFTConfig.model_validate(params["cfg"])
+    out_dir, metrics_path, resume, offset = _prepare(params)
+    records = read_records(params["data_uri"], kind="sft")
+    rows = [{"prompt": r.prompt_messages(), "completion": [{"role": "assistant", "content": r.answer_text()}]}
+            for r in records]
+    model, tokenizer = load_model(params["model_path"])
+    model.train()
+    tokenizer.padding_side = "right"
+    args = TrlSFTConfig(per_device_train_batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
+                        max_length=cfg.max_length, packing=False, **_common_args(cfg, out_dir))
+    clock = TrainClock(offset)
+    callbacks = make_callbacks(metrics_path, _SFT_NAMES, clock, max_train_seconds=cfg.max_train_seconds,
+                               sync_uri=params.get("sync_uri"))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         peft_config=_peft_config(cfg), callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_seconds = clock.elapsed()
+    final = _save_final(trainer, tokenizer, out_dir)
+    steps = trainer.state.global_step
+    return {
+        "checkpoint_path": str(final), "steps": steps, "train_seconds": round(train_seconds, 3),
+        "resumed_from_step": checkpoint_step(resume), "examples": len(rows),
+        "stopped_by_time": bool(cfg.max_train_seconds and steps < cfg.max_steps),
+        "samples_per_s": round((steps - checkpoint_step(resume)) * cfg.batch_size
+                               / max(train_seconds - offset, 1e-9), 1),
+        "last": _last_row(metrics_path),
+    }
+
+
+# ------------------------------------------------------------------------------------ GRPO
+
+
+class RewardWindow:
+    """The reward adapter: TRL's reward function backed by our reward contract, plus per-window stats.
+
+    The same handler file (include/rewards/*.py or a user's) scores local GRPO rollouts and, deployed as a
+    Lambda, AWS ones. Stats are kept between logging steps and popped into metrics.jsonl.
+    """
+
+    def __init__(self, reward_spec: str, records: list[Any], num_generations: int, *, workers: int = 0,
+                 timeout_s: float = 60.0):
+        from rftflow.rewards import load_reward
+
+        self.reward = load_reward(reward_spec)
+        self.__name__ = re.sub(r"\W", "_", getattr(self.reward, "name", "reward") or "reward")
+        self.records = records
+        self.num_generations = num_generations
+        self.workers, self.timeout_s = workers, timeout_s
+        self.rollouts = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.scores: list[float] = []
+        self.metrics: dict[str, list[float]] = {}
+        self.groups = 0
+        self.zero_std_groups = 0
+        self.rollouts_at_reset = self.rollouts
+
+    def __call__(self, prompts: list[Any], completions: list[Any], record_index: list[int],
+                 **kwargs: Any) -> list[float]:
+        from rftflow.rewards import sample_for, score
+
+        texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
+        samples = [sample_for(self.records[i], text, sample_id=f"{self.records[i].id}#{n}")
+                   for n, (i, text) in enumerate(zip(record_index, texts, strict=True))]
+        results = score(self.reward, samples, workers=self.workers, timeout_s=self.timeout_s)
+        values = [float(r.aggregate_reward_score) for r in results]
+        self.scores.extend(values)
+        for r in results:
+            for m in r.metrics_list:
+                self.metrics.setdefault(m.name, []).append(float(m.value))
+        # RepeatSampler puts each prompt's num_generations rollouts next to each other.
+        g = self.num_generations
+        for start in range(0, len(values) - g + 1, g):
+            group = values[start:start + g]
+            self.groups += 1
+            self.zero_std_groups += max(group) == min(group)
+        self.rollouts += len(values)
+        return values
+
+    def pop(self) -> dict[str, Any]:
+        if not self.scores:
+            return {"rollouts": self.rollouts}
+        row: dict[str, Any] = {
+            "critic/rewards/mean": sum(self.scores) / len(self.scores),
+            "critic/rewards/max": max(self.scores),
+            "critic/rewards/min": min(self.scores),
+            "critic/score/mean": sum(self.scores) / len(self.scores),
+            "critic/score/max": max(self.scores),
+            "critic/score/min": min(self.scores),
+            "frac_reward_zero_std": self.zero_std_groups / self.groups if self.groups else None,
+            "rollouts": self.rollouts,
+        }
+        for name, values in self.metrics.items():
+            row[f"reward/{name}"] = sum(values) / len(values)
+        self._reset()
+        return row
+
+
+def run_grpo(params: dict[str, Any]) -> dict[str, Any]:
+    """params: model_path, data_uri, reward_spec, out_dir, cfg (RFTConfig dump), resume, sync_uri,
+    reward_workers, reward_timeout_s."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rftflow.dataset import read_records
+    from rftflow.local.sampling import load_model
+
+    _quiet_datasets()
+    cfg = RFTConfig.model_validate(params["cfg"])
+    out_dir, metrics_path, resume, offset = _prepare(params)
+    records = read_records(params["data_uri"], kind="rft")
+    dataset = Dataset.from_list([{"prompt": r.prompt_messages(), "record_index": i} for i, r in enumerate(records)])
+    window = RewardWindow(params["reward_spec"], records, cfg.num_generations,
+                          workers=params.get("reward_workers", 0), timeout_s=params.get("reward_timeout_s", 60.0))
+    model, tokenizer = load_model(params["model_path"])
+    model.train()
+    tokenizer.padding_side = "left"
+    args = GRPOConfig(
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations, num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
+        beta=cfg.beta, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards, num_iterations=cfg.num_iterations,
+        max_grad_norm=cfg.max_grad_norm, log_completions=False, **_common_args(cfg, out_dir),
+    )
+    def finish_row(row: dict[str, Any]) -> None:
+        # TRL logs the policy loss on its own only with an entropy bonus; otherwise loss = pg + beta * kl.
+        if "actor/pg_loss" not in row and row.get("actor/loss") is not None:
+            row["actor/pg_loss"] = row["actor/loss"] - cfg.beta * (row.get("actor/kl_loss") or 0.0)
+        if cfg.beta > 0:
+            row["actor/kl_coef"] = cfg.beta
+
+    clock = TrainClock(offset)
+    callbacks = make_callbacks(metrics_path, _GRPO_NAMES, clock, max_train_seconds=cfg.max_train_seconds,
+                               window=window, sync_uri=params.get("sync_uri"), finish_row=finish_row)
+    trainer = GRPOTrainer(model=model, reward_funcs=[window], args=args, train_dataset=dataset,
+                          processing_class=tokenizer, peft_config=_peft_config(cfg), callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_seconds = clock.elapsed()
+    final = _save_final(trainer, tokenizer, out_dir)
+    steps = trainer.state.global_step
+    resumed = checkpoint_step(resume)
+    # Rollouts are counted by the adapter in this attempt; steps before a resume are estimated from the config.
+    per_step = cfg.prompts_per_step * cfg.num_generations / cfg.num_iterations
+    rollouts = window.rollouts + round(resumed * per_step)
+    this_attempt_s = max(train_seconds - offset, 1e-9)
+    return {
+        "checkpoint_path": str(final), "steps": steps, "train_seconds": round(train_seconds, 3),
+        "resumed_from_step": resumed, "rollouts": rollouts,
+        "rollouts_per_s": round(window.rollouts / this_attempt_s, 1),
+        "stopped_by_time": bool(cfg.max_train_seconds and steps < cfg.max_steps),
+        "prompts": len(records), "last": _last_row(metrics_path),
+    }
+
+
+def _last_row(metrics_path: Path) -> dict[str, Any]:
+    if not metrics_path.exists():
+        return {}
+    lines = metrics_path.read_text(encoding="utf-8").splitlines()
+    return json.loads(lines[-1]) if lines else {}
