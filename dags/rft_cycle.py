@@ -48,9 +48,14 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
 
         @task
         def validate_data() -> dict:
+            from airflow.sdk.exceptions import AirflowFailException
+
             from rftflow import cycle
 
-            return cycle.validate_data(*_stage("validate_data"))
+            try:
+                return cycle.validate_data(*_stage("validate_data"))
+            except ValueError as err:  # bad params, recipe or data: retrying cannot help
+                raise AirflowFailException(str(err)) from None
 
         @task
         def baseline_eval() -> dict:
