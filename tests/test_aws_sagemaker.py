@@ -276,3 +276,40 @@ def test_reward_lambda_is_found_by_its_deployed_name(s3_root):
     with pytest.raises(ValueError, match="rftflow lambda deploy numeric"):
         backend.reward_lambda("numeric")
     assert backend.reward_lambda(LAMBDA_ARN) == LAMBDA_ARN
+
+
+def test_serverless_rlvr_registers_the_lambda_as_evaluator_and_follows_the_plain_manifest(s3_root, train):
+    backend = get_backend("sagemaker", role_arn=ROLE, reward_lambda_arn=LAMBDA_ARN, flavour="serverless")
+    ctx = ctx_for(s3_root, "rft")
+    model_arn = "arn:aws:sagemaker:us-east-1:aws:hub-content/SageMakerPublicHub/Model/nova-textgeneration-lite-v2/1.2.0"
+    evaluator = "arn:aws:sagemaker:us-east-1:123456789012:hub-content/rftflow-evaluators/JsonDoc/x/1.0.0"
+    hub_content = {"HubContentName": "x", "HubContentArn": evaluator, "HubContentVersion": "1.0.0",
+                   "HubContentType": "JsonDoc", "DocumentSchemaVersion": "2.0.0", "HubName": "rftflow-evaluators",
+                   "HubArn": "arn:aws:sagemaker:us-east-1:123456789012:hub/rftflow-evaluators",
+                   "HubContentDocument": "{}", "HubContentStatus": "Available",
+                   "CreationTime": __import__("datetime").datetime(2026, 11, 25)}
+    client = backend.aws.client("sagemaker")
+    with Stubber(client) as stub:
+        stub.add_response("describe_hub_content", {**hub_content, "HubContentArn": model_arn, "HubContentType": "Model"},
+                          {"HubName": "SageMakerPublicHub", "HubContentType": "Model",
+                           "HubContentName": "nova-textgeneration-lite-v2"})
+        stub.add_client_error("describe_hub", "ResourceNotFound", http_status_code=400)
+        stub.add_response("create_hub", {"HubArn": "arn:aws:sagemaker:us-east-1:123456789012:hub/rftflow-evaluators"})
+        stub.add_client_error("describe_hub_content", "ResourceNotFound", http_status_code=400)
+        stub.add_response("import_hub_content", {"HubArn": "arn:aws:sagemaker:x", "HubContentArn": evaluator})
+        stub.add_response("describe_hub_content", hub_content)
+        stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found.")
+        stub.add_response("create_training_job", {"TrainingJobArn": "arn:aws:sagemaker:x"})
+        pending = backend.rft(ctx, "nova-2-lite", train, "numeric", {})
+        stub.assert_no_pending_responses()
+    assert pending.details["flavour"] == "serverless"
+    plant_training_output(pending.details["output_path"], pending.job_name, "s3://escrow/serverless/step_50",
+                          serverless=True)
+    with Stubber(client) as stub:
+        done = {**_described(pending.job_name, "Completed"), "BillableTokenCount": 2_000_000,
+                "TrainingTimeInSeconds": 7200}
+        stub.add_response("describe_training_job", done)
+        manifest = backend.complete(ctx, pending, {"status": "success"})
+    assert manifest.checkpoint_uri == "s3://escrow/serverless/step_50"
+    assert manifest.jobs[0]["kind"] == "serverless" and manifest.jobs[0]["estimated_cost_usd"] == pytest.approx(16.0)
+    assert manifest.jobs[0]["billable_seconds"] == 7200

@@ -210,9 +210,9 @@ def ensure_deployment(client: Any, model_arn: str, name: str, *, tags: dict[str,
         request = {"modelDeploymentName": name, "modelArn": model_arn, "clientRequestToken": name,
                    "tags": bedrock_tags(tags or {})}
         validate_request("bedrock", "CreateCustomModelDeployment", request)
-        arn = client.create_custom_model_deployment(**request)["customModelDeploymentArn"]
+        client.create_custom_model_deployment(**request)
         log.info("created on-demand deployment %s of %s", name, model_arn)
-        found = {"status": "Creating", "customModelDeploymentArn": arn, "modelArn": model_arn}
+        found = client.get_custom_model_deployment(customModelDeploymentIdentifier=name)
     if found.get("modelArn") and found["modelArn"] != model_arn:
         raise JobOutputError(f"deployment {name} serves {found['modelArn']}, not {model_arn}; delete it or "
                              "evaluate under another stage location")

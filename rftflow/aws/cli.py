@@ -84,12 +84,12 @@ def _deploy(args: argparse.Namespace) -> int:
     settings = lambda_deploy.LambdaSettings(role_arn=args.role_arn, memory_mb=args.memory, timeout_s=args.timeout,
                                             architecture=args.architecture, environment=_env(args.env))
     if args.dry_run:
-        path = lambda_deploy.handler_path(args.reward)
+        pkg = lambda_deploy.package(args.reward, args.include)
         name = lambda_deploy.function_name(args.reward, args.name)
-        package = lambda_deploy.build_zip(path, args.include)
-        lambda_deploy.create_request(name, package, path.stem, settings)
-        files = ", ".join(lambda_deploy.package_files(path, args.include))
-        print(f"{name}: {len(package)} bytes ({files}); CodeSha256 {lambda_deploy.code_sha256(package)}")
+        settings = settings.model_copy(update={"environment": {**pkg.environment, **settings.environment}})
+        lambda_deploy.create_request(name, pkg.zip_bytes, pkg.module, settings)
+        print(f"{name}: {len(pkg.zip_bytes)} bytes ({', '.join(pkg.files)}); handler {pkg.module}.lambda_handler; "
+              f"environment {settings.environment or '{}'}; CodeSha256 {pkg.code_sha256}")
         return 0
     client = _clients(args).client("lambda")
     result = lambda_deploy.deploy(client, args.reward, settings, name=args.name, extra=args.include)

@@ -135,6 +135,26 @@ def build_zip(path: Path, extra: Sequence[str] = ()) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass
+class Package:
+    """What gets uploaded for a reward: the zip, its file list and the environment the handler needs."""
+
+    module: str
+    zip_bytes: bytes
+    files: list[str]
+    environment: dict[str, str]
+
+    @property
+    def code_sha256(self) -> str:
+        return code_sha256(self.zip_bytes)
+
+
+def package(reward: str, extra: Sequence[str] = ()) -> Package:
+    path, implied, env = handler_spec(reward)
+    modules = [*implied, *extra]
+    return Package(path.stem, build_zip(path, modules), list(package_files(path, modules)), env)
+
+
 def code_sha256(zip_bytes: bytes) -> str:
     """The CodeSha256 Lambda reports for a package (base64 of the SHA-256)."""
     return base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode("ascii")
@@ -201,14 +221,10 @@ class DeployResult:
 def deploy(client: Any, reward: str, settings: LambdaSettings, *, name: str | None = None,
            extra: Sequence[str] = (), wait: bool = True) -> DeployResult:
     """Create the function, or update its code and configuration when they changed; returns its ARN."""
-    path, implied, env = handler_spec(reward)
-    extra = [*implied, *extra]
-    settings = settings.model_copy(update={"environment": {**env, **settings.environment}})
+    pkg = package(reward, extra)
+    settings = settings.model_copy(update={"environment": {**pkg.environment, **settings.environment}})
     name = function_name(reward, name)
-    zip_bytes = build_zip(path, extra)
-    files = list(package_files(path, extra))
-    sha = code_sha256(zip_bytes)
-    module = path.stem
+    zip_bytes, files, sha, module = pkg.zip_bytes, pkg.files, pkg.code_sha256, pkg.module
     try:
         current = client.get_function(FunctionName=name)["Configuration"]
     except Exception as exc:

@@ -10,8 +10,6 @@ import json
 import os
 from typing import Any
 
-from rftflow.config import deep_merge
-
 PRICE_TABLE_ENV = "RFTFLOW_PRICE_TABLE"
 
 DEFAULT_PRICES: dict[str, Any] = {
@@ -58,9 +56,17 @@ def load_price_table(uri: str | None = None) -> dict[str, Any]:
         raise ValueError(f"{uri}: price table is not valid YAML/JSON: {exc}") from None
     if not isinstance(override, dict):
         raise ValueError(f"{uri}: price table must be a mapping; got {type(override).__name__}")
-    merged = deep_merge(DEFAULT_PRICES, override)
+    merged = _merge(DEFAULT_PRICES, override)
     merged["source"] = f"{DEFAULT_PRICES['source']}, overridden by {uri}"
     return merged
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Nested merge; keys are taken literally (instance types contain dots)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _lookup(table: dict[str, Any], section: str, key: str) -> Any:

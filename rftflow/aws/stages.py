@@ -64,6 +64,7 @@ class AwsOptions(BaseModel):
                                                              "model (default: the region's Nova 2 Lite profile).")
     converse_concurrency: int = Field(8, ge=1, le=256)
     converse_max_retries: int = Field(8, ge=0, le=30)
+    converse_base_delay_s: float = Field(1.0, ge=0.0, le=60.0, description="First backoff after throttling.")
     reward_workers: int = Field(0, ge=0, le=64)
     reward_timeout_s: float = Field(60.0, gt=0)
     eval_poll_s: float = Field(60.0, gt=0, description="Polling interval when an eval job is waited for in-task.")
@@ -292,7 +293,8 @@ class AwsBackend(Backend):
 
         settings = rollouts.ConverseSettings(model_id=model_id, temperature=temperature, top_p=top_p,
                                              max_tokens=max_tokens, concurrency=self.options.converse_concurrency,
-                                             max_retries=self.options.converse_max_retries)
+                                             max_retries=self.options.converse_max_retries,
+                                             base_delay_s=self.options.converse_base_delay_s)
         usage = rollouts.Usage()
         started = time.time()
         out = rollouts.sample(self.aws.client("bedrock-runtime"), records, k, settings, seed=seed, usage=usage)
