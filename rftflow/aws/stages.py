@@ -44,8 +44,8 @@ AWS_DIVERSITY_DEFAULTS = {"max_new_tokens": 1024}
 
 
 class AwsOptions(BaseModel):
-    """Backend options. Each unset one is read from env RFTFLOW_<BACKEND>_<NAME>, then RFTFLOW_AWS_<NAME>,
-    then the Airflow Variable rftflow_<backend>_<name> (e.g. rftflow_sagemaker_role_arn)."""
+    """Backend options. Each one not passed is read from env RFTFLOW_<BACKEND>_<NAME>, then RFTFLOW_AWS_<NAME>,
+    then the Airflow Variables rftflow_<backend>_<name> and rftflow_aws_<name> (e.g. rftflow_sagemaker_role_arn)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -80,9 +80,13 @@ def _option_value(backend: str, name: str) -> str | None:
     try:
         from airflow.sdk import Variable
 
-        return Variable.get(f"rftflow_{backend}_{name}", default=None)
+        for key in (f"rftflow_{backend}_{name}", f"rftflow_aws_{name}"):
+            value = Variable.get(key, default=None)
+            if value is not None:
+                return value
     except Exception:  # no Variable backend reachable
         return None
+    return None
 
 
 def resolve_options(backend: str, given: dict[str, Any]) -> AwsOptions:
