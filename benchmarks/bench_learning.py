@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=8, help="sampled rollouts per eval prompt")
     ap.add_argument("--threads", type=int, default=2, help="torch threads in the worker")
     ap.add_argument("--out", default=None, help="artifact root (default: a fresh temporary folder)")
+    ap.add_argument("--control-clock", choices=["wall", "cpu"], default="wall",
+                    help="match the control to GRPO's training wall time (default) or its CPU time, the fairer "
+                         "measure when other jobs share the cores")
     ap.add_argument("--no-decisions", action="store_true", help="skip the diversity stage on training prompts")
     args = ap.parse_args(argv)
 
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     sft = backend.sft(ctx.for_stage("sft"), base, sft_uri, {"seed": args.seed, "max_steps": sft_cfg.max_steps})
     times["sft"] = time.time() - t0
     print(f"  sft: {sft.metrics['steps']} steps, train {sft.metrics['train_seconds']:.1f} s "
+          f"({sft.metrics['train_cpu_seconds']:.0f} s CPU) "
           f"(stage {times['sft']:.1f} s)", flush=True)
     run_eval("sft", sft.checkpoint_uri)
 
@@ -153,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
           f"(stage {times['grpo']:.1f} s)", flush=True)
     run_eval("grpo", grpo.checkpoint_uri)
 
-    # Equal-compute control: SFT continued on the same demos for GRPO's training wall time.
+    # Equal-compute control: SFT continued on the same demos for GRPO's training time (wall or CPU clock).
+    budget = grpo.metrics["train_cpu_seconds" if args.control_clock == "cpu" else "train_seconds"]
     t0 = time.time()
     control = backend.sft(ctx.for_stage("sft_control"), sft.checkpoint_uri, sft_uri, {
         "seed": args.seed, "max_steps": 1_000_000, "learning_rate": 3e-4, "lr_scheduler": "constant_with_warmup",
-        "warmup_steps": 20, "save_steps": 1_000_000, "max_train_seconds": grpo.metrics["train_seconds"]})
+        "warmup_steps": 20, "save_steps": 1_000_000, "max_train_seconds": budget, "train_clock": args.control_clock})
     times["control"] = time.time() - t0
     print(f"  control: {control.metrics['steps']} steps in {control.metrics['train_seconds']:.1f} s "
           f"(stage {times['control']:.1f} s)", flush=True)
@@ -204,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{grpo.metrics['rollouts']} rollouts, {grpo.metrics['rollouts_per_s']:.0f} rollouts/s (incl. update); "
           f"training reward (first -> last logging window) {pct(grpo.metrics['reward_first'])} -> "
           f"{pct(grpo.metrics['reward_last'])}")
-    print(f"control: SFT continued {control.metrics['steps']} steps in {control.metrics['train_seconds']:.1f} s "
-          f"(GRPO trained {grpo.metrics['train_seconds']:.1f} s)")
+    print(f"control: SFT continued {control.metrics['steps']} steps in {control.metrics['train_seconds']:.1f} s wall, "
+          f"{control.metrics['train_cpu_seconds']:.1f} s CPU (GRPO trained {grpo.metrics['train_seconds']:.1f} s wall, "
+          f"{grpo.metrics['train_cpu_seconds']:.1f} s CPU; budget matched on the {args.control_clock} clock)")
     bt = throughput
     print(f"sampling 64 prompts x 8: batched {bt['batched']['seconds']:.2f} s ({bt['batched']['rollouts_per_s']:.0f}/s), "
           f"one prompt at a time {bt['one_prompt_at_a_time']['seconds']:.2f} s "

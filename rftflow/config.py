@@ -90,6 +90,9 @@ class SFTConfig(_Strict):
     timeout_s: float = Field(3600.0, gt=0, description="The training child process is stopped after this.")
     max_train_seconds: float | None = Field(
         None, gt=0, description="Stop once training itself has run this long (equal-compute controls).")
+    train_clock: Literal["wall", "cpu"] = Field(
+        "wall", description="Clock for max_train_seconds: wall time, or the training process's CPU time "
+                            "(the fairer compute budget on a machine shared with other jobs).")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept in the stage folder.")
 
 
@@ -116,6 +119,7 @@ class RFTConfig(_Strict):
     timeout_s: float = Field(3600.0, gt=0, description="The training child process is stopped after this.")
     max_train_seconds: float | None = Field(
         None, gt=0, description="Stop once training itself has run this long.")
+    train_clock: Literal["wall", "cpu"] = Field("wall", description="Clock for max_train_seconds: wall or CPU time.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept in the stage folder.")
 
     @model_validator(mode="after")

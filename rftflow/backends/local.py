@@ -278,8 +278,8 @@ class LocalBackend(Backend):
             overrides: dict[str, Any] | None = None) -> StageManifest:
         """Supervised fine-tuning (full or LoRA, merged) from model_uri on demonstrations.
 
-        Manifest: checkpoint_uri {ctx.uri}/model, outputs {metrics_uri}, metrics {steps, train_seconds,
-        examples, samples_per_s, resumed_from_step, stopped_by_time, final_loss}.
+        Manifest: checkpoint_uri {ctx.uri}/model, outputs {metrics_uri, log_uri}, metrics {steps, train_seconds,
+        train_cpu_seconds, examples, samples_per_s, resumed_from_step, stopped_by_time, final_loss}.
         """
         if (m := self._reused(ctx)) is not None:
             return m
@@ -289,8 +289,8 @@ class LocalBackend(Backend):
         read_records(sft_uri, kind="sft")  # bad data fails here, with file and line, before a child starts
         result, local_dir, remote, started = self._train("sft", ctx, model_uri, {"data_uri": sft_uri}, cfg)
         last = result.get("last", {})
-        metrics = {key: result[key] for key in ("steps", "train_seconds", "examples", "samples_per_s",
-                                                "resumed_from_step", "stopped_by_time")}
+        metrics = {key: result.get(key) for key in ("steps", "train_seconds", "train_cpu_seconds", "examples",
+                                                    "samples_per_s", "resumed_from_step", "stopped_by_time")}
         metrics["final_loss"] = last.get("train/loss")
         return self._finish(
             ctx, local_dir, remote, started, checkpoint_uri=store.join(ctx.uri, "model"), metrics=metrics,
@@ -303,8 +303,9 @@ class LocalBackend(Backend):
             overrides: dict[str, Any] | None = None) -> StageManifest:
         """GRPO from model_uri on the training prompts, scored by the reward handler.
 
-        Manifest: checkpoint_uri {ctx.uri}/model, outputs {metrics_uri}, metrics {steps, train_seconds,
-        rollouts, rollouts_per_s, resumed_from_step, stopped_by_time, prompts, reward_first, reward_last}.
+        Manifest: checkpoint_uri {ctx.uri}/model, outputs {metrics_uri, log_uri}, metrics {steps, train_seconds,
+        train_cpu_seconds, rollouts, rollouts_per_s, resumed_from_step, stopped_by_time, prompts, reward_first,
+        reward_last} (reward_* = critic/rewards/mean of the first and last logging windows).
         """
         if (m := self._reused(ctx)) is not None:
             return m
@@ -316,8 +317,9 @@ class LocalBackend(Backend):
         params = {"data_uri": train_uri, "reward_spec": reward, "reward_workers": self.reward_workers,
                   "reward_timeout_s": self.reward_timeout_s}
         result, local_dir, remote, started = self._train("grpo", ctx, model_uri, params, cfg)
-        metrics = {key: result[key] for key in ("steps", "train_seconds", "rollouts", "rollouts_per_s",
-                                                "resumed_from_step", "stopped_by_time", "prompts")}
+        metrics = {key: result.get(key) for key in ("steps", "train_seconds", "train_cpu_seconds", "rollouts",
+                                                    "rollouts_per_s", "resumed_from_step", "stopped_by_time",
+                                                    "prompts")}
         rewards = [row["critic/rewards/mean"] for row in _read_jsonl(local_dir / "metrics.jsonl")
                    if row.get("critic/rewards/mean") is not None]
         metrics["reward_first"] = rewards[0] if rewards else None

@@ -73,11 +73,11 @@ def checkpoint_step(path: Path | None) -> int:
     return int(path.name.rsplit("-", 1)[1]) if path else 0
 
 
-def rewind_metrics(metrics_path: Path, step: int) -> float:
-    """Drop rows logged after `step` (they will be logged again on resume); return the elapsed_s reached."""
+def rewind_metrics(metrics_path: Path, step: int) -> tuple[float, float]:
+    """Drop rows logged after `step` (they will be logged again on resume); return (elapsed_s, cpu_s) reached."""
     if not metrics_path.exists():
-        return 0.0
-    kept, elapsed = [], 0.0
+        return 0.0, 0.0
+    kept, elapsed, cpu = [], 0.0, 0.0
     for line in metrics_path.read_text(encoding="utf-8").splitlines():
         try:
             row = json.loads(line)
@@ -86,8 +86,9 @@ def rewind_metrics(metrics_path: Path, step: int) -> float:
         if row.get("step", 0) <= step:
             kept.append(line)
             elapsed = max(elapsed, float(row.get("elapsed_s", 0.0)))
+            cpu = max(cpu, float(row.get("cpu_s", 0.0)))
     metrics_path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-    return elapsed if step else 0.0
+    return (elapsed, cpu) if step else (0.0, 0.0)
 
 
 # ------------------------------------------------------------------------------------ callbacks
@@ -104,21 +105,31 @@ def _floats(logs: dict[str, Any], names: dict[str, str]) -> dict[str, float]:
 
 
 class TrainClock:
-    """Training wall time: restarted when training begins, continuing from a resumed run's elapsed_s."""
+    """Training time on two clocks, restarted when training begins and continuing a resumed run's totals.
 
-    def __init__(self, offset: float = 0.0):
-        self.offset = offset
-        self.start = time.monotonic()
+    `elapsed` is wall time; `cpu` is this process's CPU time (all threads), which on a machine shared with
+    other jobs measures the compute spent more fairly than wall time does.
+    """
+
+    def __init__(self, offsets: tuple[float, float] = (0.0, 0.0)):
+        self.offset, self.cpu_offset = offsets
+        self.restart()
 
     def restart(self) -> None:
-        self.start = time.monotonic()
+        self.start, self.cpu_start = time.monotonic(), time.process_time()
 
     def elapsed(self) -> float:
         return self.offset + time.monotonic() - self.start
 
+    def cpu(self) -> float:
+        return self.cpu_offset + time.process_time() - self.cpu_start
+
+    def read(self, kind: str) -> float:
+        return self.cpu() if kind == "cpu" else self.elapsed()
+
 
 def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock, *,
-                   max_train_seconds: float | None = None, window: Any = None,
+                   max_train_seconds: float | None = None, train_clock: str = "wall", window: Any = None,
                    sync_uri: str | None = None, finish_row: Any = None) -> list[Any]:
     """Metrics logger, optional time limit and optional checkpoint upload, as TrainerCallbacks."""
     from transformers import TrainerCallback
@@ -134,7 +145,7 @@ def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock,
             if "train_runtime" in logs:  # the end-of-training summary, not a step
                 return
             row: dict[str, Any] = {"step": state.global_step, "elapsed_s": round(clock.elapsed(), 3),
-                                   "training/global_step": state.global_step}
+                                   "cpu_s": round(clock.cpu(), 3), "training/global_step": state.global_step}
             row.update(_floats(logs, names))
             if window is not None:
                 row.update(window.pop())
@@ -144,10 +155,10 @@ def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock,
                 f.write(json.dumps(row) + "\n")
 
     class TimeLimit(TrainerCallback):
-        """Stop once training has run max_train_seconds (the equal-compute control's budget)."""
+        """Stop once training has run max_train_seconds on its clock (the equal-compute control's budget)."""
 
         def on_step_end(self, args, state, control, **kwargs):
-            if clock.elapsed() >= max_train_seconds:
+            if clock.read(train_clock) >= max_train_seconds:
                 control.should_training_stop = True
 
     class UploadCheckpoint(TrainerCallback):
@@ -204,7 +215,7 @@ def _save_final(trainer: Any, tokenizer: Any, out_dir: Path) -> Path:
     return final
 
 
-def _prepare(params: dict[str, Any]) -> tuple[Path, Path, Path | None, float]:
+def _prepare(params: dict[str, Any]) -> tuple[Path, Path, Path | None, tuple[float, float]]:
     out_dir = Path(params["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / METRICS
@@ -244,19 +255,20 @@ def run_sft(params: dict[str, Any]) -> dict[str, Any]:
                         max_length=cfg.max_length, packing=False, **_common_args(cfg, out_dir))
     clock = TrainClock(offset)
     callbacks = make_callbacks(metrics_path, _SFT_NAMES, clock, max_train_seconds=cfg.max_train_seconds,
-                               sync_uri=params.get("sync_uri"))
+                               train_clock=cfg.train_clock, sync_uri=params.get("sync_uri"))
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          peft_config=_peft_config(cfg), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    train_seconds = clock.elapsed()
+    train_seconds, cpu_seconds = clock.elapsed(), clock.cpu()
     final = _save_final(trainer, tokenizer, out_dir)
     steps = trainer.state.global_step
     return {
         "checkpoint_path": str(final), "steps": steps, "train_seconds": round(train_seconds, 3),
+        "train_cpu_seconds": round(cpu_seconds, 3),
         "resumed_from_step": checkpoint_step(resume), "examples": len(rows),
         "stopped_by_time": bool(cfg.max_train_seconds and steps < cfg.max_steps),
         "samples_per_s": round((steps - checkpoint_step(resume)) * cfg.batch_size
-                               / max(train_seconds - offset, 1e-9), 1),
+                               / max(train_seconds - offset[0], 1e-9), 1),
         "last": _last_row(metrics_path),
     }
 
@@ -365,21 +377,21 @@ def run_grpo(params: dict[str, Any]) -> dict[str, Any]:
 
     clock = TrainClock(offset)
     callbacks = make_callbacks(metrics_path, _GRPO_NAMES, clock, max_train_seconds=cfg.max_train_seconds,
-                               window=window, sync_uri=params.get("sync_uri"), finish_row=finish_row)
+                               train_clock=cfg.train_clock, window=window, sync_uri=params.get("sync_uri"), finish_row=finish_row)
     trainer = GRPOTrainer(model=model, reward_funcs=[window], args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=_peft_config(cfg), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    train_seconds = clock.elapsed()
+    train_seconds, cpu_seconds = clock.elapsed(), clock.cpu()
     final = _save_final(trainer, tokenizer, out_dir)
     steps = trainer.state.global_step
     resumed = checkpoint_step(resume)
     # Rollouts are counted by the adapter in this attempt; steps before a resume are estimated from the config.
     per_step = cfg.prompts_per_step * cfg.num_generations / cfg.num_iterations
     rollouts = window.rollouts + round(resumed * per_step)
-    this_attempt_s = max(train_seconds - offset, 1e-9)
+    this_attempt_s = max(train_seconds - offset[0], 1e-9)
     return {
         "checkpoint_path": str(final), "steps": steps, "train_seconds": round(train_seconds, 3),
-        "resumed_from_step": resumed, "rollouts": rollouts,
+        "train_cpu_seconds": round(cpu_seconds, 3), "resumed_from_step": resumed, "rollouts": rollouts,
         "rollouts_per_s": round(window.rollouts / this_attempt_s, 1),
         "stopped_by_time": bool(cfg.max_train_seconds and steps < cfg.max_steps),
         "prompts": len(records), "last": _last_row(metrics_path),
