@@ -39,6 +39,7 @@ class EvalConfig(_Strict):
     pass_threshold: float = Field(1.0, description="A rollout passes when its reward is >= this.")
     pass_at_k: int = Field(0, ge=0, le=64, description="k sampled rollouts per prompt for pass@k; 0 = off.")
     sample_temperature: float = Field(1.0, gt=0.0, le=5.0)
+    sample_top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = 1234
     max_prompts: int | None = Field(None, ge=1, description="Evaluate only the first N prompts.")
     breakdown_fields: list[str] = Field(default_factory=lambda: ["category"],

@@ -138,3 +138,29 @@ def test_grpo_with_a_handler_file_changes_parameters_and_logs_nova_names(env, tm
         assert all(isinstance(r.get(key), float) for r in rows), key
     assert rows[-1]["rollouts"] == 64
     assert 0.0 <= rows[0]["critic/rewards/min"] <= rows[0]["critic/rewards/mean"] <= rows[0]["critic/rewards/max"]
+
+
+def test_stages_run_against_an_s3_artifact_root(env, s3_root):
+    from rftflow import store
+
+    backend, base, _, _, sft_path = env
+    ctx = StageContext(s3_root, "tests", "run-s3", 0, "sft")
+    m = backend.sft(ctx, base, sft_path, {"max_steps": 4, "batch_size": 4, "logging_steps": 2, "save_steps": 2})
+    assert m.checkpoint_uri == store.join(ctx.uri, "model") and m.checkpoint_uri.startswith("s3://")
+    assert load_complete(ctx.uri) == m
+    for name in ("model/config.json", "model/model.safetensors", "metrics.jsonl",
+                 "checkpoints/checkpoint-4/trainer_state.json"):
+        assert store.exists(store.join(ctx.uri, name)), name
+    ev = backend.evaluate(ctx.for_stage("checkpoint_eval"), m.checkpoint_uri, str(TINY / "eval.jsonl"), "numeric",
+                          {"max_prompts": 4})
+    assert ev.metrics["n"] == 4 and store.exists(ev.outputs["rows_uri"])
+
+
+def test_the_caller_process_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, rftflow.backends.local, rftflow.evaluation, rftflow.diversity, rftflow.local.runner; "
+            "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

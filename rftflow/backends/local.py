@@ -202,7 +202,8 @@ class LocalBackend(Backend):
                                          "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size}]
         if cfg.pass_at_k:
             passes.append({"name": "sampled", "k": cfg.pass_at_k, "temperature": cfg.sample_temperature,
-                           "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed, "batch_size": cfg.batch_size})
+                           "top_p": cfg.sample_top_p, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
+                           "batch_size": cfg.batch_size})
         completions, gen = self._generate(local_dir, model_uri, records, passes, cfg.timeout_s)
         rows = evaluation.score_rows(records, [c[0] for c in completions["greedy"]], reward_fn,
                                      pass_threshold=cfg.pass_threshold, sampled=completions.get("sampled"),
