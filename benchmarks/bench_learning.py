@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -32,15 +33,22 @@ TARGET_SPEEDUP = 3.0
 REWARD = "numeric"
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process plus its finished children (the worker processes): a load-independent cost."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def eval_summary(backend: LocalBackend, ctx: StageContext, model_uri: str, eval_uri: str, k: int) -> dict[str, Any]:
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_seconds()
     m = backend.evaluate(ctx, model_uri, eval_uri, REWARD, {"pass_at_k": k, "max_prompts": None})
     rows = [json.loads(line) for line in store.read_text(m.outputs["rows_uri"]).splitlines() if line.strip()]
     table = diversity.summarize(diversity.outcome_rows([r["id"] for r in rows], [r["sample_rewards"] for r in rows],
                                                        1.0))
     teacher_slips = sum(1 for r in rows if r["metadata"].get("category") == "carry" and _is_slip(r))
     carry = sum(1 for r in rows if r["metadata"].get("category") == "carry")
-    return {"metrics": m.metrics, "diversity": table, "wall_s": time.time() - t0,
+    return {"metrics": m.metrics, "diversity": table, "wall_s": time.time() - t0, "cpu_s": cpu_seconds() - c0,
             "slip_rate_carry": teacher_slips / carry if carry else None}
 
 
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-decisions", action="store_true", help="skip the diversity stage on training prompts")
     args = ap.parse_args(argv)
 
-    story_t0 = time.time()
+    story_t0, story_c0 = time.time(), cpu_seconds()
     root = Path(args.out or tempfile.mkdtemp(prefix=f"bench-learning-s{args.seed}-"))
     data = sample_data.write_track("tiny", root / "data", seed=args.seed)
     eval_uri, train_uri, sft_uri = str(data["eval"]), str(data["train"]), str(data["sft"])
@@ -123,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(sft_rows)} demos, SFT {sft_cfg.max_steps} steps, GRPO {rft_cfg.max_steps} steps, "
           f"{args.threads} torch threads, cpu count {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}", flush=True)
 
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_seconds()
     base = backend.resolve_model(f"tiny:seed={args.seed}", ctx)
     times = {"build_tiny": time.time() - t0}
+    cpu = {"build_tiny": cpu_seconds() - c0}
     stages: dict[str, dict[str, Any]] = {}
     decisions: dict[str, dict[str, Any]] = {}
 
@@ -140,18 +149,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  diversity {label} (train prompts): {d['decision']['decision']} ({d['wall_s']:.1f} s)", flush=True)
 
     run_eval("base", base)
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_seconds()
     sft = backend.sft(ctx.for_stage("sft"), base, sft_uri, {"seed": args.seed, "max_steps": sft_cfg.max_steps})
-    times["sft"] = time.time() - t0
+    times["sft"], cpu["sft"] = time.time() - t0, cpu_seconds() - c0
     print(f"  sft: {sft.metrics['steps']} steps, train {sft.metrics['train_seconds']:.1f} s "
           f"({sft.metrics['train_cpu_seconds']:.0f} s CPU) "
           f"(stage {times['sft']:.1f} s)", flush=True)
     run_eval("sft", sft.checkpoint_uri)
 
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_seconds()
     grpo = backend.rft(ctx.for_stage("rft"), sft.checkpoint_uri, train_uri, REWARD,
                        {"seed": args.seed, "max_steps": rft_cfg.max_steps})
-    times["grpo"] = time.time() - t0
+    times["grpo"], cpu["grpo"] = time.time() - t0, cpu_seconds() - c0
     print(f"  grpo: {grpo.metrics['steps']} steps, train {grpo.metrics['train_seconds']:.1f} s, "
           f"{grpo.metrics['rollouts']} rollouts, {grpo.metrics['rollouts_per_s']:.0f} rollouts/s "
           f"(stage {times['grpo']:.1f} s)", flush=True)
@@ -159,16 +168,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # Equal-compute control: SFT continued on the same demos for GRPO's training time (wall or CPU clock).
     budget = grpo.metrics["train_cpu_seconds" if args.control_clock == "cpu" else "train_seconds"]
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_seconds()
     control = backend.sft(ctx.for_stage("sft_control"), sft.checkpoint_uri, sft_uri, {
         "seed": args.seed, "max_steps": 1_000_000, "learning_rate": 3e-4, "lr_scheduler": "constant_with_warmup",
         "warmup_steps": 20, "save_steps": 1_000_000, "max_train_seconds": budget, "train_clock": args.control_clock})
-    times["control"] = time.time() - t0
+    times["control"], cpu["control"] = time.time() - t0, cpu_seconds() - c0
     print(f"  control: {control.metrics['steps']} steps in {control.metrics['train_seconds']:.1f} s "
           f"(stage {times['control']:.1f} s)", flush=True)
     stages_order = ["base", "sft", "grpo", "control"]
     stages["control"] = eval_summary(backend, ctx.for_stage("eval_control"), control.checkpoint_uri, eval_uri, args.k)
-    story_s = time.time() - story_t0
+    story_s, story_cpu = time.time() - story_t0, cpu_seconds() - story_c0
 
     t0 = time.time()
     throughput = sampling_throughput(store.local_path(sft.checkpoint_uri), eval_uri, args.threads)
@@ -179,9 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== tiny track, seed {args.seed}: 500 held-out prompts; sampled = T 1.0, k={args.k}, seed 1234 ==")
     cats = sorted({c for s in stages.values() for c in s["metrics"]["breakdown"].get("category", {})})
     head = f"{'stage':<8} {'greedy':>7} {'sampled':>8} " + " ".join(f"{'g:' + c:>10} {'s:' + c:>10}" for c in cats)
-    head += f" {'pass@' + str(args.k):>7} {'all-fail':>8} {'mixed':>6} {'all-pass':>8} {'slip':>6} {'wall s':>7}"
+    head += (f" {'pass@' + str(args.k):>7} {'all-fail':>8} {'mixed':>6} {'all-pass':>8} {'slip':>6} {'wall s':>7}"
+             f" {'cpu s':>7}")
     print(head)
     walls = {"base": times["build_tiny"], "sft": times["sft"], "grpo": times["grpo"], "control": times["control"]}
+    cpu["base"] = cpu["build_tiny"]
     for label in stages_order:
         s = stages[label]
         m, d = s["metrics"], s["diversity"]
@@ -190,11 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         line += " ".join(f"{pct(by.get(c, {}).get('pass_at_1')):>10} {pct(by.get(c, {}).get('sampled_pass_at_1')):>10}"
                          for c in cats)
         line += (f" {pct(m['pass_at_k']):>7} {pct(d['all_fail']):>8} {pct(d['mixed']):>6} {pct(d['all_pass']):>8}"
-                 f" {pct(s['slip_rate_carry']):>6} {walls[label]:>7.1f}")
+                 f" {pct(s['slip_rate_carry']):>6} {walls[label]:>7.1f} {cpu[label]:>7.1f}")
         print(line)
     print("  (slip = share of carry prompts whose greedy answer is exactly the teacher's forgot-carry answer;"
-          " wall s = the stage's wall time: build, SFT, GRPO, control; each eval took "
-          + ", ".join(f"{stages[x]['wall_s']:.0f}" for x in stages_order) + " s)")
+          " wall s / cpu s = the stage's wall time and CPU time (worker + caller): build, SFT, GRPO, control;"
+          " the evals took " + ", ".join(f"{stages[x]['wall_s']:.0f}" for x in stages_order) + " s wall, "
+          + ", ".join(f"{stages[x]['cpu_s']:.0f}" for x in stages_order) + " s CPU)")
     if decisions:
         print("diversity stage on 256 training prompts x 8 (the pipeline's decision):")
         for label, d in decisions.items():
@@ -219,13 +231,15 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("targets:")
     print(f"  whole story <= {TARGET_STORY_S // 60} min: {story_s / 60:.1f} min  {check(story_s <= TARGET_STORY_S)}"
-          f"   (throughput check adds {times['throughput']:.0f} s; machine shared, load avg now "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+          f"   (throughput check adds {times['throughput']:.0f} s; load avg now {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores)")
+    print(f"    CPU time of the story: {story_cpu:.0f} s; on {args.threads} otherwise idle cores that is at least "
+          f"{story_cpu / args.threads / 60:.1f} min wall")
     print(f"  GRPO - SFT start >= +{TARGET_GAIN * 100:.0f} pts greedy: {gain_sft * 100:+.1f}  {check(gain_sft >= TARGET_GAIN)}")
     print(f"  GRPO - control   >= +{TARGET_GAIN * 100:.0f} pts greedy: {gain_ctl * 100:+.1f}  {check(gain_ctl >= TARGET_GAIN)}")
     print(f"  GRPO > teacher ({teacher_acc:.3f}): {g['grpo']:.3f}  {check(g['grpo'] > teacher_acc)}")
     print(f"  batched sampling >= {TARGET_SPEEDUP:.0f}x: {bt['speedup']:.1f}x  {check(bt['speedup'] >= TARGET_SPEEDUP)}")
-    summary = {"seed": args.seed, "story_s": story_s, "times": times, "teacher_acc": teacher_acc,
+    summary = {"seed": args.seed, "story_s": story_s, "story_cpu_s": story_cpu, "times": times, "cpu": cpu, "teacher_acc": teacher_acc,
                "greedy": g, "sampled": {x: stages[x]["metrics"]["sampled_pass_at_1"] for x in stages_order},
                "breakdown": {x: stages[x]["metrics"]["breakdown"] for x in stages_order},
                "diversity": {x: stages[x]["diversity"] for x in stages_order},
