@@ -56,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         rc = dags_test("rft_cycle", conf, env, log)
         print(f"   finished in {time.time() - started:.0f} s, exit code {rc}")
         if rc != 0:
-            print(f"   the run failed; the last lines of {log}:")
-            print("\n".join(log.read_text(errors="replace").splitlines()[-30:]))
+            print(f"   the run failed; the last error in {log}:")
+            # Traceback lines are the ones without a log timestamp in front.
+            lines = [ln for ln in log.read_text(errors="replace").splitlines() if not ln[:4].isdigit()]
+            print("\n".join(lines[-25:]))
             return rc
     print()
     for summary in read_index(artifacts.as_uri(), FAMILY):
