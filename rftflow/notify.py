@@ -202,6 +202,16 @@ def _fractions(metrics: dict[str, Any]) -> dict[str, float]:
     return diversity_fractions(metrics)
 
 
+def _airflow_base_url() -> str:
+    """[api] base_url, when set: where people open this Airflow (for the cycle history link)."""
+    try:
+        from airflow.sdk.configuration import conf
+
+        return (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+    except Exception:
+        return ""
+
+
 def gate_message(summary: dict[str, Any]) -> Message:
     """Gate decision and reasons, baseline vs candidate (and champion), diversity, report and MLflow links."""
     s = summary or {}
@@ -243,7 +253,7 @@ def gate_message(summary: dict[str, Any]) -> Message:
     links = []
     if s.get("report_html_uri") or s.get("report_md_uri"):
         links.append(f"Report: {s.get('report_html_uri') or s.get('report_md_uri')}")
-    ui = os.environ.get("AIRFLOW__API__BASE_URL")
+    ui = _airflow_base_url()
     if ui:
         links.append(f"Cycle history: {ui.rstrip('/')}/rftflow/?family={s.get('model_family', '')}")
     mlflow = s.get("mlflow") if isinstance(s.get("mlflow"), dict) else {}
@@ -257,21 +267,28 @@ def gate_message(summary: dict[str, Any]) -> Message:
 
 
 def failure_message(context: dict[str, Any]) -> Message:
-    """Which run, task and try failed, the error, and where its log is."""
+    """Which run and task (and try) failed, the error, and where the log is.
+
+    Works for task callbacks (context has `ti` and `exception`) and DAG callbacks (`dag_run`, `reason`).
+    """
     ti = context.get("ti") or context.get("task_instance")
-    dag_id = getattr(context.get("dag"), "dag_id", None) or getattr(ti, "dag_id", "?")
-    run_id = context.get("run_id") or getattr(ti, "run_id", "?")
-    task_id = getattr(ti, "task_id", None) or "?"
+    dag_run = context.get("dag_run")
+    dag_id = getattr(context.get("dag"), "dag_id", None) or getattr(ti, "dag_id", None) or \
+        getattr(dag_run, "dag_id", "?")
+    run_id = context.get("run_id") or getattr(ti, "run_id", None) or getattr(dag_run, "run_id", "?")
     params = context.get("params") or {}
     family = params.get("model_family", "?")
     error = context.get("exception") or context.get("reason") or "no error recorded"
-    subject = f"[rftflow] {family}: {dag_id}.{task_id} failed ({run_id})"
-    lines = [f"{dag_id} run {run_id}: task {task_id} failed (try {getattr(ti, 'try_number', '?')}).",
+    where = f"{dag_id}.{ti.task_id}" if ti is not None else dag_id
+    subject = f"[rftflow] {family}: {where} failed ({run_id})"
+    what = f"task {ti.task_id} failed (try {getattr(ti, 'try_number', '?')})" if ti is not None else "the run failed"
+    lines = [f"{dag_id} run {run_id}: {what}.",
              f"Model family {family}, cycle {params.get('cycle', '?')}, backend {params.get('backend', '?')}.",
              f"Error: {error}"]
     try:
-        lines.append(f"Log: {ti.log_url}")
-    except Exception:  # log_url needs a configured API base URL; the rest of the message still helps
+        if ti is not None:
+            lines.append(f"Log: {ti.log_url}")
+    except Exception:  # log_url needs the API base URL; the rest of the message still helps
         pass
     text = "\n".join(str(line) for line in lines)
     return Message(subject=subject, text=text, html=f"<pre>{html.escape(text)}</pre>")

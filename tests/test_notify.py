@@ -135,6 +135,13 @@ def test_failure_callback_tells_the_run_targets_which_task_failed(monkeypatch):
     callback({**context, "params": {"notify": []}})  # off by default
     assert RecordingNotifier.sent == []
 
+    # As a DAG-level callback: no task instance, the run and a reason instead.
+    callback({"dag_run": SimpleNamespace(dag_id="rft_cycle", run_id="manual__2"), "reason": "task_failure",
+              "params": {"notify": ["record:ops"], "model_family": "tiny-finqa"}})
+    (sent,) = RecordingNotifier.sent
+    assert sent["subject"] == "[rftflow] tiny-finqa: rft_cycle failed (manual__2)"
+    assert "rft_cycle run manual__2: the run failed." in sent["text"] and "task_failure" in sent["text"]
+
 
 # --------------------------------------------------------------------------- the providers' notifiers
 
