@@ -34,17 +34,18 @@ def _train_rows(steps: int = 8) -> list[dict[str, Any]]:
 
 
 def write_finished_cycle(root: str, run_id: str, *, family: str = "tiny-finqa", improved: bool = True,
-                         mlflow: dict[str, Any] | None = None, monkeypatch: Any = None) -> dict[str, Any]:
+                         mlflow: dict[str, Any] | None = None) -> dict[str, Any]:
     """A finished local cycle under `root`, written stage by stage as the DAG writes it; returns cycle.json.
 
     improved=True: the candidate beats the baseline, the gate promotes and the champion moves.
     improved=False: the candidate is worse and the gate rejects it.
+    mlflow: the `mlflow` entry (run id, URL) to record in cycle.json and the index.
     """
     from rftflow import cycle, store
     from rftflow.gate import GateConfig, decide
     from rftflow.manifest import StageManifest, write_manifest
     from rftflow.registry import Champion, ChampionRegistry
-    from rftflow.summary import build_summary, publish_summary
+    from rftflow.summary import build_summary, index_uri, publish_summary
 
     p = cycle.parse_params({"artifact_root": root, "model_family": family})
     ctx = cycle.stage_context(p, DAG_ID, run_id, "report")
@@ -85,10 +86,11 @@ def write_finished_cycle(root: str, run_id: str, *, family: str = "tiny-finqa", 
         manifest("promote", checkpoint_uri=candidate_model,
                  decision={"promoted": True, "model_uri": candidate_model,
                            "reason": f"champion of {family} is now {candidate_model}"})
-    summary = build_summary(p, ctx)
-    if mlflow:
-        summary["mlflow"] = mlflow
-    published = publish_summary(p, ctx, summary)
+    published = publish_summary(p, ctx, build_summary(p, ctx))
+    if mlflow:  # as if the cycle had been tracked on an MLflow server
+        index = [u for u in store.list_prefix(index_uri(root, family)) if store.read_json(u)["run_id"] == run_id]
+        for uri in [published["cycle_json_uri"], *index]:
+            store.write_json(uri, {**store.read_json(uri), "mlflow": mlflow})
     return store.read_json(published["cycle_json_uri"])
 
 
