@@ -16,6 +16,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, Asset, AssetAlias, get_current_context, task
 
+from rftflow.notify import on_failure_callback
 from rftflow.operators import StartNextCycleOperator, TrainingStageOperator
 from rftflow.params import build_params
 
@@ -42,7 +43,8 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
         max_active_runs=1,
         params=build_params(),
         tags=["rftflow", "rft"],
-        default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+        default_args={"retries": 2, "retry_delay": timedelta(minutes=1),
+                      "on_failure_callback": on_failure_callback()},
         doc_md=__doc__,
     ) as dag:
 

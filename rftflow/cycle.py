@@ -153,6 +153,9 @@ def validate_data(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
                 load_recipe("local", stage, p.overrides(stage))
             except RecipeError as err:
                 raise ValueError(f"recipe_overrides.{stage} does not fit the local {stage} recipe:\n{err}") from None
+    from rftflow.notify import validate_targets
+
+    validate_targets(p.notify)
     report = validate_dataset(p.train_uri, p.eval_uri, backend=p.backend, report_dir_uri=ctx.uri)
     metrics: dict[str, Any] = {"ok": report.ok}
     if p.sft_uri and p.sft_policy != "never":

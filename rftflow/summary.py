@@ -108,17 +108,26 @@ def index_uri(artifact_root: str, model_family: str) -> str:
 
 def publish_summary(p: CycleParams, ctx: StageContext, summary: dict[str, Any]) -> dict[str, Any]:
     """Write report + cycle.json, index the cycle, then track and notify (both optional)."""
+    from datetime import UTC, datetime
+
+    from rftflow.notify import notify_gate
     from rftflow.report import write_cycle_report
+    from rftflow.tracking import track_cycle
 
     train_rows = {s: _rows(uri) for s, uri in summary["train_metrics_uris"].items()}
     written = write_cycle_report(ctx.uri, summary, train_rows)
-    summary = {**summary, **written, "cycle_json_uri": store.join(ctx.uri, "cycle.json")}
+    summary = {**summary, **written, "cycle_json_uri": store.join(ctx.uri, "cycle.json"),
+               "params": p.model_dump(mode="json"),
+               "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    # MLflow run (and champion/challenger aliases) before cycle.json, so the UI can link to it.
+    summary["mlflow"] = track_cycle(summary, train_rows, ctx.uri)
     store.write_json(summary["cycle_json_uri"], summary)
     entry = store.join(index_uri(p.artifact_root, p.model_family),
                        f"{_safe(ctx.dag_id)}__{_safe(ctx.run_id)}__cycle-{ctx.cycle}.json")
     store.write_json(entry, summary)
+    notify_gate(p.notify, summary)
     return {"report_md_uri": written["report_md_uri"], "report_html_uri": written.get("report_html_uri"),
-            "cycle_json_uri": summary["cycle_json_uri"]}
+            "cycle_json_uri": summary["cycle_json_uri"], "mlflow_url": (summary["mlflow"] or {}).get("mlflow_url")}
 
 
 def read_index(artifact_root: str, model_family: str | None = None) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="rftflow-test-airflow-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(_ROOT / "plugins")
+os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + os.path.join(os.environ["AIRFLOW_HOME"], "mlflow.db")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
