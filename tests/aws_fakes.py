@@ -94,3 +94,171 @@ def gen_qa_answers(staged_gen_qa: str, answer: Any) -> list[dict[str, Any]]:
     rows = [json.loads(line) for line in store.read_text(staged_gen_qa).splitlines() if line.strip()]
     return [{"prompt": r["query"], "inference": json.dumps([answer(r)]), "gold": r["response"],
              "metadata": r["metadata"]} for r in rows]
+
+
+# --------------------------------------------------------------------------- a fake Nova world for DAG runs
+
+ACCOUNT = "123456789012"
+
+
+def _answer_for(model: str, reference: str, prompt_id: str, sample: int, temperature: float) -> str:
+    """How each fake model answers: the base never, an SFT checkpoint once per prompt when sampling (so its
+    rollouts are mixed) and always when greedy, an RFT checkpoint nine prompts in ten."""
+    right, wrong = f"The change is {reference}. #### {reference}", "#### -1"
+    if "-rft-c" in model:
+        return wrong if sum(map(ord, prompt_id)) % 10 == 0 else right
+    if "-sft-c" in model:
+        return right if (sample == 0 or temperature == 0) else wrong
+    return wrong
+
+
+class FakeNova:
+    """Plays the Nova containers inside moto's SageMaker (outputs in S3 and CloudWatch when a job is created),
+    and answers Bedrock at the provider hooks: converse, custom-model deployments and job status."""
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers = answers  # prompt text -> reference answer
+        self.models: dict[str, str] = {}  # custom-model / deployment ARN -> the job that made it
+        self.deployments: dict[str, dict[str, Any]] = {}
+        self.calls: dict[tuple[str, str], int] = {}
+        self.lock = __import__("threading").Lock()
+
+    # -- SageMaker: what the training and eval containers leave behind
+    def container(self, name: str, hyper: dict[str, str], channels: list[dict[str, Any]],
+                  output: dict[str, str]) -> None:
+        import yaml
+        from moto.logs.models import logs_backends
+        from moto.s3.models import s3_backends
+
+        s3 = s3_backends[ACCOUNT]["global"]
+
+        def split(uri: str) -> tuple[str, str]:
+            bucket, _, key = uri[len("s3://"):].partition("/")
+            return bucket, key
+
+        def read(uri: str) -> bytes:
+            bucket, key = split(uri)
+            return s3.get_object(bucket, key).value
+
+        prefixes = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in channels}
+        recipe = yaml.safe_load(read(prefixes["recipe"] + "recipe.yaml")) if "recipe" in prefixes else {}
+        model = hyper.get("base_model_location") or hyper.get("base_model", "")
+        out_bucket, out_key = split(f"{output['S3OutputPath'].rstrip('/')}/{name}/output/output.tar.gz")
+        if "evaluation" in recipe:
+            temperature = float(recipe["inference"]["temperature"])
+            rows = [json.loads(x) for x in read(prefixes["train"] + "gen_qa.jsonl").decode().splitlines() if x]
+            inference = []
+            for row in rows:
+                meta = json.loads(row["metadata"])
+                text = _answer_for(model, row["response"], meta["id"], meta["sample"], temperature)
+                inference.append({"prompt": row["query"], "inference": json.dumps([text]), "gold": row["response"],
+                                  "metadata": row["metadata"]})
+            files = {"eval-result/results_2026-11-25T10-00-00.json": json.dumps(
+                         {"results": {"custom|gen_qa_gen_qa|0": {"em": 0.0}}}),
+                     "eval-result/inference_output.jsonl": "".join(json.dumps(r) + "\n" for r in inference)}
+        else:
+            files = {"manifest.json": json.dumps({"checkpoint_s3_bucket": f"s3://customer-escrow-{ACCOUNT}/{name}/step_10"})}
+            logs = logs_backends[ACCOUNT]["us-east-1"]
+            if LOG_GROUP not in logs.groups:
+                logs.create_log_group(LOG_GROUP, tags={})
+            stream = f"{name}/algo-1-1700000000"
+            logs.create_log_stream(LOG_GROUP, stream)
+            now = int(time.time() * 1000)
+            logs.put_log_events(LOG_GROUP, stream, [
+                {"timestamp": now + i, "message": f"step:{i} - critic/rewards/mean:{0.2 * i:.2f} - actor/entropy:1.2 "
+                                                  f"- actor/kl_loss:0.001 - response_length/mean:40.0"}
+                for i in range(1, 4)])
+        s3.put_object(out_bucket, out_key, tar_gz(files))
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeNova:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsGenericHook
+        from airflow.providers.amazon.aws.hooks.bedrock import BedrockHook, BedrockRuntimeHook
+        from moto.sagemaker.models import SageMakerModelBackend
+
+        fake = self
+        create = SageMakerModelBackend.create_training_job
+
+        def create_and_run(backend, training_job_name, hyper_parameters, algorithm_specification, role_arn,
+                           input_data_config, output_data_config, *args, **kwargs):
+            job = create(backend, training_job_name, hyper_parameters, algorithm_specification, role_arn,
+                         input_data_config, output_data_config, *args, **kwargs)
+            fake.container(training_job_name, hyper_parameters or {}, input_data_config, output_data_config)
+            return job
+
+        monkeypatch.setattr(SageMakerModelBackend, "create_training_job", create_and_run)
+        real_conn = AwsGenericHook.conn.func
+        real_waiter = BedrockHook.get_waiter
+        monkeypatch.setattr(BedrockRuntimeHook, "conn", property(lambda hook: FakeRuntime(fake)))
+        monkeypatch.setattr(BedrockHook, "conn", property(lambda hook: BedrockControl(fake, real_conn(hook))))
+
+        def get_waiter(hook, waiter_name, *args, **kwargs):
+            if waiter_name == "model_customization_job_complete":
+                return CompletedWaiter()
+            return real_waiter(hook, waiter_name, *args, **kwargs)
+
+        monkeypatch.setattr(BedrockHook, "get_waiter", get_waiter)
+        return self
+
+
+class CompletedWaiter:
+    """The Bedrock job-complete waiter, answering that the job completed (moto keeps RFT jobs InProgress)."""
+
+    async def wait(self, **kwargs: Any) -> None:
+        return None
+
+
+def _not_found(operation: str) -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "not found"}}, operation)
+
+
+class BedrockControl:
+    """The Bedrock client behind BedrockHook: moto for jobs, with their status reported Completed and a
+    realistic custom-model ARN; custom-model deployments (not in moto) kept here."""
+
+    def __init__(self, fake: FakeNova, real: Any):
+        self._fake, self._real = fake, real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def get_model_customization_job(self, jobIdentifier: str) -> dict[str, Any]:
+        import hashlib
+
+        job = self._real.get_model_customization_job(jobIdentifier=jobIdentifier)
+        suffix = hashlib.sha256(job["jobName"].encode()).hexdigest()[:12]
+        arn = f"arn:aws:bedrock:us-east-1:{ACCOUNT}:custom-model/amazon.nova-2-lite-v1:0:256k/{suffix}"
+        self._fake.models[arn] = job["jobName"]
+        return {**job, "status": "Completed", "outputModelArn": arn}
+
+    def create_custom_model_deployment(self, **request: Any) -> dict[str, Any]:
+        arn = f"arn:aws:bedrock:us-east-1:{ACCOUNT}:custom-model-deployment/{request['modelArn'][-12:]}"
+        self._fake.deployments[request["modelDeploymentName"]] = {
+            "customModelDeploymentArn": arn, "modelDeploymentName": request["modelDeploymentName"],
+            "modelArn": request["modelArn"], "status": "Active"}
+        self._fake.models[arn] = self._fake.models.get(request["modelArn"], request["modelArn"])
+        return {"customModelDeploymentArn": arn}
+
+    def get_custom_model_deployment(self, customModelDeploymentIdentifier: str) -> dict[str, Any]:
+        if customModelDeploymentIdentifier not in self._fake.deployments:
+            raise _not_found("GetCustomModelDeployment")
+        return self._fake.deployments[customModelDeploymentIdentifier]
+
+
+class FakeRuntime:
+    """Bedrock runtime behind BedrockRuntimeHook: converse answers as the model addressed would."""
+
+    def __init__(self, fake: FakeNova):
+        self._fake = fake
+
+    def converse(self, modelId: str, messages: list[dict[str, Any]], inferenceConfig: dict[str, Any],
+                 **kwargs: Any) -> dict[str, Any]:
+        prompt = messages[-1]["content"][0]["text"]
+        model = self._fake.models.get(modelId, modelId)
+        with self._fake.lock:
+            sample = self._fake.calls.get((model, prompt), 0)
+            self._fake.calls[(model, prompt)] = sample + 1
+        text = _answer_for(model, self._fake.answers.get(prompt, "?"), prompt, sample, inferenceConfig["temperature"])
+        return {"output": {"message": {"role": "assistant", "content": [{"text": text}]}}, "stopReason": "end_turn",
+                "usage": {"inputTokens": 30, "outputTokens": 12, "totalTokens": 42}}

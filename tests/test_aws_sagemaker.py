@@ -92,7 +92,8 @@ def test_rft_submits_one_job_and_completes_from_its_outputs(backend, s3_root, tr
         "loading weights",
         "{'step': 2, 'critic/rewards/mean': 0.5, 'actor/kl_loss': np.float64(0.01)}",
     ])
-    manifest = backend.complete(ctx, pending, {"status": "success", "job_name": pending.job_name})
+    # The caller may lose the pending job across the deferral: the stage saved it (pending.json).
+    manifest = backend.complete(ctx, None, {"status": "success", "job_name": pending.job_name})
 
     assert manifest.checkpoint_uri == "s3://customer-escrow-1/smtj/step_100"
     assert load_complete(ctx.uri) == manifest
@@ -227,6 +228,13 @@ def test_failed_and_timed_out_jobs_raise_with_the_job_and_logs(backend, s3_root,
         backend.complete(ctx, pending, {"status": "failed", "message": "boom"})
     with pytest.raises(RuntimeError, match="may still be running — retry the task to re-attach"):
         backend.complete(ctx, pending, {"status": "timeout", "message": "max attempts"})
+
+
+def test_completion_refuses_an_event_for_another_job(backend, s3_root, train):
+    ctx = ctx_for(s3_root, "rft")
+    backend.rft(ctx, "nova-2-lite", train, "numeric", {})
+    with pytest.raises(RuntimeError, match="the trigger reported job other-job-1, but this stage waits for"):
+        backend.complete(ctx, None, {"status": "success", "job_name": "other-job-1"})
 
 
 def test_missing_checkpoint_manifest_names_every_place_looked(backend, s3_root, train):

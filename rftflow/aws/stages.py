@@ -26,6 +26,7 @@ from rftflow.manifest import StageManifest, package_versions, stage_uri, write_m
 
 log = logging.getLogger(__name__)
 
+PENDING = "pending.json"
 ROWS = "rows.jsonl"
 METRICS = "metrics.jsonl"
 FILTERED_TRAIN = "filtered_train.jsonl"
@@ -391,6 +392,36 @@ class AwsBackend(Backend):
                                           cfg.seed)
         return self.finish_diversity(ctx, started_at, model_uri, train_uri, reward, records, completions, cfg,
                                      [*(extra_jobs or []), job], notes)
+
+    # ------------------------------------------------------------------ pending jobs
+
+    def save_pending(self, ctx: StageContext, pending: PendingJob) -> PendingJob:
+        """Keep the pending job beside the stage, so completion does not depend on what the caller kept."""
+        import dataclasses
+
+        store.write_json(store.join(ctx.uri, PENDING), dataclasses.asdict(pending))
+        return pending
+
+    def load_pending(self, ctx: StageContext) -> PendingJob | None:
+        """The job this stage last submitted or re-attached to (None when it never submitted one)."""
+        uri = store.join(ctx.uri, PENDING)
+        if not store.exists(uri):
+            return None
+        return PendingJob(**store.read_json(uri))
+
+    def resolve_pending(self, ctx: StageContext, pending: PendingJob | None,
+                        event: dict[str, Any]) -> PendingJob:
+        """`pending` when the caller kept it, else the stage's saved one; the event's job must match."""
+        if pending is None or not pending.job_name or not pending.details:
+            saved = self.load_pending(ctx)
+            if saved is None:
+                raise RuntimeError(f"{ctx.stage}: no pending job given and none saved at {ctx.uri}/{PENDING}")
+            pending = saved
+        job = event.get("job_name")
+        if job and job != pending.job_name:
+            raise RuntimeError(f"{ctx.stage}: the trigger reported job {job}, but this stage waits for "
+                               f"{pending.job_name}")
+        return pending
 
     # ------------------------------------------------------------------ completion helpers
 

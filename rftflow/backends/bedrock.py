@@ -105,6 +105,7 @@ class BedrockBackend(AwsBackend):
             "request_digest": submitted.digest, "overrides": overrides, "notes": recipe.notes,
             "wait_timeout_s": self._attempts(recipe.job.max_wait_hours) * BEDROCK_WAITER_DELAY_S,
         })
+        self.save_pending(ctx, pending)
         if submitted.status == "Completed":
             return self.complete(ctx, pending, {"status": "success", "job_name": submitted.name})
         return pending
@@ -128,10 +129,14 @@ class BedrockBackend(AwsBackend):
     def stop(self, pending: PendingJob) -> None:
         jobs.stop_job(self.aws.client("bedrock"), pending.job_name)
 
-    def complete(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any]) -> StageManifest:
-        """After the trigger fires: the custom model's ARN becomes the stage's checkpoint."""
+    def complete(self, ctx: StageContext, pending: PendingJob | None, event: dict[str, Any]) -> StageManifest:
+        """After the trigger fires: the custom model's ARN becomes the stage's checkpoint.
+
+        `pending` may be None: the job this stage saved at submission (pending.json) is used.
+        """
         from rftflow.aws.pricing import bedrock_job_cost
 
+        pending = self.resolve_pending(ctx, pending, event)
         client = self.aws.client("bedrock")
         details = pending.details
         if event.get("status") != "success":

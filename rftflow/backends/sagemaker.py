@@ -126,6 +126,7 @@ class SageMakerBackend(AwsBackend):
             "notes": probe.notes, "wait_timeout_s": self.wait_attempts(probe.job.max_runtime_hours)
             * self.options.waiter_delay_s,
         })
+        self.save_pending(ctx, pending)
         if submitted.status == "Completed":  # a retry found the finished job: nothing to wait for
             return self.complete(ctx, pending, {"status": "success", "job_name": submitted.name})
         return pending
@@ -249,6 +250,7 @@ class SageMakerBackend(AwsBackend):
             "record_ids": [r.id for r in records], "notes": probe.notes,
             "wait_timeout_s": self.wait_attempts(probe.job.max_runtime_hours) * self.options.waiter_delay_s,
         })
+        self.save_pending(ctx, pending)
         if submitted.status == "Completed":
             return self.complete(ctx, pending, {"status": "success", "job_name": submitted.name})
         return pending
@@ -285,8 +287,12 @@ class SageMakerBackend(AwsBackend):
         """Stop the training job when the task is killed (a finished job is left alone)."""
         jobs.stop_job(self.aws.client("sagemaker"), pending.job_name)
 
-    def complete(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any]) -> StageManifest:
-        """After the trigger fires: check the job, follow its outputs, write metrics and the manifest."""
+    def complete(self, ctx: StageContext, pending: PendingJob | None, event: dict[str, Any]) -> StageManifest:
+        """After the trigger fires: check the job, follow its outputs, write metrics and the manifest.
+
+        `pending` may be None: the job this stage saved at submission (pending.json) is used.
+        """
+        pending = self.resolve_pending(ctx, pending, event)
         client = self.aws.client("sagemaker")
         region = pending.details.get("region") or self.region
         if event.get("status") != "success":
