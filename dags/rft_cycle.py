@@ -17,7 +17,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, Asset, AssetAlias, get_current_context, task
 
 from rftflow.notify import on_failure_callback
-from rftflow.operators import StartNextCycleOperator, TrainingStageOperator
+from rftflow.operators import StartNextCycleOperator, TrainingStageOperator, stop_remote_job
 from rftflow.params import build_params
 
 CHAMPION_ALIAS = "rftflow-champion"
@@ -78,7 +78,8 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
             p, _ = _stage("plan_training")
             return cycle.plan_training(p, diversity)
 
-        sft = TrainingStageOperator(task_id="sft", stage="sft")
+        on_failure = [on_failure_callback(), stop_remote_job]
+        sft = TrainingStageOperator(task_id="sft", stage="sft", on_failure_callback=on_failure)
 
         @task
         def diversity_recheck() -> dict:
@@ -86,7 +87,7 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
 
             return cycle.diversity_check(*_stage("diversity_recheck"))
 
-        rft = TrainingStageOperator(task_id="rft", stage="rft", trigger_rule=JOIN)
+        rft = TrainingStageOperator(task_id="rft", stage="rft", trigger_rule=JOIN, on_failure_callback=on_failure)
 
         @task
         def stop() -> dict:

@@ -90,7 +90,7 @@ class CycleParams(BaseModel):
                        min_mixed_fraction=self.min_mixed_fraction,
                        max_all_fail_fraction=self.max_all_fail_fraction,
                        max_all_pass_fraction=self.max_all_pass_fraction)
-        if stage == "rft" and self.backend == "local":
+        if stage == "rft":
             out["num_generations"] = self.rollouts_per_prompt
         out.update(self.recipe_overrides.get(stage, {}))
         return out

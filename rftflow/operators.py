@@ -7,6 +7,7 @@ deterministic job (or the stage's complete manifest) instead of paying for a sec
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -39,8 +40,10 @@ class TrainingStageOperator(BaseOperator):
         if isinstance(result, PendingJob):
             self._pending = dataclasses.asdict(result)
             self.log.info("%s: waiting for %s %s (deferred)", self.stage, result.kind, result.job_name)
+            timeout = result.details.get("wait_timeout_s")
             self.defer(trigger=cycle.backend_for(p).trigger_for(result), method_name="execute_complete",
-                       kwargs={"pending": self._pending})
+                       kwargs={"pending": self._pending},
+                       timeout=timedelta(seconds=float(timeout)) if timeout else None)
         return cycle.training_result(result)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None,
@@ -49,7 +52,9 @@ class TrainingStageOperator(BaseOperator):
         from rftflow.backends.base import PendingJob
 
         p, ctx = self._context(context)
-        job = PendingJob(**(pending or {}))
+        # Some runners (dag.test) resume with the event only; the backend then reloads the job it
+        # recorded under the stage folder when it submitted.
+        job = PendingJob(**pending) if pending else None
         manifest = cycle.backend_for(p).complete(ctx, job, event or {})
         return cycle.training_result(manifest)
 
@@ -61,6 +66,22 @@ class TrainingStageOperator(BaseOperator):
 
         p = cycle.parse_params(dict(self.params))
         cycle.backend_for(p).stop(PendingJob(**self._pending))
+
+
+def stop_remote_job(context: Any) -> None:
+    """on_failure_callback of training tasks: a task failed (or marked failed) while deferred gets no
+    on_kill, so stop the AWS job it recorded under its stage folder."""
+    from rftflow import cycle
+
+    p = cycle.parse_params(dict(context["params"]))
+    stage = context["task"].task_id
+    backend = cycle.backend_for(p)
+    load_pending = getattr(backend, "load_pending", None)
+    if load_pending is None:
+        return
+    pending = load_pending(cycle.stage_context(p, context["dag"].dag_id, context["run_id"], stage))
+    if pending is not None:
+        backend.stop(pending)
 
 
 class StartNextCycleOperator(BaseOperator):

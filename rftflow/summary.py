@@ -79,7 +79,10 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
     diversity = [{"stage": s, "metrics": m[s].metrics, "decision": m[s].decision}
                  for s in ("diversity_check", "diversity_recheck") if s in m]
     outcome, reason = _outcome(p, m)
-    cost = sum(float(job.get("cost_usd") or 0) for mf in m.values() for job in mf.jobs)
+    # Eval work (and its AWS jobs) is recorded under the baseline_eval.model / .champion sub-stages.
+    billed = list(m.values()) + [mf for s in ("baseline_eval.model", "baseline_eval.champion")
+                                 if (mf := load_complete(ctx.for_stage(s).uri)) is not None]
+    cost = sum(float(job.get("estimated_cost_usd", job.get("cost_usd")) or 0) for mf in billed for job in mf.jobs)
     return {
         "dag_id": ctx.dag_id, "run_id": ctx.run_id, "cycle": ctx.cycle, "max_cycles": p.max_cycles,
         "parent_run_id": p.parent_run_id, "model_family": p.model_family, "backend": p.backend,
