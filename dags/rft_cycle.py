@@ -118,6 +118,7 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
             task_id="approve_promotion",
             subject="Promote the rft_cycle candidate of {{ params.model_family }}?",
             body="{{ ti.xcom_pull(task_ids='gate')['table'] }}",
+            defaults="Reject", response_timeout=timedelta(days=7),  # no answer in a week: not promoted
         )
 
         @task(trigger_rule=JOIN, outlets=[AssetAlias(CHAMPION_ALIAS)])
