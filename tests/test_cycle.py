@@ -71,3 +71,23 @@ def test_unchanged_baseline_is_not_re_evaluated(params):
     third_ctx = cycle.stage_context(other, "rft_cycle", "scheduled__3", "baseline_eval")
     cycle.baseline_eval(other, third_ctx)
     assert "cached_from" not in load_complete(third_ctx.for_stage("baseline_eval.model").uri).inputs
+
+
+def test_choose_outcome_routes_promotion_through_approval_when_asked(params):
+    assert cycle.choose_outcome(params, {"decision": "promote"}) == "promote"
+    assert cycle.choose_outcome(params, {"decision": "iterate"}) == "iterate"
+    assert cycle.choose_outcome(params, {"decision": "reject"}) == "reject"
+    gated = params.model_copy(update={"require_approval": True})
+    assert cycle.choose_outcome(gated, {"decision": "promote"}) == ["approve_promotion", "promote"]
+
+
+def test_unapproved_promotion_is_reported_as_not_promoted(params):
+    from rftflow.manifest import StageManifest
+    from rftflow.summary import _outcome
+
+    gate = StageManifest(dag_id="d", run_id="r", cycle=1, stage="gate", backend="local",
+                         started_at="t", finished_at="t", duration_s=0.0,
+                         decision={"decision": "promote", "reasons": []})
+    gated = params.model_copy(update={"require_approval": True})
+    outcome, reason = _outcome(gated, {"gate": gate})
+    assert outcome == "not_promoted" and "reviewer" in reason
