@@ -74,8 +74,12 @@ def diversity_decision(backend: LocalBackend, ctx: StageContext, model_uri: str,
 
 def sampling_throughput(model_path: str, eval_uri: str, threads: int, n_prompts: int = 64, k: int = 8) -> dict:
     """Batched (all prompts in one generate call) against one prompt per call, same rollouts each."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # as the worker child does (see rftflow.local.runner)
     import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     from rftflow.dataset import read_records
     from rftflow.local.sampling import load_model, sample
