@@ -169,11 +169,16 @@ rft_cycle = build_rft_cycle(
     "rft_cycle", os.environ.get("RFTFLOW_CYCLE_SCHEDULE") or None,
     "One SFT -> RFT -> eval -> gate cycle; promotes only a measurably better model.",
 )
-rft_cycle_on_data = build_rft_cycle(
-    "rft_cycle_on_data",
+with DAG(
+    dag_id="rft_cycle_on_data",
+    description="Starts rft_cycle from the champion whenever the training-data Asset is updated.",
     # A file:// default keeps parsing cheap; an s3:// URI makes Airflow load the amazon provider's normaliser.
-    [Asset(name="rftflow-training-data",
-           uri=os.environ.get("RFTFLOW_TRAIN_DATA_ASSET")
-           or (Path(__file__).resolve().parent.parent / "include" / "data" / "tiny" / "train.jsonl").as_uri())],
-    "The same cycle, started from the champion whenever the training-data Asset is updated.",
-)
+    schedule=[Asset(name="rftflow-training-data",
+                    uri=os.environ.get("RFTFLOW_TRAIN_DATA_ASSET")
+                    or (Path(__file__).resolve().parent.parent / "include" / "data" / "tiny" / "train.jsonl").as_uri())],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    tags=["rftflow", "rft"],
+) as rft_cycle_on_data:
+    # The cycle's own defaults start from the champion; one run of rft_cycle does the work.
+    StartNextCycleOperator(task_id="start_cycle", trigger_dag_id="rft_cycle", conf={"base_model": "champion"})

@@ -85,7 +85,7 @@ def stop_remote_job(context: Any) -> None:
 
 
 class StartNextCycleOperator(BaseOperator):
-    """Triggers the next cycle of the same DAG with the conf the `iterate` task computed.
+    """Triggers a cycle run: the next cycle (conf from the `iterate` task), or a fresh one from the champion.
 
     Wraps the standard provider's TriggerDagRunOperator at run time: importing it at parse time costs
     about a second per DAG file parse.
@@ -102,9 +102,12 @@ class StartNextCycleOperator(BaseOperator):
     def execute(self, context: Any) -> Any:
         from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
-        conf = self.conf
-        run_id = f"cycle-{conf['cycle']}__{conf['parent_run_id']}"[:250]
-        self.log.info("starting cycle %s of %s from %s", conf["cycle"], conf["max_cycles"], conf["base_model"])
+        conf = dict(self.conf or {})
+        run_id = None
+        if conf.get("parent_run_id"):  # an iterate: the next cycle's run id shows its lineage
+            run_id = f"cycle-{conf['cycle']}__{conf['parent_run_id']}"[:250]
+        self.log.info("starting %s (cycle %s) from %s", self.trigger_dag_id, conf.get("cycle", 1),
+                      conf.get("base_model", "the champion"))
         trigger = TriggerDagRunOperator(task_id=self.task_id, trigger_dag_id=self.trigger_dag_id, conf=conf,
                                         trigger_run_id=run_id, wait_for_completion=False)
         return trigger.execute(context)

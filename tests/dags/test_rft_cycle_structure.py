@@ -50,10 +50,11 @@ def test_parsing_imports_nothing_heavy():
 
 
 def test_task_ids_and_edges_follow_the_spec(dagbag):
-    for dag_id in ("rft_cycle", "rft_cycle_on_data"):
-        dag = dagbag.dags[dag_id]
-        edges = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
-        assert edges == EXPECTED_EDGES, dag_id
+    dag = dagbag.dags["rft_cycle"]
+    assert {t.task_id: set(t.downstream_task_ids) for t in dag.tasks} == EXPECTED_EDGES
+    on_data = dagbag.dags["rft_cycle_on_data"]
+    (start,) = on_data.tasks
+    assert start.trigger_dag_id == "rft_cycle" and start.conf == {"base_model": "champion"}
 
 
 def test_joins_survive_skipped_branches(dagbag):
