@@ -74,7 +74,8 @@ class Backend(ABC):
         raise NotImplementedError(f"backend {self.name!r} runs stages synchronously")
 
     def stop(self, pending: PendingJob) -> None:
-        """Stop the remote job (called when the task is killed)."""
+        """Stop the remote job (called when the task is killed); local stages have none to stop."""
+        return None
 
     def complete(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any]) -> StageManifest:
         """Finish a stage whose remote job has ended (called after the deferral resumes)."""
