@@ -12,13 +12,12 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from rftflow import store
 from rftflow.aws.clients import error_code, error_message, is_not_found
 from rftflow.aws.modelcheck import validate_request
-from rftflow.aws.naming import job_name, request_digest, validate_job_name
+from rftflow.aws.naming import Submitted, job_name, request_digest, validate_job_name
 from rftflow.aws.recipes import LAMBDA_ARN, RenderedBedrock
 from rftflow.aws.sagemaker_jobs import DIGEST_TAG, MAX_ATTEMPTS, JobConflict, JobOutputError
 
@@ -84,15 +83,6 @@ def customization_request(recipe: RenderedBedrock, *, name: str, role_arn: str, 
 
 def _as_string(value: Any) -> str:
     return format(value, "g") if isinstance(value, float) else str(value)
-
-
-@dataclass
-class Submitted:
-    name: str
-    arn: str | None
-    status: str
-    created: bool
-    digest: str
 
 
 def _get(client: Any, name: str) -> dict[str, Any] | None:

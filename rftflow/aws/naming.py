@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 MAX_NAME = 63  # SageMaker training jobs, Bedrock customization jobs and custom model names
@@ -54,3 +55,14 @@ def request_digest(request: dict[str, Any], job_name_: str) -> str:
     """A short hash of what a request asks for, independent of the attempt's name (used as a job tag)."""
     text = json.dumps(request, sort_keys=True, default=str).replace(job_name_, "<job>")
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class Submitted:
+    """A job found or created for a stage."""
+
+    name: str
+    arn: str | None
+    status: str
+    created: bool
+    digest: str

@@ -20,7 +20,7 @@ from rftflow import store
 from rftflow.aws.clients import error_code, error_message, is_not_found
 from rftflow.aws.images import nova_image_uri
 from rftflow.aws.modelcheck import validate_request
-from rftflow.aws.naming import job_name, request_digest
+from rftflow.aws.naming import Submitted, job_name, request_digest
 from rftflow.aws.recipes import RenderedRecipe
 
 log = logging.getLogger(__name__)
@@ -149,17 +149,6 @@ def serverless_request(recipe: RenderedRecipe, *, name: str, role_arn: str, base
 
 
 # --------------------------------------------------------------------------- find or create
-
-
-@dataclass
-class Submitted:
-    """A job found or created for a stage."""
-
-    name: str
-    arn: str | None
-    status: str
-    created: bool
-    digest: str
 
 
 def _describe(client: Any, name: str) -> dict[str, Any] | None:
