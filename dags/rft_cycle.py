@@ -2,22 +2,20 @@
 checkpoint eval -> gate -> promote | iterate | reject -> report.
 
 Wiring only: every task body calls one function of rftflow.cycle; XCom carries small dicts and URIs.
-Two DAGs share the wiring: `rft_cycle` (manual, or a cron from RFTFLOW_CYCLE_SCHEDULE) and
-`rft_cycle_on_data` (runs when the training-data Asset is updated). Both start from the champion.
+Manual, or on a cron from RFTFLOW_CYCLE_SCHEDULE; dags/rft_cycle_on_data.py starts it when the training
+data changes. Both start from the champion by default.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, Asset, AssetAlias, get_current_context, task
 
-from rftflow.notify import on_failure_callback
-from rftflow.operators import StartNextCycleOperator, TrainingStageOperator, stop_remote_job
+from rftflow.operators import StartNextCycleOperator, TrainingStageOperator, notify_failure, stop_remote_job
 from rftflow.params import build_params
 
 CHAMPION_ALIAS = "rftflow-champion"
@@ -44,7 +42,7 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
         params=build_params(),
         tags=["rftflow", "rft"],
         default_args={"retries": 2, "retry_delay": timedelta(minutes=1),
-                      "on_failure_callback": on_failure_callback()},
+                      "on_failure_callback": notify_failure},
         doc_md=__doc__,
     ) as dag:
 
@@ -78,7 +76,7 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
             p, _ = _stage("plan_training")
             return cycle.plan_training(p, diversity)
 
-        on_failure = [on_failure_callback(), stop_remote_job]
+        on_failure = [notify_failure, stop_remote_job]
         sft = TrainingStageOperator(task_id="sft", stage="sft", on_failure_callback=on_failure)
 
         @task
@@ -169,16 +167,3 @@ rft_cycle = build_rft_cycle(
     "rft_cycle", os.environ.get("RFTFLOW_CYCLE_SCHEDULE") or None,
     "One SFT -> RFT -> eval -> gate cycle; promotes only a measurably better model.",
 )
-with DAG(
-    dag_id="rft_cycle_on_data",
-    description="Starts rft_cycle from the champion whenever the training-data Asset is updated.",
-    # A file:// default keeps parsing cheap; an s3:// URI makes Airflow load the amazon provider's normaliser.
-    schedule=[Asset(name="rftflow-training-data",
-                    uri=os.environ.get("RFTFLOW_TRAIN_DATA_ASSET")
-                    or (Path(__file__).resolve().parent.parent / "include" / "data" / "tiny" / "train.jsonl").as_uri())],
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    tags=["rftflow", "rft"],
-) as rft_cycle_on_data:
-    # The cycle's own defaults start from the champion; one run of rft_cycle does the work.
-    StartNextCycleOperator(task_id="start_cycle", trigger_dag_id="rft_cycle", conf={"base_model": "champion"})

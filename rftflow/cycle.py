@@ -156,16 +156,37 @@ def validate_data(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
     from rftflow.notify import validate_targets
 
     validate_targets(p.notify)
+    key = validation_cache_key(p)
+    if (cached := _from_cache(p, ctx, "validation", key)) is not None:
+        return {"manifest_uri": store.join(ctx.uri, "manifest.json"), **cached.metrics}
     report = validate_dataset(p.train_uri, p.eval_uri, backend=p.backend, report_dir_uri=ctx.uri)
     metrics: dict[str, Any] = {"ok": report.ok}
-    if p.sft_uri and p.sft_policy != "never":
+    if _uses_sft_data(p):
         metrics["sft_rows"] = len(read_records(p.sft_uri, kind="sft"))
     summary = report.to_dict()
     manifest = _record(ctx, p, started, inputs={"train_uri": p.train_uri, "eval_uri": p.eval_uri,
                                                 "sft_uri": p.sft_uri},
                        outputs={k: v for k, v in summary.items() if k.endswith("_uri")},
                        metrics={**metrics, **{k: v for k, v in summary.items() if k in ("train_rows", "eval_rows")}})
+    _remember(p, ctx, "validation", key)
     return {"manifest_uri": store.join(ctx.uri, "manifest.json"), **manifest.metrics}
+
+
+def _uses_sft_data(p: CycleParams) -> bool:
+    return bool(p.sft_uri) and p.sft_policy != "never"
+
+
+def validation_cache_key(p: CycleParams) -> str:
+    """Content hash of (train, eval and SFT data, backend, the checks' own code): data that passed once
+    is not re-validated while none of these changes."""
+    rules = hashlib.sha256()
+    for module in ("validation.py", "dataset.py"):
+        rules.update((Path(__file__).parent / module).read_bytes())
+    parts = {
+        "backend": p.backend, "train": _file_digest(p.train_uri), "eval": _file_digest(p.eval_uri),
+        "sft": _file_digest(p.sft_uri) if _uses_sft_data(p) else None, "rules": rules.hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
 # ------------------------------------------------------------------------------------ baseline_eval
@@ -208,24 +229,37 @@ def eval_cache_key(p: CycleParams, model_uri: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def _from_cache(p: CycleParams, ctx: StageContext, kind: str, key: str) -> StageManifest | None:
+    """The complete manifest an earlier stage recorded under this content hash, recorded again as ctx's own
+    (so later stages find it where they look); None on a miss or when the cached stage is gone."""
+    pointer = store.join(p.artifact_root, "cache", kind, f"{key}.json")
+    if not store.exists(pointer):
+        return None
+    source = store.read_json(pointer)["stage_uri"]
+    cached = load_complete(source)
+    if cached is None:
+        return None
+    log.info("%s: %s cache hit %s (inputs unchanged since %s)", ctx.stage, kind, key, source)
+    if cached.run_id == ctx.run_id and cached.stage == ctx.stage and cached.cycle == ctx.cycle:
+        return cached
+    copy = cached.model_copy(update={"run_id": ctx.run_id, "cycle": ctx.cycle, "stage": ctx.stage,
+                                     "inputs": {**cached.inputs, "cached_from": source}})
+    write_manifest(ctx.uri, copy)
+    return copy
+
+
+def _remember(p: CycleParams, ctx: StageContext, kind: str, key: str, **extra: Any) -> None:
+    store.write_json(store.join(p.artifact_root, "cache", kind, f"{key}.json"),
+                     {"stage_uri": ctx.uri, **extra, "written_at": _now()})
+
+
 def cached_eval(p: CycleParams, ctx: StageContext, backend: Backend, model_uri: str) -> StageManifest:
     """Evaluate `model_uri`, or reuse an earlier eval with the same content hash."""
     key = eval_cache_key(p, model_uri)
-    pointer = store.join(p.artifact_root, "cache", "eval", f"{key}.json")
-    if store.exists(pointer):
-        cached = load_complete(store.read_json(pointer)["stage_uri"])
-        if cached is not None:
-            log.info("%s: eval cache hit %s (model %s unchanged)", ctx.stage, key, model_uri)
-            if cached.run_id == ctx.run_id and cached.stage == ctx.stage and cached.cycle == ctx.cycle:
-                return cached
-            # The stage's own manifest points at the cached rows, so later stages find it where they look.
-            copy = cached.model_copy(update={
-                "run_id": ctx.run_id, "cycle": ctx.cycle, "stage": ctx.stage,
-                "inputs": {**cached.inputs, "cached_from": store.read_json(pointer)["stage_uri"]}})
-            write_manifest(ctx.uri, copy)
-            return copy
+    if (cached := _from_cache(p, ctx, "eval", key)) is not None:
+        return cached
     manifest = backend.evaluate(ctx, model_uri, p.eval_uri, p.reward, p.overrides("eval"))
-    store.write_json(pointer, {"stage_uri": ctx.uri, "model_uri": model_uri, "written_at": _now()})
+    _remember(p, ctx, "eval", key, model_uri=model_uri)
     return manifest
 
 

@@ -316,8 +316,3 @@ class CycleFailureNotifier(BaseNotifier):
         targets = configured_targets(list(params.get("notify") or []))
         if targets:
             send(targets, failure_message(context), context)
-
-
-def on_failure_callback() -> CycleFailureNotifier:
-    """For `default_args={"on_failure_callback": notify.on_failure_callback()}`."""
-    return CycleFailureNotifier()

@@ -1,4 +1,4 @@
-"""The Airflow operator for training stages: runs locally, or submits an AWS job and defers.
+"""The cycle's operators and callbacks: training stages run locally, or submit an AWS job and defer.
 
 A deferred stage holds no worker slot while a multi-hour job runs; a retry finds the same
 deterministic job (or the stage's complete manifest) instead of paying for a second one.
@@ -66,6 +66,14 @@ class TrainingStageOperator(BaseOperator):
 
         p = cycle.parse_params(dict(self.params))
         cycle.backend_for(p).stop(PendingJob(**self._pending))
+
+
+def notify_failure(context: Any) -> None:
+    """on_failure_callback of every cycle task: tells the run's `notify` targets which task failed.
+    rftflow.notify (and Airflow's notifier machinery) is imported only when a task fails, not at parse."""
+    from rftflow.notify import CycleFailureNotifier
+
+    CycleFailureNotifier()(context)
 
 
 def stop_remote_job(context: Any) -> None:

@@ -91,3 +91,25 @@ def test_unapproved_promotion_is_reported_as_not_promoted(params):
     gated = params.model_copy(update={"require_approval": True})
     outcome, reason = _outcome(gated, {"gate": gate})
     assert outcome == "not_promoted" and "reviewer" in reason
+
+
+def test_unchanged_data_is_validated_once(params, tmp_path):
+    first_ctx = cycle.stage_context(params, "rft_cycle", "scheduled__1", "validate_data")
+    first = cycle.validate_data(params, first_ctx)
+    second_ctx = cycle.stage_context(params, "rft_cycle", "scheduled__2", "validate_data")
+    second = cycle.validate_data(params, second_ctx)
+    assert second == {**first, "manifest_uri": store.join(second_ctx.uri, "manifest.json")}
+    assert load_complete(second_ctx.uri).inputs["cached_from"] == first_ctx.uri
+
+    # One changed eval row is new data: validated afresh, and a failing file is never remembered as good.
+    lines = store.read_text(params.eval_uri).splitlines()
+    changed = tmp_path / "eval.jsonl"
+    changed.write_text("\n".join(lines[:-1] + ['{"id": "x", "messages": []}']) + "\n")
+    other = params.model_copy(update={"eval_uri": changed.as_uri()})
+    for run in ("scheduled__3", "scheduled__4"):
+        with pytest.raises(ValueError, match="eval.jsonl"):
+            cycle.validate_data(other, cycle.stage_context(other, "rft_cycle", run, "validate_data"))
+    changed.write_text("\n".join(lines[:-1]) + "\n")
+    fourth_ctx = cycle.stage_context(other, "rft_cycle", "scheduled__5", "validate_data")
+    assert cycle.validate_data(other, fourth_ctx)["eval_rows"] == len(lines) - 1
+    assert "cached_from" not in load_complete(fourth_ctx.uri).inputs

@@ -105,3 +105,38 @@ def test_batched_sampling_returns_k_rollouts_seeded(built, tmp_path):
         assert all(1 <= c["tokens"] <= 8 and isinstance(c["text"], str) for c in line["a"])
     assert [x["a"] for x in lines] == [x["again"] for x in lines]
     assert [x["a"] for x in lines] != [x["other"] for x in lines]
+
+
+def test_sft_rows_are_tokenized_exactly_as_trl_prepares_them(built):
+    """The SFT stage tokenizes in batches and tells TRL to skip its own preparation: the training examples
+    must stay the ones TRL would build (loss on the completion only, keep_start truncation)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import json
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+from rftflow.dataset import read_records
+from rftflow.local.sampling import load_model
+from rftflow.local.training import tokenize_sft
+records = read_records({str(TINY / 'sft.jsonl')!r}, kind="sft")[:64]
+rows = [{{"prompt": r.prompt_messages(), "completion": [{{"role": "assistant", "content": r.answer_text()}}]}}
+        for r in records]
+model, tokenizer = load_model({str(built[2])!r})
+out = {{}}
+for max_length in (160, 30):
+    args = SFTConfig(output_dir={str(built[1].artifact_root)!r} + "/trl", max_length=max_length, report_to=[],
+                     use_cpu=True, disable_tqdm=True)
+    trl_ds = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                        processing_class=tokenizer).train_dataset
+    ours = tokenize_sft(tokenizer, rows, max_length)
+    out[max_length] = [trl_ds["input_ids"] == ours["input_ids"], trl_ds["labels"] == ours["labels"],
+                       sum(t != -100 for t in ours["labels"][0])]
+print(json.dumps(out))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["160"][:2] == [True, True] and out["160"][2] > 3  # the completion tokens carry the loss
+    assert out["30"][:2] == [True, True]  # truncation cuts into the completion the same way
