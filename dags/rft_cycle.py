@@ -1,7 +1,8 @@
 """rft_cycle: validate data -> baseline eval -> diversity check -> (SFT -> recheck) -> RFT ->
 checkpoint eval -> gate -> promote | iterate | reject -> report.
 
-Wiring only: every task body calls one function of rftflow.cycle; XCom carries small dicts and URIs.
+Wiring only: each task runs a few lines of rftflow.tasks around one function of rftflow.cycle; XCom
+carries small dicts and URIs.
 Manual, or on a cron from RFTFLOW_CYCLE_SCHEDULE; dags/rft_cycle_on_data.py starts it when the training
 data changes. Both start from the champion by default.
 """
@@ -13,22 +14,20 @@ from datetime import datetime, timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import DAG, Asset, AssetAlias, get_current_context, task
+from airflow.sdk import DAG, AssetAlias
 
-from rftflow.operators import StartNextCycleOperator, TrainingStageOperator, notify_failure, stop_remote_job
+from rftflow.operators import (
+    CHAMPION_ALIAS,
+    CycleBranch,
+    CycleTask,
+    StartNextCycleOperator,
+    TrainingStageOperator,
+    notify_failure,
+    stop_remote_job,
+)
 from rftflow.params import build_params
 
-CHAMPION_ALIAS = "rftflow-champion"
-JOIN = "none_failed_min_one_success"
-
-
-def _stage(name: str):
-    """(params, StageContext) for the running task: the one place tasks learn where they write."""
-    from rftflow import cycle
-
-    context = get_current_context()
-    p = cycle.parse_params(dict(context["params"]))
-    return p, cycle.stage_context(p, context["dag"].dag_id, context["run_id"], name)
+JOIN = "none_failed_min_one_success"  # joins after branches: skipped upstreams never fail them
 
 
 def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
@@ -41,125 +40,42 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
         max_active_runs=1,
         params=build_params(),
         tags=["rftflow", "rft"],
-        default_args={"retries": 2, "retry_delay": timedelta(minutes=1),
-                      "on_failure_callback": notify_failure},
+        default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "on_failure_callback": notify_failure},
         doc_md=__doc__,
     ) as dag:
-
-        @task
-        def validate_data() -> dict:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            from rftflow import cycle
-
-            try:
-                return cycle.validate_data(*_stage("validate_data"))
-            except ValueError as err:  # bad params, recipe or data: retrying cannot help
-                raise AirflowFailException(str(err)) from None
-
-        @task
-        def baseline_eval() -> dict:
-            from rftflow import cycle
-
-            return cycle.baseline_eval(*_stage("baseline_eval"))
-
-        @task
-        def diversity_check() -> dict:
-            from rftflow import cycle
-
-            return cycle.diversity_check(*_stage("diversity_check"))
-
-        @task.branch
-        def plan_training(diversity: dict) -> str:
-            from rftflow import cycle
-
-            p, _ = _stage("plan_training")
-            return cycle.plan_training(p, diversity)
-
+        # Each CycleTask runs rftflow.tasks.<task_id>; `inputs` are upstream results passed by XCom.
+        validate_data = CycleTask(task_id="validate_data")
+        baseline_eval = CycleTask(task_id="baseline_eval")
+        diversity_check = CycleTask(task_id="diversity_check")
+        plan_training = CycleBranch(task_id="plan_training", inputs={"diversity": diversity_check.output})
         on_failure = [notify_failure, stop_remote_job]
         sft = TrainingStageOperator(task_id="sft", stage="sft", on_failure_callback=on_failure)
-
-        @task
-        def diversity_recheck() -> dict:
-            from rftflow import cycle
-
-            return cycle.diversity_check(*_stage("diversity_recheck"))
-
+        diversity_recheck = CycleTask(task_id="diversity_recheck")
         rft = TrainingStageOperator(task_id="rft", stage="rft", trigger_rule=JOIN, on_failure_callback=on_failure)
-
-        @task
-        def stop() -> dict:
-            from rftflow import cycle
-
-            return cycle.stop(*_stage("stop"))
-
-        @task
-        def checkpoint_eval() -> dict:
-            from rftflow import cycle
-
-            return cycle.checkpoint_eval(*_stage("checkpoint_eval"))
-
-        @task
-        def gate() -> dict:
-            from rftflow import cycle
-
-            return cycle.gate(*_stage("gate"))
-
-        @task.branch
-        def choose_outcome(decision: dict) -> str:
-            from rftflow import cycle
-
-            p, _ = _stage("choose_outcome")
-            return cycle.choose_outcome(p, decision)
-
+        stop = CycleTask(task_id="stop")
+        checkpoint_eval = CycleTask(task_id="checkpoint_eval")
+        gate = CycleTask(task_id="gate")
+        choose_outcome = CycleBranch(task_id="choose_outcome", inputs={"decision": gate.output})
         approve_promotion = ApprovalOperator(
             task_id="approve_promotion",
             subject="Promote the rft_cycle candidate of {{ params.model_family }}?",
             body="{{ ti.xcom_pull(task_ids='gate')['table'] }}",
             defaults="Reject", response_timeout=timedelta(days=7),  # no answer in a week: not promoted
         )
-
-        @task(trigger_rule=JOIN, outlets=[AssetAlias(CHAMPION_ALIAS)])
-        def promote(baseline: dict, decision: dict) -> dict:
-            from rftflow import cycle
-
-            result = cycle.promote(*_stage("promote"), decision["candidate_uri"], baseline["champion_token"])
-            if result["promoted"]:
-                events = get_current_context()["outlet_events"]
-                events[AssetAlias(CHAMPION_ALIAS)].add(Asset(result["asset_uri"]), extra=result["asset_extra"])
-            return result
-
-        @task
-        def iterate(decision: dict) -> dict:
-            from rftflow import cycle
-
-            p, ctx = _stage("iterate")
-            return cycle.next_cycle_conf(p, ctx.run_id, decision["candidate_uri"])
-
-        reject = EmptyOperator(task_id="reject")
-
-        @task(trigger_rule=JOIN)
-        def report() -> dict:
-            from rftflow import cycle
-
-            return cycle.report(*_stage("report"))
-
-        baseline = baseline_eval()
-        diversity = diversity_check()
-        validate_data() >> baseline >> diversity
-        stopped = stop()
-        plan_training(diversity) >> [sft, rft, stopped]
-        gate_result = gate()
-        sft >> diversity_recheck() >> rft >> checkpoint_eval() >> gate_result
-        outcome = choose_outcome(gate_result)
-        promoted = promote(baseline, gate_result)
-        next_conf = iterate(gate_result)
+        promote = CycleTask(task_id="promote", trigger_rule=JOIN, outlets=[AssetAlias(CHAMPION_ALIAS)],
+                            inputs={"baseline": baseline_eval.output, "decision": gate.output})
+        iterate = CycleTask(task_id="iterate", inputs={"decision": gate.output})
         start_next_cycle = StartNextCycleOperator(task_id="start_next_cycle", trigger_dag_id=dag_id,
-                                                  conf=next_conf)
-        outcome >> [approve_promotion, promoted, next_conf, reject]
-        approve_promotion >> promoted
-        next_conf >> start_next_cycle
-        [promoted, start_next_cycle, reject, stopped] >> report()
+                                                  conf=iterate.output)
+        reject = EmptyOperator(task_id="reject")
+        report = CycleTask(task_id="report", trigger_rule=JOIN)
+
+        validate_data >> baseline_eval >> diversity_check
+        plan_training >> [sft, rft, stop]
+        sft >> diversity_recheck >> rft >> checkpoint_eval >> gate
+        choose_outcome >> [approve_promotion, promote, iterate, reject]
+        approve_promotion >> promote
+        [promote, start_next_cycle, reject, stop] >> report
     return dag
 
 

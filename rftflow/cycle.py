@@ -111,6 +111,12 @@ def stage_context(p: CycleParams, dag_id: str, run_id: str, stage: str) -> Stage
     return StageContext(p.artifact_root, dag_id, run_id, p.cycle, stage)
 
 
+def for_task(context: Any, stage: str) -> tuple[CycleParams, StageContext]:
+    """(params, StageContext) for a running Airflow task: the one place tasks learn where they write."""
+    p = parse_params(dict(context["params"]))
+    return p, stage_context(p, context["dag"].dag_id, context["run_id"], stage)
+
+
 def backend_for(p: CycleParams) -> Backend:
     return get_backend(p.backend)
 

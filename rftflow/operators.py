@@ -11,6 +11,39 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.bases.branch import BranchMixIn
+
+CHAMPION_ALIAS = "rftflow-champion"  # AssetAlias the promote task adds rftflow://champion/{family} events to
+
+
+class CycleTask(BaseOperator):
+    """One stage of the cycle: runs `rftflow.tasks.<task_id>(context, **inputs)` and returns its small dict.
+
+    `inputs` maps argument names to upstream results (`other_task.output`); Airflow resolves them and wires
+    the dependency. Plain operators rather than TaskFlow keep the DAG file's parse cost low: no decorator
+    machinery and no standard-provider import at parse time.
+    """
+
+    template_fields = ("inputs",)
+    ui_color = "#e3eefc"
+
+    def __init__(self, *, inputs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.inputs = inputs or {}
+
+    def execute(self, context: Any) -> Any:
+        from rftflow import tasks
+
+        return getattr(tasks, self.task_id)(context, **self.inputs)
+
+
+class CycleBranch(CycleTask, BranchMixIn):
+    """A cycle stage that chooses which downstream task ids run (`plan_training`, `choose_outcome`)."""
+
+    ui_color = "#fde9c9"
+
+    def execute(self, context: Any) -> Any:
+        return self.do_branch(context, super().execute(context))
 
 
 class TrainingStageOperator(BaseOperator):
@@ -25,17 +58,11 @@ class TrainingStageOperator(BaseOperator):
         self.stage = stage
         self._pending: dict[str, Any] | None = None
 
-    def _context(self, context: Any):
-        from rftflow import cycle
-
-        p = cycle.parse_params(dict(context["params"]))
-        return p, cycle.stage_context(p, context["dag"].dag_id, context["run_id"], self.stage)
-
     def execute(self, context: Any) -> dict[str, Any]:
         from rftflow import cycle
         from rftflow.backends.base import PendingJob
 
-        p, ctx = self._context(context)
+        p, ctx = cycle.for_task(context, self.stage)
         result = cycle.start_training(p, ctx)
         if isinstance(result, PendingJob):
             self._pending = dataclasses.asdict(result)
@@ -51,7 +78,7 @@ class TrainingStageOperator(BaseOperator):
         from rftflow import cycle
         from rftflow.backends.base import PendingJob
 
-        p, ctx = self._context(context)
+        p, ctx = cycle.for_task(context, self.stage)
         # Some runners (dag.test) resume with the event only; the backend then reloads the job it
         # recorded under the stage folder when it submitted.
         job = PendingJob(**pending) if pending else None
@@ -81,15 +108,13 @@ def stop_remote_job(context: Any) -> None:
     on_kill, so stop the AWS job it recorded under its stage folder."""
     from rftflow import cycle
 
-    p = cycle.parse_params(dict(context["params"]))
-    stage = context["task"].task_id
-    backend = cycle.backend_for(p)
-    load_pending = getattr(backend, "load_pending", None)
+    p, ctx = cycle.for_task(context, context["task"].task_id)
+    load_pending = getattr(cycle.backend_for(p), "load_pending", None)
     if load_pending is None:
         return
-    pending = load_pending(cycle.stage_context(p, context["dag"].dag_id, context["run_id"], stage))
+    pending = load_pending(ctx)
     if pending is not None:
-        backend.stop(pending)
+        cycle.backend_for(p).stop(pending)
 
 
 class StartNextCycleOperator(BaseOperator):
