@@ -1,10 +1,9 @@
 """rft_cycle: validate data -> baseline eval -> diversity check -> (SFT -> recheck) -> RFT ->
 checkpoint eval -> gate -> promote | iterate | reject -> report.
 
-Wiring only: each task runs a few lines of rftflow.tasks around one function of rftflow.cycle; XCom
-carries small dicts and URIs.
-Manual, or on a cron from RFTFLOW_CYCLE_SCHEDULE; dags/rft_cycle_on_data.py starts it when the training
-data changes. Both start from the champion by default.
+Wiring only: each task runs a few lines of rftflow.tasks around one function of rftflow.cycle, and
+XCom carries small dicts and URIs. Runs manually, or on a cron from RFTFLOW_CYCLE_SCHEDULE;
+dags/rft_cycle_on_data.py starts it when the training data changes. Both start from the champion.
 """
 
 from __future__ import annotations
