@@ -235,10 +235,14 @@ def eval_cache_key(p: CycleParams, model_uri: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def _cache_pointer(p: CycleParams, kind: str, key: str) -> str:
+    return store.join(p.artifact_root, "cache", kind, f"{key}.json")
+
+
 def _from_cache(p: CycleParams, ctx: StageContext, kind: str, key: str) -> StageManifest | None:
     """The complete manifest an earlier stage recorded under this content hash, recorded again as ctx's own
     (so later stages find it where they look); None on a miss or when the cached stage is gone."""
-    pointer = store.join(p.artifact_root, "cache", kind, f"{key}.json")
+    pointer = _cache_pointer(p, kind, key)
     if not store.exists(pointer):
         return None
     source = store.read_json(pointer)["stage_uri"]
@@ -255,8 +259,7 @@ def _from_cache(p: CycleParams, ctx: StageContext, kind: str, key: str) -> Stage
 
 
 def _remember(p: CycleParams, ctx: StageContext, kind: str, key: str, **extra: Any) -> None:
-    store.write_json(store.join(p.artifact_root, "cache", kind, f"{key}.json"),
-                     {"stage_uri": ctx.uri, **extra, "written_at": _now()})
+    store.write_json(_cache_pointer(p, kind, key), {"stage_uri": ctx.uri, **extra, "written_at": _now()})
 
 
 def cached_eval(p: CycleParams, ctx: StageContext, backend: Backend, model_uri: str) -> StageManifest:

@@ -109,12 +109,13 @@ def stop_remote_job(context: Any) -> None:
     from rftflow import cycle
 
     p, ctx = cycle.for_task(context, context["task"].task_id)
-    load_pending = getattr(cycle.backend_for(p), "load_pending", None)
+    backend = cycle.backend_for(p)
+    load_pending = getattr(backend, "load_pending", None)
     if load_pending is None:
         return
     pending = load_pending(ctx)
     if pending is not None:
-        cycle.backend_for(p).stop(pending)
+        backend.stop(pending)
 
 
 class StartNextCycleOperator(BaseOperator):
