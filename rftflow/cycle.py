@@ -425,18 +425,30 @@ def promote(p: CycleParams, ctx: StageContext, candidate_uri: str, champion_toke
     champion = Champion(model_uri=candidate_uri, metrics=candidate.metrics if candidate else {},
                         run_id=ctx.run_id, cycle=ctx.cycle, promoted_at=_now(),
                         manifest_uri=store.join(ctx.for_stage("checkpoint_eval").uri, "manifest.json"))
+    reason = f"champion of {p.model_family} is now {candidate_uri}"
     try:
         token = registry.promote(champion, expected_token=champion_token)
-        result = {"promoted": True, "model_uri": candidate_uri, "token": token,
-                  "asset_uri": f"rftflow://champion/{p.model_family}",
-                  "asset_extra": {"model_uri": candidate_uri, "run_id": ctx.run_id, "cycle": ctx.cycle,
-                                  "metrics": {k: v for k, v in champion.metrics.items()
-                                              if isinstance(v, int | float)}},
-                  "reason": f"champion of {p.model_family} is now {candidate_uri}"}
     except PromotionConflict as err:
-        result = {"promoted": False, "model_uri": candidate_uri,
-                  "reason": f"the champion changed after this cycle's baseline was taken ({err}); "
-                            "the candidate was not compared with the new champion, so it is not promoted"}
+        # A retry after a crash between the swap and the manifest below meets its own swap as a conflict:
+        # the registry then holds this run's promotion over the baseline's version, which it finishes.
+        own = registry.find_promotion(run_id=ctx.run_id, cycle=ctx.cycle, model_uri=candidate_uri,
+                                      previous_token=champion_token)
+        if own is None:
+            result = {"promoted": False, "model_uri": candidate_uri,
+                      "reason": f"the champion changed after this cycle's baseline was taken ({err}); "
+                                "the candidate was not compared with the new champion, so it is not promoted"}
+            _record(ctx, p, started, decision=result, checkpoint_uri=candidate_uri)
+            return result
+        log.info("promote: the registry already holds this run's promotion (seq %s, an earlier attempt's); "
+                 "finishing it", own["seq"])
+        token = own["token"]
+        champion = Champion.model_validate(own["champion"])
+        reason += " (promoted by an earlier attempt of this task, finished by this one)"
+    result = {"promoted": True, "model_uri": candidate_uri, "token": token,
+              "asset_uri": f"rftflow://champion/{p.model_family}",
+              "asset_extra": {"model_uri": candidate_uri, "run_id": ctx.run_id, "cycle": ctx.cycle,
+                              "metrics": {k: v for k, v in champion.metrics.items() if isinstance(v, int | float)}},
+              "reason": reason}
     _record(ctx, p, started, decision=result, checkpoint_uri=candidate_uri)
     return result
 

@@ -105,17 +105,43 @@ def notify_failure(context: Any) -> None:
 
 def stop_remote_job(context: Any) -> None:
     """on_failure_callback of training tasks: a task failed (or marked failed) while deferred gets no
-    on_kill, so stop the AWS job it recorded under its stage folder."""
+    on_kill, so stop the AWS job it recorded under its stage folder — but only one this run will never
+    come back for. Left running, and said so in the log: a job a retry of this task will re-attach to,
+    and one the task only stopped waiting for (it may still finish fine; clearing the task re-attaches
+    to it, by its deterministic name, instead of paying for a second job)."""
+    import logging
+
     from rftflow import cycle
 
+    log = logging.getLogger(__name__)
     p, ctx = cycle.for_task(context, context["task"].task_id)
     backend = cycle.backend_for(p)
     load_pending = getattr(backend, "load_pending", None)
     if load_pending is None:
         return
     pending = load_pending(ctx)
-    if pending is not None:
-        backend.stop(pending)
+    if pending is None:
+        return
+    reason = comes_back_for(context)
+    if reason is not None:
+        log.warning("%s: left %s %s running: %s", ctx.stage, pending.kind, pending.job_name, reason)
+        return
+    log.warning("%s: stopping %s %s: the task failed for good and this run will not come back for it",
+                ctx.stage, pending.kind, pending.job_name)
+    backend.stop(pending)
+
+
+def comes_back_for(context: Any) -> str | None:
+    """Why this run will come back for the failed task's remote job (None when it never will)."""
+    ti = context.get("ti") or context.get("task_instance")
+    state = str(getattr(ti, "state", "") or "").lower()
+    if state.endswith("up_for_retry"):
+        return "the task will be retried and re-attaches to it"
+    error = context.get("exception")
+    if error is not None and (type(error).__name__ in ("WaitEnded", "TaskDeferralTimeout")):
+        return ("the task only stopped waiting; the job may still finish — clear the task to re-attach to "
+                "it, or stop it in the AWS console")
+    return None
 
 
 class StartNextCycleOperator(BaseOperator):

@@ -121,29 +121,61 @@ class ChampionRegistry:
 
     def history(self) -> list[dict[str, Any]]:
         """Every promotion, oldest first: the champion.json of each version plus its `token`."""
-        entries: dict[int, dict[str, Any]] = {}
+        # Keyed by token, not seq: a registry repaired by hand (champion.json deleted or restored) may
+        # hold two versions with one seq, and the listing must show both rather than drop one.
+        entries: dict[str, dict[str, Any]] = {}
         # Pointer first: every version before it was recorded before it could be committed, so the
         # listing that follows has no gaps. The pointer's own entry may not be written yet (its
         # promoter is about to, or died first; the next promotion writes it): the pointer stands in.
         data, _ = self._read_pointer()
         if data is not None:
             doc = self._parse(data, self.champion_uri)
-            entries[int(doc["seq"])] = {**doc, "token": _token(data)}
+            entries[_token(data)] = {**doc, "token": _token(data)}
+        for uri, data in self._history_files():
+            entries[_token(data)] = {**self._parse(data, uri), "token": _token(data)}
+        return sorted(entries.values(), key=lambda e: (int(e["seq"]), str(e["champion"].get("promoted_at", ""))))
+
+    def find_promotion(self, *, run_id: str, cycle: int, model_uri: str,
+                       previous_token: str | None) -> dict[str, Any] | None:
+        """The history entry (with its `token`) in which run `run_id`, cycle `cycle`, promoted `model_uri`
+        over the version `previous_token`; None when it never did.
+
+        A promote task retried after a crash between the swap and its own bookkeeping finds its promotion
+        here and finishes it, instead of reporting the conflict its own swap caused.
+        """
+        for entry in reversed(self.history()):
+            champion = entry["champion"]
+            if (champion.get("run_id") == run_id and champion.get("cycle") == cycle
+                    and champion.get("model_uri") == model_uri and entry.get("previous_token") == previous_token):
+                return entry
+        return None
+
+    def _history_files(self) -> list[tuple[str, bytes]]:
+        out = []
         for uri in store.list_prefix(self.history_uri):
             if not _HISTORY_NAME.match(uri.rsplit("/", 1)[-1]):
                 continue
             try:
-                data = store.read_bytes(uri)
+                out.append((uri, store.read_bytes(uri)))
             except FileNotFoundError:  # pragma: no cover - removed by hand between list and read
                 continue
-            doc = self._parse(data, uri)
-            entries[int(doc["seq"])] = {**doc, "token": _token(data)}
-        return [entries[seq] for seq in sorted(entries)]
+        return out
+
+    def _last_recorded_seq(self) -> int:
+        """The highest seq in history/ (0 when empty): a new first version after a hand repair starts above it."""
+        seqs = [int(m.group(1)) for uri in store.list_prefix(self.history_uri)
+                if (m := _HISTORY_NAME.match(uri.rsplit("/", 1)[-1]))]
+        return max(seqs, default=0)
 
     # ----------------------------------------------------------------------- documents
 
     def _new_version(self, champion: Champion, previous: bytes | None) -> tuple[int, bytes]:
-        seq = 1 if previous is None else int(self._parse(previous, self.champion_uri)["seq"]) + 1
+        if previous is None:
+            # No pointer: a new registry, or champion.json deleted by hand. Never reuse a recorded seq:
+            # the new version's history entry would be skipped as "already recorded" and lost.
+            seq = self._last_recorded_seq() + 1
+        else:
+            seq = int(self._parse(previous, self.champion_uri)["seq"]) + 1
         doc = {
             "schema_version": REGISTRY_SCHEMA_VERSION,
             "model_family": self.model_family,
@@ -234,9 +266,18 @@ class ChampionRegistry:
             return _token(data)
 
     def _ensure_history_local(self, data: bytes) -> None:
-        uri = self._history_entry_uri(int(self._parse(data, self.champion_uri)["seq"]))
+        seq = int(self._parse(data, self.champion_uri)["seq"])
+        uri = self._history_entry_uri(seq)
         if not store.exists(uri):
             store.write_bytes(uri, data)
+        elif store.read_bytes(uri) != data:
+            # Another version holds this seq (champion.json edited or restored by hand): keep both.
+            self._record_displaced(data)
+
+    def _record_displaced(self, data: bytes) -> None:
+        if any(existing == data for _, existing in self._history_files()):
+            return
+        store.write_bytes(self._history_entry_uri(self._last_recorded_seq() + 1), data)
 
     # ----------------------------------------------------------------------- S3 store
 
@@ -290,5 +331,9 @@ class ChampionRegistry:
                 Bucket=self._bucket, Key=key, Body=data, ContentType="application/json", IfNoneMatch="*"
             )
         except Exception as exc:
-            if not _is_conflict(exc):  # already recorded (by its promoter or a repairing one)
+            if not _is_conflict(exc):
                 raise
+            # Already recorded, by its promoter or a repairing one; unless the entry is another version
+            # (champion.json edited or restored by hand), which is kept too.
+            if store.read_bytes(store.join(self.history_uri, key.rsplit("/", 1)[-1])) != data:
+                self._record_displaced(data)

@@ -170,3 +170,56 @@ def test_bedrock_models_are_checked(backend):
     assert backend.resolve_model(MODEL_ARN, ctx) == MODEL_ARN
     with pytest.raises(ValueError, match="'tiny' is the local backend's"):
         backend.resolve_model("tiny", ctx)
+
+
+def test_the_wait_covers_the_job_limit_plus_queueing_slack(backend, s3_root, data):
+    from rftflow.aws.stages import PENDING_SLACK_HOURS
+
+    pending = backend.rft(ctx_for(s3_root, "rft"), "nova-2-lite", data["train"], "numeric", {})
+    _, kwargs = backend.trigger_for(pending).serialize()
+    assert kwargs["waiter_delay"] * kwargs["waiter_max_attempts"] >= (96 + PENDING_SLACK_HOURS) * 3600
+    assert pending.details["wait_timeout_s"] >= (96 + PENDING_SLACK_HOURS) * 3600
+
+
+def test_a_trigger_out_of_attempts_on_a_running_job_says_retry_to_reattach(backend, s3_root, data):
+    """The provider's trigger reports running out of attempts as status "error", not "timeout"."""
+    from rftflow.aws.stages import WaitEnded
+
+    ctx = ctx_for(s3_root, "rft")
+    pending = backend.rft(ctx, "nova-2-lite", data["train"], "numeric", {})
+    with pytest.raises(WaitEnded, match="stopped waiting .*max attempts reached.*retry the task to re-attach"):
+        backend.complete(ctx, pending, {"status": "error", "message": "Waiter error: max attempts reached",
+                                        "job_name": pending.job_name})
+
+
+def _failure_context(root: str, stage: str, error: BaseException, state: str = "failed") -> dict:
+    from types import SimpleNamespace
+
+    from rftflow.params import DEFAULTS
+
+    params = {**DEFAULTS, "backend": "bedrock", "base_model": "nova-2-lite", "artifact_root": root, "cycle": 2}
+    return {"params": params, "dag": SimpleNamespace(dag_id="rft_cycle"),
+            "run_id": "scheduled__2026-11-25T00:00:00+00:00", "task": SimpleNamespace(task_id=stage),
+            "ti": SimpleNamespace(state=state), "exception": error}
+
+
+@pytest.mark.parametrize("error, state, stopped", [
+    ("wait", "failed", False),  # it may still finish: clearing the task re-attaches
+    ("other", "up_for_retry", False),  # a retry comes back for it
+    ("other", "failed", True),  # failed for good: nothing comes back for it
+])
+def test_stop_remote_job_stops_only_what_the_run_will_not_come_back_for(backend, s3_root, data, monkeypatch,
+                                                                       caplog, error, state, stopped):
+    from rftflow.aws.stages import WaitEnded
+    from rftflow.operators import stop_remote_job
+
+    monkeypatch.setenv("RFTFLOW_BEDROCK_ROLE_ARN", BEDROCK_ROLE)
+    monkeypatch.setenv("RFTFLOW_BEDROCK_REWARD_LAMBDA_ARN", LAMBDA_ARN)
+    root = f"{s3_root}/stop-{error}-{state}"
+    pending = backend.rft(ctx_for(root, "rft"), "nova-2-lite", data["train"], "numeric", {})
+    exc = WaitEnded("stopped waiting") if error == "wait" else RuntimeError("reward Lambda misconfigured")
+    with caplog.at_level("WARNING"):
+        stop_remote_job(_failure_context(root, "rft", exc, state))
+    status = boto("bedrock").get_model_customization_job(jobIdentifier=pending.job_name)["status"]
+    assert (status in ("Stopping", "Stopped")) is stopped, status
+    assert ("stopping" if stopped else "left") in caplog.text and pending.job_name in caplog.text

@@ -113,3 +113,45 @@ def test_unchanged_data_is_validated_once(params, tmp_path):
     fourth_ctx = cycle.stage_context(other, "rft_cycle", "scheduled__5", "validate_data")
     assert cycle.validate_data(other, fourth_ctx)["eval_rows"] == len(lines) - 1
     assert "cached_from" not in load_complete(fourth_ctx.uri).inputs
+
+
+def _promote_setup(params):
+    from rftflow.manifest import StageManifest, write_manifest
+    from rftflow.registry import Champion, ChampionRegistry
+
+    ctx = cycle.stage_context(params, "rft_cycle", "manual__promote", "promote")
+    registry = ChampionRegistry(params.artifact_root, params.model_family)
+    old = registry.promote(Champion(model_uri="file:///models/old", run_id="before", cycle=1), expected_token=None)
+    eval_ctx = ctx.for_stage("checkpoint_eval")
+    write_manifest(eval_ctx.uri, StageManifest(dag_id="rft_cycle", run_id=ctx.run_id, cycle=1,
+                                               stage="checkpoint_eval", backend="local", started_at="t",
+                                               finished_at="t", duration_s=0.0, metrics={"pass_at_1": 0.7}))
+    return ctx, registry, old
+
+
+def test_a_promote_retried_after_a_crash_past_the_swap_finishes_its_promotion(params, monkeypatch):
+    ctx, registry, old = _promote_setup(params)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("worker lost after the swap")
+
+    with monkeypatch.context() as m:
+        m.setattr(cycle, "_record", crash)
+        with pytest.raises(RuntimeError, match="worker lost"):
+            cycle.promote(params, ctx, "file:///models/new", old)
+    assert registry.current()[0].model_uri == "file:///models/new"  # the swap landed
+    result = cycle.promote(params, ctx, "file:///models/new", old)  # the retry
+    assert result["promoted"] is True, result["reason"]
+    assert result["token"] == registry.current()[1]
+    assert result["asset_uri"].endswith(params.model_family) and result["asset_extra"]["metrics"] == {"pass_at_1": 0.7}
+    assert "earlier attempt" in result["reason"]
+    assert len(registry.history()) == 2  # finished, not promoted twice
+
+
+def test_a_promote_that_lost_a_real_race_is_still_not_promoted(params):
+    from rftflow.registry import Champion
+
+    ctx, registry, old = _promote_setup(params)
+    registry.promote(Champion(model_uri="file:///models/other", run_id="other-run", cycle=1), expected_token=old)
+    result = cycle.promote(params, ctx, "file:///models/new", old)
+    assert result["promoted"] is False and "champion changed" in result["reason"]

@@ -269,3 +269,51 @@ def test_a_retried_swap_that_already_landed_counts_as_a_win(s3_root):
     assert len(resent) == 1
     assert registry.current() == (_champion("b"), t2)
     assert [h["champion"]["model_uri"][-1] for h in registry.history()] == ["a", "b"]
+
+
+def test_promoting_after_champion_json_was_deleted_by_hand_keeps_every_entry(artifact_root):
+    """A repair (champion.json removed) followed by new promotions: history keeps old and new versions."""
+    registry = ChampionRegistry(artifact_root, FAMILY)
+    t1 = registry.promote(_champion("a"), expected_token=None)
+    registry.promote(_champion("b"), expected_token=t1)
+    path = store.local_path(registry.champion_uri)
+    if path is not None:
+        import os
+
+        os.remove(path)
+    else:
+        bucket, key = store.split_s3(registry.champion_uri)
+        store.s3_client().delete_object(Bucket=bucket, Key=key)
+    t3 = registry.promote(_champion("c"), expected_token=None)
+    registry.promote(_champion("d"), expected_token=t3)
+    history = registry.history()
+    assert [h["champion"]["model_uri"][-1] for h in history] == ["a", "b", "c", "d"]
+    assert [h["seq"] for h in history] == [1, 2, 3, 4]
+    assert registry.current()[0].model_uri == history[-1]["champion"]["model_uri"]
+
+
+def test_a_version_restored_by_hand_over_a_recorded_seq_is_kept_beside_it(artifact_root):
+    """champion.json replaced by hand with a document whose seq another entry holds: both stay listed."""
+    registry = ChampionRegistry(artifact_root, FAMILY)
+    t1 = registry.promote(_champion("a"), expected_token=None)
+    registry.promote(_champion("b"), expected_token=t1)
+    doc = store.read_json(registry.champion_uri)
+    doc["seq"] = 1
+    doc["champion"]["model_uri"] = "file:///models/restored"
+    store.write_json(registry.champion_uri, doc)
+    _, token = registry.current()
+    registry.promote(_champion("c"), expected_token=token)
+    uris = [h["champion"]["model_uri"].rsplit("/", 1)[-1] for h in registry.history()]
+    assert sorted(uris) == ["a", "b", "c", "restored"]
+
+
+def test_find_promotion_names_a_runs_own_version(artifact_root):
+    registry = ChampionRegistry(artifact_root, FAMILY)
+    t1 = registry.promote(_champion("a"), expected_token=None)
+    registry.promote(_champion("b", cycle=2), expected_token=t1)
+    found = registry.find_promotion(run_id="run-b", cycle=2, model_uri="file:///models/b", previous_token=t1)
+    assert found is not None and found["seq"] == 2
+    assert registry.find_promotion(run_id="run-b", cycle=2, model_uri="file:///models/b",
+                                   previous_token=None) is None  # not over the version it read
+    assert registry.find_promotion(run_id="run-x", cycle=2, model_uri="file:///models/b",
+                                   previous_token=t1) is None

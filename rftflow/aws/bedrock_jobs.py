@@ -24,6 +24,7 @@ from rftflow.aws.sagemaker_jobs import DIGEST_TAG, MAX_ATTEMPTS, JobConflict, Jo
 log = logging.getLogger(__name__)
 
 FAILED = ("Failed", "Stopped", "Stopping")
+ACTIVE = ("InProgress",)  # a job that may still finish
 _CUSTOM_MODEL_NAME = re.compile(r"([0-9a-zA-Z][_-]?){1,63}")
 
 

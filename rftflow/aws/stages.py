@@ -32,6 +32,10 @@ METRICS = "metrics.jsonl"
 FILTERED_TRAIN = "filtered_train.jsonl"
 PENDING_SLACK_HOURS = 6.0  # queueing and instance start-up before the runtime clock starts
 
+
+class WaitEnded(RuntimeError):
+    """The task stopped waiting for a remote job that may still be running; retrying re-attaches to it."""
+
 # Names a user may give for Nova 2 Lite, and what each service calls it.
 NOVA_2_LITE = {"nova-2-lite", "nova-lite-2", "nova-lite-2/prod", "amazon.nova-2-lite-v1:0",
                "amazon.nova-2-lite-v1:0:256k", "nova-textgeneration-lite-v2"}
@@ -426,12 +430,16 @@ class AwsBackend(Backend):
     # ------------------------------------------------------------------ completion helpers
 
     @staticmethod
-    def failed_event(pending: PendingJob, event: dict[str, Any], detail: str = "") -> RuntimeError:
+    def failed_event(pending: PendingJob, event: dict[str, Any], detail: str = "", *,
+                     still_running: bool = False) -> RuntimeError:
+        """The error for a trigger event other than success. `still_running`: the service says the job is
+        active, so the event only means the wait ended (the provider's triggers report running out of
+        attempts as status "error"), and a retry re-attaches to the job."""
         status = event.get("status", "unknown")
         message = event.get("message") or ""
-        if status == "timeout":
-            return RuntimeError(f"{pending.job_name}: stopped waiting ({message}); the job may still be running — "
-                                "retry the task to re-attach to it (no second job is started)")
+        if status == "timeout" or still_running:
+            return WaitEnded(f"{pending.job_name}: stopped waiting ({message or status}); the job may still be "
+                             "running — retry the task to re-attach to it (no second job is started)")
         return RuntimeError(f"{pending.job_name} ended {status}: {message} {detail}".strip())
 
 

@@ -19,6 +19,7 @@ from rftflow.aws.stages import (
     BEDROCK_MODEL,
     METRICS,
     NOVA_2_LITE,
+    PENDING_SLACK_HOURS,
     AwsBackend,
     now_iso,
     sft_converse_row,
@@ -111,7 +112,8 @@ class BedrockBackend(AwsBackend):
         return pending
 
     def _attempts(self, hours: float) -> int:
-        total = self.options.max_wait_hours or hours
+        """Trigger attempts covering the job's own limit plus the same queueing slack SageMaker waits get."""
+        total = self.options.max_wait_hours or (hours + PENDING_SLACK_HOURS)
         return max(1, int(total * 3600 // BEDROCK_WAITER_DELAY_S) + 1)
 
     # ------------------------------------------------------------------ deferral
@@ -140,13 +142,14 @@ class BedrockBackend(AwsBackend):
         client = self.aws.client("bedrock")
         details = pending.details
         if event.get("status") != "success":
-            detail = ""
+            detail, running = "", False
             try:
                 found = client.get_model_customization_job(jobIdentifier=pending.job_name)
                 detail = f"(job status {found.get('status')}: {found.get('failureMessage', '')})"
+                running = found.get("status") in jobs.ACTIVE
             except Exception:  # the description only enriches the message
                 pass
-            raise self.failed_event(pending, event, detail)
+            raise self.failed_event(pending, event, detail, still_running=running)
         job = client.get_model_customization_job(jobIdentifier=pending.job_name)
         if job.get("status") != "Completed":
             raise RuntimeError(f"{pending.job_name}: expected Completed; got {job.get('status')} "

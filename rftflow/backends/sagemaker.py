@@ -297,12 +297,15 @@ class SageMakerBackend(AwsBackend):
         region = pending.details.get("region") or self.region
         if event.get("status") != "success":
             detail = ""
+            running = False
             try:
                 found = client.describe_training_job(TrainingJobName=pending.job_name)
                 detail = f"(job status {found['TrainingJobStatus']}: {found.get('FailureReason', '')})"
+                running = found["TrainingJobStatus"] in jobs.ACTIVE
             except Exception:  # the description only enriches the message
                 pass
-            raise self.failed_event(pending, event, f"{detail} logs: {jobs.log_url(region, pending.job_name)}")
+            raise self.failed_event(pending, event, f"{detail} logs: {jobs.log_url(region, pending.job_name)}",
+                                    still_running=running)
         description = client.describe_training_job(TrainingJobName=pending.job_name)
         if description["TrainingJobStatus"] != "Completed":
             raise RuntimeError(f"{pending.job_name}: expected Completed; got {description['TrainingJobStatus']} "
