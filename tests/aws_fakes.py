@@ -87,12 +87,19 @@ def put_metric_logs(job: str, lines: list[str]) -> None:
                         logEvents=[{"timestamp": now + i, "message": line} for i, line in enumerate(lines)])
 
 
+def aws_inference(text: str) -> str:
+    """`inference` as the Nova eval container writes it: the Python repr of a one-answer list, single quotes
+    and escaped newlines (aws-samples/amazon-nova-samples customization/Nova_2.0/04_eval/examples/
+    inference_output.jsonl: "['<|begin_of_solution|>The current stock price ...<|end_of_solution|>']")."""
+    return repr([f"<|begin_of_solution|>{text}<|end_of_solution|>"])
+
+
 def gen_qa_answers(staged_gen_qa: str, answer: Any) -> list[dict[str, Any]]:
     """inference_output.jsonl rows for a staged gen_qa.jsonl; `answer(row)` gives the model's text."""
     from rftflow import store
 
     rows = [json.loads(line) for line in store.read_text(staged_gen_qa).splitlines() if line.strip()]
-    return [{"prompt": r["query"], "inference": json.dumps([answer(r)]), "gold": r["response"],
+    return [{"prompt": r["query"], "inference": aws_inference(answer(r)), "gold": r["response"],
              "metadata": r["metadata"]} for r in rows]
 
 
@@ -151,7 +158,7 @@ class FakeNova:
             for row in rows:
                 meta = json.loads(row["metadata"])
                 text = _answer_for(model, row["response"], meta["id"], meta["sample"], temperature)
-                inference.append({"prompt": row["query"], "inference": json.dumps([text]), "gold": row["response"],
+                inference.append({"prompt": row["query"], "inference": aws_inference(text), "gold": row["response"],
                                   "metadata": row["metadata"]})
             files = {"eval-result/results_2026-11-25T10-00-00.json": json.dumps(
                          {"results": {"custom|gen_qa_gen_qa|0": {"em": 0.0}}}),

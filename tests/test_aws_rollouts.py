@@ -111,3 +111,64 @@ def test_inference_outputs_map_back_to_records_in_any_order():
     assert [[c["text"] for c in cs] for cs in out] == [["a0", "a1"], ["b0", "b1"]]
     with pytest.raises(ValueError, match="no completion for 1 of 4 samples \\(e.g. r2#1\\)"):
         rollouts.completions_from_inference(rows[1:], records, 2)
+
+
+# The first row of AWS's sample eval output, verbatim: `inference` is a Python-repr list string (single quotes),
+# `prompt` the repr of the messages, no metadata.
+# Source: aws-samples/amazon-nova-samples customization/Nova_2.0/04_eval/examples/inference_output.jsonl
+AWS_SAMPLE_ROW = (
+    '{"prompt": "[{\'role\': \'user\', \'content\': \'## user: hi, i need to know the current stock price of aapl.\'}]", '
+    '"inference": "[\'<|begin_of_solution|>The current stock price for AAPL is $150.75.<|end_of_solution|>\']", '
+    '"gold": "the current stock price of aapl is $150.75. "}'
+)
+
+
+@pytest.mark.parametrize("inference, text", [
+    # the sample's Python-repr form, with Nova's solution markers
+    (json.loads(AWS_SAMPLE_ROW)["inference"], "The current stock price for AAPL is $150.75."),
+    # a repr list whose answer has a newline: repr escapes it as backslash-n, which must come back as a newline
+    (repr(["#### 42\nI hope this helps."]), "#### 42\nI hope this helps."),
+    # a repr list using double quotes because the answer holds a single quote
+    (repr(["it's 42"]), "it's 42"),
+    # a JSON list string and a real list (both seen in service outputs read through other tools)
+    (json.dumps(["#### 42\nI hope this helps."]), "#### 42\nI hope this helps."),
+    (["#### 42"], "#### 42"),
+    ("[]", ""),
+    # a plain answer that merely looks like a list is not unwrapped
+    ("[1, 2]", "[1, 2]"),
+    ("#### 42", "#### 42"),
+])
+def test_inference_text_reads_every_form_aws_writes(inference, text):
+    assert rollouts._inference_text(inference) == text
+
+
+def test_exact_match_scores_the_aws_form_like_the_clean_text():
+    """The defect: with the repr form parsed as plain text, exact_match scored 0.0 instead of 1.0."""
+    from rftflow.rewards import load_reward, score
+
+    rec = RftRecord(id="g1", messages=[{"role": "user", "content": "6*7?"}], reference_answer="42")
+    rows = [{"inference": repr(["<|begin_of_solution|>#### 42\nI hope this helps.<|end_of_solution|>"]),
+             "metadata": json.dumps({"id": "g1", "sample": 0})}]
+    text = rollouts.completions_from_inference(rows, [rec], 1)[0][0]["text"]
+    assert text == "#### 42\nI hope this helps."
+    reward = load_reward("exact_match")
+
+    def scored(answer: str) -> float:
+        sample = {"id": "g1", "messages": [*rec.messages, {"role": "assistant", "content": answer}],
+                  "reference_answer": rec.reference_answer}
+        return score(reward, [sample])[0].aggregate_reward_score
+
+    assert scored(text) == 1.0
+    assert scored(rows[0]["inference"]) == 0.0  # the raw string, as it was scored before
+
+
+def test_rows_without_metadata_match_by_position_as_in_the_aws_sample():
+    rows = [json.loads(AWS_SAMPLE_ROW)]
+    rec = RftRecord(id="s1", messages=[{"role": "user", "content": "price?"}], reference_answer="150.75")
+    assert rollouts.completions_from_inference(rows, [rec], 1)[0][0]["text"] == \
+        "The current stock price for AAPL is $150.75."
+
+
+def test_metadata_read_back_as_a_python_repr_still_maps_rows():
+    rows = [{"inference": repr(["a0"]), "metadata": repr({"id": "r1", "sample": 0})}]
+    assert rollouts.completions_from_inference(rows, [record(1)], 1)[0][0]["text"] == "a0"

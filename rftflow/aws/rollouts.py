@@ -6,6 +6,7 @@ Completions come back as `{"text", "tokens"}` per prompt and sample, the shape r
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import random
@@ -157,17 +158,52 @@ def gen_qa_rows(records: Sequence[Any], k: int = 1) -> list[dict[str, Any]]:
     return rows
 
 
+# Nova marks the answer span in some outputs (AWS's sample inference_output.jsonl and the rft_eval notebook in
+# aws-samples/amazon-nova-samples customization/Nova_2.0/04_eval show '<|begin_of_solution|>...<|end_of_solution|>');
+# the local backend's text has no such markers, so they are taken off to score both the same way.
+_SOLUTION_MARKERS = ("<|begin_of_solution|>", "<|end_of_solution|>")
+
+
+def _literal(text: str) -> Any:
+    """A JSON value, else a Python literal (the repr form the eval container writes), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
+def _strip_markers(text: str) -> str:
+    start, end = _SOLUTION_MARKERS
+    stripped = text.strip()
+    if stripped.startswith(start) and stripped.endswith(end):
+        return stripped[len(start):len(stripped) - len(end)]
+    return text
+
+
 def _inference_text(value: Any) -> str:
+    """The model's answer from an `inference` field in any form the service and AWS's samples show.
+
+    A list (`["…"]`), a JSON list string (`'["…"]'`), a Python-repr list string (`"['…']"`, single quotes,
+    escaped newlines: amazon-nova-samples customization/Nova_2.0/04_eval/examples/inference_output.jsonl),
+    or the plain text. The first element of a list is the answer (one generation per row).
+    """
+    if isinstance(value, str) and value.lstrip().startswith("[") and value.rstrip().endswith("]"):
+        parsed = _literal(value.strip())
+        # only a one-answer list is the wrapper; a plain answer such as "[1, 2]" stays as written
+        if isinstance(parsed, list) and (not parsed or (len(parsed) == 1 and isinstance(parsed[0], str))):
+            value = parsed
     if isinstance(value, list):
-        return str(value[0]) if value else ""
-    if isinstance(value, str) and value.startswith("["):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return value
-        if isinstance(parsed, list):
-            return str(parsed[0]) if parsed else ""
-    return "" if value is None else str(value)
+        value = value[0] if value else ""
+    return _strip_markers("" if value is None else str(value))
+
+
+def _metadata_of(meta: Any) -> Any:
+    """gen_qa `metadata` as written (a JSON string), or as read back (a dict or a Python-repr string)."""
+    return _literal(meta) if isinstance(meta, str) else meta
 
 
 def completions_from_inference(rows: Sequence[dict[str, Any]], records: Sequence[Any],
@@ -176,9 +212,8 @@ def completions_from_inference(rows: Sequence[dict[str, Any]], records: Sequence
     by_key: dict[tuple[str, int], str] = {}
     unmatched: list[str] = []
     for row in rows:
-        meta = row.get("metadata")
         try:
-            info = json.loads(meta) if isinstance(meta, str) else meta
+            info = _metadata_of(row.get("metadata"))
             key = (str(info["id"]), int(info.get("sample", 0)))
         except (ValueError, TypeError, KeyError):
             unmatched.append(_inference_text(row.get("inference")))
