@@ -160,3 +160,41 @@ def test_bedrock_hyperparameters_are_typed_and_in_range():
         recipes.render_bedrock("rft", {"num_generations": 1})
     with pytest.raises(RecipeError, match="hyper_parameters.epochCount"):
         recipes.render_bedrock("sft", {"epochs": 6})
+
+
+# --------------------------------------------------------------------------- instance types, template values
+
+def test_rft_instance_types_follow_the_recipe_metadata():
+    # aws/sagemaker-hyperpod-recipes launcher/recipe_templatization/nova/nova_metadata.json lists, for
+    # nova_lite_v2_smtj_p5_p5en_gpu_{lora_,}rft, instance_types ['ml.p5.48xlarge', 'ml.p5en.48xlarge']; no p5e.
+    assert render("rft_lora", {"job.instance_type": "ml.p5en.48xlarge"}).job.instance_type == "ml.p5en.48xlarge"
+    with pytest.raises(RecipeError, match="job.instance_type: expected one of ml.p5.48xlarge, ml.p5en.48xlarge"):
+        render("rft_lora", {"job.instance_type": "ml.p5e.48xlarge"})
+    with pytest.raises(RecipeError, match="job.instance_type"):
+        render("rft_full", {"job.instance_type": "ml.p5e.48xlarge"})
+
+
+def test_full_rank_rft_on_p5en_is_allowed_with_the_guide_s_warning():
+    # The Nova 2 user guide names ml.p5.48xlarge for full-rank RFT; the metadata file also lists p5en.
+    assert not any("full-rank RFT" in n for n in render("rft_full").notes)
+    r = render("rft_full", {"job.instance_type": "ml.p5en.48xlarge"})
+    assert any("full-rank RFT" in n and "ml.p5.48xlarge" in n for n in r.notes)
+
+
+def test_sft_recipes_keep_the_template_adam_beta2():
+    # recipes_collection/recipes/fine-tuning/nova/nova_2_0/nova_lite/SFT/nova_lite_2_0_p5_gpu_{lora_,}sft.yaml:
+    # optim_config.adam_beta2: 0.95
+    for name in ("sft_lora", "sft_full"):
+        assert get(render(name, arn=None).body, "training_config.optim_config.adam_beta2") == 0.95
+
+
+def test_peft_scheme_null_string_means_full_rank():
+    # nova_lite_2_0_p5_gpu_sft.yaml writes full rank as `peft_scheme: "null"` (a string); ours use YAML null.
+    r = render("sft_full", {"training_config.peft.peft_scheme": "null"}, arn=None)
+    assert r.method == "full" and get(r.body, "training_config.peft.peft_scheme") == "null"
+    r = render("rft_full", {"training_config.trainer.peft.peft_scheme": "null"})
+    assert r.method == "full"
+    with pytest.raises(RecipeError, match="recipe sft_lora is lora"):
+        render("sft_lora", {"training_config.peft.peft_scheme": "null"}, arn=None)
+    with pytest.raises(RecipeError, match="peft_scheme"):
+        render("sft_full", {"training_config.peft.peft_scheme": "qlora"}, arn=None)

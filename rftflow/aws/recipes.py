@@ -153,9 +153,20 @@ class RftLoraTuning(_Model):
     lora_plus_lr_ratio: float = Field(64.0, ge=0.0, le=100.0)
 
 
+def _null_scheme(value: Any) -> Any:
+    """AWS's templates write full rank as the string "null" (nova_lite_2_0_p5_gpu_sft.yaml: `peft_scheme: "null"`),
+    our recipes as YAML null; both mean no adapter."""
+    return None if isinstance(value, str) and value.strip().lower() in ("null", "none", "") else value
+
+
 class RftPeft(_Model):
     peft_scheme: Literal["lora"] | None = None
     lora_tuning: RftLoraTuning | None = None
+
+    @field_validator("peft_scheme", mode="before")
+    @classmethod
+    def _scheme(cls, value: Any) -> Any:
+        return _null_scheme(value)
 
 
 class RftOptim(OptimConfig):
@@ -251,6 +262,11 @@ class SftPeft(_Model):
     peft_scheme: Literal["lora"] | None = None
     lora_tuning: SftLoraTuning | None = None
 
+    @field_validator("peft_scheme", mode="before")
+    @classmethod
+    def _scheme(cls, value: Any) -> Any:
+        return _null_scheme(value)
+
 
 class LrScheduler(_Model):
     warmup_steps: int = Field(15, ge=0, le=100)
@@ -339,14 +355,19 @@ class ServerlessRecipe(_Model):
     hyperparameters: dict[str, str | int | float | bool] = {}
 
 
-# Instance types and counts the Nova 2 Lite Training Job recipes document, per stage and method.
-# Where AWS pages disagree (older pages: p5 only for full-rank RFT; newer doc sample: p5/p5e/p5en), the
-# wider reading is allowed and AWS has the last word.
+# Instance types the Nova 2 Lite Training Job recipes allow, per stage and method. Source:
+# aws/sagemaker-hyperpod-recipes launcher/recipe_templatization/nova/nova_metadata.json (RFT: ml.p5.48xlarge and
+# ml.p5en.48xlarge; SFT adds ml.p4d.24xlarge; eval ml.p5.48xlarge and ml.p4d.24xlarge). p5e is in no source's list
+# (only a doc comment mentioned it) and is refused. For full-rank RFT the Nova 2 user guide names ml.p5.48xlarge
+# alone while nova_metadata.json also lists p5en: both are accepted, p5en with a warning (FULL_RANK_RFT_NOTE).
 INSTANCE_TYPES: dict[str, tuple[str, ...]] = {
-    "rft": ("ml.p5.48xlarge", "ml.p5e.48xlarge", "ml.p5en.48xlarge"),
+    "rft": ("ml.p5.48xlarge", "ml.p5en.48xlarge"),
     "sft": ("ml.p5.48xlarge", "ml.p5en.48xlarge", "ml.p4d.24xlarge"),
     "eval": ("ml.p5.48xlarge", "ml.p4d.24xlarge"),
 }
+FULL_RANK_RFT_TYPE = "ml.p5.48xlarge"
+FULL_RANK_RFT_NOTE = ("full-rank RFT: the Nova 2 user guide lists only ml.p5.48xlarge (nova_metadata.json also "
+                      "lists ml.p5en.48xlarge); if the job fails for lack of memory, use ml.p5.48xlarge")
 INSTANCE_COUNTS: dict[tuple[str, str], tuple[int, ...]] = {
     ("rft", "lora"): (2, 4, 6, 8),
     ("rft", "full"): (2, 4, 6, 8),
@@ -565,6 +586,9 @@ def render_sagemaker(name: str, overrides: dict[str, Any] | None = None, *, job_
         problems.append(f"{source}: training_config.global_batch_size: LoRA RFT allows 16-128; got "
                         f"{body['training_config']['global_batch_size']}")
     _check_instances(source, kind, method, job, int(run.get("replicas", 0)), problems)
+    if kind == "rft" and method == "full" and job.instance_type in INSTANCE_TYPES["rft"] \
+            and job.instance_type != FULL_RANK_RFT_TYPE:
+        warnings.append(f"{source}: job.instance_type {job.instance_type}: {FULL_RANK_RFT_NOTE}")
     _raise(problems)
     for warning in warnings:
         log.warning("%s", warning)
