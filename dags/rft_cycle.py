@@ -1,5 +1,5 @@
 """rft_cycle: validate data -> baseline eval -> diversity check -> (SFT -> recheck) -> RFT ->
-checkpoint eval -> gate -> promote | iterate | reject -> report.
+checkpoint eval -> gate -> promote | hold (a person approves) | iterate | reject -> report.
 
 Wiring only: each task runs a few lines of rftflow.tasks around one function of rftflow.cycle, and
 XCom carries small dicts and URIs. Runs manually, or on a cron from RFTFLOW_CYCLE_SCHEDULE;
@@ -50,8 +50,9 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
         on_failure = [notify_failure, stop_remote_job]
         sft = TrainingStageOperator(task_id="sft", stage="sft", on_failure_callback=on_failure)
         diversity_recheck = CycleTask(task_id="diversity_recheck")
+        plan_rft = CycleBranch(task_id="plan_rft", inputs={"recheck": diversity_recheck.output})
         rft = TrainingStageOperator(task_id="rft", stage="rft", trigger_rule=JOIN, on_failure_callback=on_failure)
-        stop = CycleTask(task_id="stop")
+        stop = CycleTask(task_id="stop", trigger_rule=JOIN)
         checkpoint_eval = CycleTask(task_id="checkpoint_eval")
         gate = CycleTask(task_id="gate")
         choose_outcome = CycleBranch(task_id="choose_outcome", inputs={"decision": gate.output})
@@ -71,7 +72,9 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
 
         validate_data >> baseline_eval >> diversity_check
         plan_training >> [sft, rft, stop]
-        sft >> diversity_recheck >> rft >> checkpoint_eval >> gate
+        sft >> diversity_recheck  # >> plan_rft: the recheck's decision is obeyed (rft, or stop)
+        plan_rft >> [rft, stop]
+        rft >> checkpoint_eval >> gate
         choose_outcome >> [approve_promotion, promote, iterate, reject]
         approve_promotion >> promote
         [promote, start_next_cycle, reject, stop] >> report

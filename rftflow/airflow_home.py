@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,55 @@ def ensure_db(home: Path, env: dict[str, str]) -> None:
     marker.write_text("ok\n")
 
 
-def dags_test(dag_id: str, conf: dict[str, Any], env: dict[str, str], log_path: Path) -> int:
-    """Run one DAG run in-process of a child `airflow dags test`; output goes to log_path."""
+def dags_test(dag_id: str, conf: dict[str, Any], env: dict[str, str], log_path: Path,
+              answer: str | None = None, on_answer: Any = None) -> int:
+    """Run one DAG run in-process of a child `airflow dags test`; output goes to log_path.
+
+    `airflow dags test` parks a human-in-the-loop task until someone answers it from outside. With `answer`
+    (an option of the approval task, e.g. "Reject"), this function answers it the way the UI's Required
+    Actions page does, and calls `on_answer(task_id, answer)` first so the caller can say so.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
-        proc = subprocess.run([airflow_bin(), "dags", "test", dag_id, "--conf", json.dumps(conf)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT)
-    return proc.returncode
+        proc = subprocess.Popen([airflow_bin(), "dags", "test", dag_id, "--conf", json.dumps(conf)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        answered = False
+        while proc.poll() is None:
+            time.sleep(2)
+            if answer and not answered and HITL_WAITING in log_path.read_text(errors="replace")[-20000:]:
+                answered = True
+                if on_answer is not None:
+                    on_answer(answer)
+                subprocess.run([sys.executable, "-c", _ANSWER, dag_id, answer], env=env, check=False,
+                               stdout=log, stderr=subprocess.STDOUT)
+        return proc.returncode
+
+
+HITL_WAITING = "Waiting for Human-in-the-loop input"
+# What the REST API's HITL update does (airflow.api_fastapi.core_api.routes.public.hitl), for a run of
+# `airflow dags test`, which has no API server to answer through.
+_ANSWER = """
+import sys
+import time
+from airflow._shared.timezones import timezone
+from airflow.models.hitl import HITLUser
+from airflow.models.taskinstance import TaskInstance as TI
+from airflow.models.trigger import handle_event_submit
+from airflow.triggers.base import TriggerEvent
+from airflow.utils.session import create_session
+from airflow.utils.state import TaskInstanceState
+from sqlalchemy import select
+
+dag_id, answer = sys.argv[1], sys.argv[2]
+with create_session() as session:
+    tis = session.scalars(select(TI).where(TI.dag_id == dag_id, TI.state == TaskInstanceState.AWAITING_INPUT)).all()
+    for ti in tis:
+        detail = ti.hitl_detail
+        detail.responded_by = HITLUser(id="rftflow-demo", name="rftflow demo")
+        detail.responded_at = timezone.utcnow()
+        detail.chosen_options = [answer]
+        detail.params_input = {}
+        session.add(detail)
+        handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session)
+        print(f"answered {ti.task_id} with {answer!r}")
+"""

@@ -6,10 +6,16 @@ Each exposes ``add_*_arguments(parser)`` and ``run_*(args) -> int``; ``main`` ru
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
-from rftflow.dataset import DatasetError
+from rftflow.dataset import DatasetError, DatasetIssue
+
+# What the reader says about a demonstration read as an RFT prompt: its last turn is the answer, or its content
+# is a list of text parts (the Converse form SFT files use).
+_SFT_SIGNS = ('an RFT prompt must end with a user turn; got "assistant"', "expected a string; got array")
 
 
 def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,13 +80,40 @@ def run_validate(args: argparse.Namespace) -> int:
             write_report=not args.no_report,
         )
     except DatasetValidationFailed as failed:
-        print(failed.report.summary())
+        if emit(failed.report.summary()) and args.kind == "rft" and looks_like_sft(failed.issues):
+            emit("hint: these rows look like SFT demonstrations (they end with the assistant's answer or use "
+                 "content blocks); validate them with --kind sft", sys.stderr)
         return 1
     except (FileNotFoundError, IsADirectoryError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        emit(f"error: {exc}", sys.stderr)
         return 1
-    print(report.summary())
+    emit(report.summary())
     return 0
+
+
+def looks_like_sft(issues: Sequence[DatasetIssue]) -> bool:
+    """True when the schema problems are the ones SFT demonstrations raise when read as RFT prompts."""
+    return any(sign in issue.message for issue in issues for sign in _SFT_SIGNS)
+
+
+def emit(text: str, stream: TextIO | None = None) -> bool:
+    """Print and flush; False when the reader went away (`rftflow validate ... | head`).
+
+    A closed pipe is not an error of the validation: the rest of the output is dropped quietly, and the stream
+    is pointed at /dev/null so the interpreter's final flush does not print a BrokenPipeError traceback.
+    """
+    stream = stream or sys.stdout
+    try:
+        print(text, file=stream)
+        stream.flush()
+        return True
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+        except (AttributeError, OSError, ValueError):  # a stream without a file descriptor (captured output)
+            pass
+        return False
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rftflow import store
 from rftflow.backends.base import Backend, PendingJob, StageContext, get_backend
@@ -25,12 +25,9 @@ from rftflow.registry import Champion, ChampionRegistry, PromotionConflict
 
 log = logging.getLogger(__name__)
 
-STAGES = ("validate_data", "baseline_eval", "diversity_check", "sft", "diversity_recheck", "rft",
-          "checkpoint_eval", "gate", "promote", "report")
-
-
 class CycleParams(BaseModel):
-    """Everything a cycle needs, validated once in the first task."""
+    """Everything a cycle needs; every task parses the run's params, and validate_data fails first on any
+    bad value (guards included), so nothing after it runs on a typo."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -53,6 +50,9 @@ class CycleParams(BaseModel):
     gate_metric: Literal["pass_at_1", "mean_reward"] = "pass_at_1"
     min_abs_gain: float = Field(ge=0, le=1)
     min_rel_gain: float = Field(ge=0, le=10)
+    gate_confidence: float = Field(0.95, gt=0.5, lt=1)
+    on_missing_evidence: Literal["hold", "reject", "promote"] = "hold"
+    protected_slices: list[str] = Field(default_factory=list)
     guards: dict[str, Any] = Field(default_factory=dict)
     max_cycles: int = Field(ge=1, le=20)
     cycle: int = Field(ge=1, le=20)
@@ -79,6 +79,27 @@ class CycleParams(BaseModel):
         if unknown:
             raise ValueError(f"unknown stage(s) {sorted(unknown)}; expected sft, rft, eval, diversity")
         return v
+
+    @model_validator(mode="after")
+    def _gate_settings(self) -> CycleParams:
+        self.gate_config()  # a typo in `guards` fails here, in validate_data, not at the gate
+        return self
+
+    def gate_config(self) -> Any:
+        """The gate's settings: the form's top-level fields, then `guards` for everything else."""
+        from rftflow.gate import GateConfig
+
+        top = {"metric": self.gate_metric, "min_abs_gain": self.min_abs_gain, "min_rel_gain": self.min_rel_gain,
+               "confidence": self.gate_confidence, "on_missing_evidence": self.on_missing_evidence,
+               "protected_slices": self.protected_slices}
+        twice = sorted(set(top) & set(self.guards))
+        if twice:
+            raise ValueError(f"guards sets {twice}, which the form sets as its own fields; set them there")
+        try:
+            return GateConfig(**top, **self.guards)
+        except ValidationError as err:
+            raise ValueError("guards: " + "; ".join(
+                f"{'.'.join(str(x) for x in e['loc']) or 'guards'}: {e['msg']}" for e in err.errors())) from None
 
     def overrides(self, stage: str) -> dict[str, Any]:
         """Recipe overrides for a stage, with the trigger form's top-level knobs folded in."""
@@ -285,18 +306,18 @@ def baseline_eval(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
         start = p.base_model
     model_uri = backend.resolve_model(start, ctx)
     evals = cached_eval(p, ctx.for_stage("baseline_eval.model"), backend, model_uri)
-    champion_metrics = None
+    champion_eval = None
     if champion is not None:
-        if champion.model_uri == model_uri:
-            champion_metrics = evals.metrics
-        else:
-            champion_metrics = cached_eval(p, ctx.for_stage("baseline_eval.champion"), backend,
-                                           champion.model_uri).metrics
+        champion_eval = evals if champion.model_uri == model_uri else \
+            cached_eval(p, ctx.for_stage("baseline_eval.champion"), backend, champion.model_uri)
+    champion_metrics = champion_eval.metrics if champion_eval is not None else None
+    champion_rows_uri = champion_eval.outputs.get("rows_uri") if champion_eval is not None else None
     xcom = {"model_uri": model_uri, "start": start, "champion_token": token,
             "champion_model_uri": champion.model_uri if champion else None,
             "pass_at_1": evals.metrics.get("pass_at_1"), "mean_reward": evals.metrics.get("mean_reward")}
     _record(ctx, p, started, inputs={"start": start, "model_uri": model_uri, "eval_uri": p.eval_uri},
-            outputs={"eval_manifest": evals.model_dump(), "xcom": xcom},
+            outputs={"eval_manifest": evals.model_dump(), "xcom": xcom, "rows_uri": evals.outputs.get("rows_uri"),
+                     "champion_rows_uri": champion_rows_uri},
             checkpoint_uri=model_uri, metrics=evals.metrics,
             decision={"champion": champion_metrics} if champion_metrics is not None else None)
     return xcom
@@ -328,6 +349,16 @@ def plan_training(p: CycleParams, diversity: dict[str, Any]) -> Literal["sft", "
     if decision == "sft_first" and p.sft_policy == "auto":
         return "sft"
     return "rft"
+
+
+def plan_rft(p: CycleParams, recheck: dict[str, Any]) -> Literal["rft", "stop"]:
+    """The branch after the recheck on the SFT checkpoint: RFT only when its rollouts can teach GRPO.
+
+    `sft_first` again means SFT did not make the rollouts mixed (they still nearly all fail): GRPO would
+    get no signal, so the cycle stops and says so. `stop_saturated` goes on to rft, which records the SFT
+    checkpoint itself as the candidate (nothing left for GRPO to learn; the gate judges the SFT model).
+    """
+    return "stop" if recheck.get("decision") == "sft_first" else "rft"
 
 
 def _checkpoint(ctx: StageContext, stage: str) -> str | None:
@@ -378,10 +409,35 @@ def skip_rft(p: CycleParams, ctx: StageContext, model_uri: str, reason: str) -> 
 
 # ------------------------------------------------------------------------- checkpoint_eval / gate
 def checkpoint_eval(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
+    """The baseline's eval on the candidate; when SFT ran, also on the SFT checkpoint (what RFT started
+    from, so the report shows what each added and the guards compare RFT with its own start); and, where the
+    backend can, the candidate's drift from that start measured on the eval set."""
     candidate_uri = start_model(ctx, "checkpoint_eval")
-    manifest = _reused(ctx) or cached_eval(p, ctx, backend_for(p), candidate_uri)
-    return {"model_uri": candidate_uri, "pass_at_1": manifest.metrics.get("pass_at_1"),
-            "mean_reward": manifest.metrics.get("mean_reward")}
+    backend = backend_for(p)
+    manifest = _reused(ctx) or cached_eval(p, ctx, backend, candidate_uri)
+    out = {"model_uri": candidate_uri, "pass_at_1": manifest.metrics.get("pass_at_1"),
+           "mean_reward": manifest.metrics.get("mean_reward")}
+    rft = load_complete(ctx.for_stage("rft").uri)
+    rft_start = start_model(ctx, "rft")
+    trained = rft is not None and (rft.decision or {}).get("decision") != "skipped" and rft_start != candidate_uri
+    if trained and _checkpoint(ctx, "sft") == rft_start:
+        start_eval = cached_eval(p, ctx.for_stage(RFT_START_EVAL), backend, rft_start)
+        out["sft_pass_at_1"] = start_eval.metrics.get("pass_at_1")
+    if trained:
+        drift_ctx = ctx.for_stage(DRIFT)
+        drift = _reused(drift_ctx)
+        if drift is None:
+            started = time.time()
+            measured = backend.drift(drift_ctx, candidate_uri, rft_start, p.eval_uri,
+                                     manifest.outputs.get("rows_uri"), p.overrides("eval"))
+            drift = _record(drift_ctx, p, started, inputs={"candidate_uri": candidate_uri, "start_uri": rft_start},
+                            metrics=measured)
+        out["drift_kl"] = drift.metrics.get("kl")
+    return out
+
+
+RFT_START_EVAL = "checkpoint_eval.rft_start"  # the eval of the model RFT started from, when SFT ran
+DRIFT = "checkpoint_eval.drift"  # the candidate's KL from the RFT start, measured on the eval set
 
 
 def _train_rows(ctx: StageContext, stage: str) -> list[dict[str, Any]]:
@@ -389,12 +445,47 @@ def _train_rows(ctx: StageContext, stage: str) -> list[dict[str, Any]]:
     uri = manifest.outputs.get("metrics_uri") if manifest else None
     if not uri or not store.exists(uri):
         return []
+    rows = [json.loads(line) for line in store.read_text(uri).splitlines() if line.strip()]
+    # One row per step: a resumed trainer may have logged a step twice; the later row is the one that counts.
+    by_step: dict[Any, dict[str, Any]] = {}
+    for i, row in enumerate(rows):
+        by_step[row.get("step", f"row{i}")] = row
+    return list(by_step.values())
+
+
+def _eval_rows(uri: str | None) -> list[dict[str, Any]] | None:
+    if not uri or not store.exists(uri):
+        return None
     return [json.loads(line) for line in store.read_text(uri).splitlines() if line.strip()]
 
 
+def _evidence(manifest: StageManifest | None, label: str, rows_uri: str | None = None) -> Any:
+    from rftflow.gate import EvalEvidence
+
+    if manifest is None:
+        return None
+    return EvalEvidence(manifest.metrics, _eval_rows(rows_uri or manifest.outputs.get("rows_uri")), label)
+
+
+def record_look(p: CycleParams, ctx: StageContext) -> int:
+    """This decision's number among the gate decisions made for the model family on this eval set's content.
+
+    Each decision leaves one file under the registry (a retried gate finds its own and is not counted
+    twice), so the gate can spend its error rate over every look at the same prompts.
+    """
+    folder = store.join(p.artifact_root, "registry", p.model_family, "looks", _file_digest(p.eval_uri)[:32])
+    mine = f"{ctx.dag_id}--{ctx.run_id}--cycle-{ctx.cycle}.json".replace("/", "_").replace(":", "_")
+    uri = store.join(folder, mine)
+    if not store.exists(uri):
+        store.write_json(uri, {"dag_id": ctx.dag_id, "run_id": ctx.run_id, "cycle": ctx.cycle, "at": _now()})
+    looks = sorted(store.read_json(u).get("at", "") + "|" + u.rsplit("/", 1)[-1]
+                   for u in store.list_prefix(folder) if u.endswith(".json"))
+    return 1 + next(i for i, key in enumerate(looks) if key.endswith("|" + mine))
+
+
 def gate(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
-    """Compare candidate with baseline and champion, run the guards, write the decision artifact."""
-    from rftflow.gate import GateConfig, decide
+    """Paired tests of candidate vs baseline and champion, slices, guards; writes the decision artifact."""
+    from rftflow.gate import decide
 
     if (m := _reused(ctx)) is not None:
         return m.decision
@@ -403,15 +494,21 @@ def gate(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
     candidate = load_complete(ctx.for_stage("checkpoint_eval").uri)
     if baseline is None or candidate is None:
         raise RuntimeError("gate: baseline_eval or checkpoint_eval has no complete manifest in this run")
-    champion = (baseline.decision or {}).get("champion")
-    cfg = GateConfig(metric=p.gate_metric, min_abs_gain=p.min_abs_gain, min_rel_gain=p.min_rel_gain, **p.guards)
-    result = decide(baseline.metrics, candidate.metrics, champion, _train_rows(ctx, "rft"), cfg,
-                    cycle=p.cycle, max_cycles=p.max_cycles)
+    champion_metrics = (baseline.decision or {}).get("champion")
+    champion = None
+    if champion_metrics is not None:
+        from rftflow.gate import EvalEvidence
+
+        champion = EvalEvidence(champion_metrics, _eval_rows(baseline.outputs.get("champion_rows_uri")), "champion")
+    drift = load_complete(ctx.for_stage(DRIFT).uri)
+    look = record_look(p, ctx)
+    result = decide(_evidence(baseline, "baseline"), _evidence(candidate, "candidate"), champion,
+                    _train_rows(ctx, "rft"), p.gate_config(), cycle=p.cycle, max_cycles=p.max_cycles,
+                    rft_start=_evidence(load_complete(ctx.for_stage(RFT_START_EVAL).uri), "SFT checkpoint"),
+                    look=look, drift=drift.metrics if drift else None)
     log.info("gate decision: %s\n%s", result.decision, result.table())
     decision = {**result.to_dict(), "candidate_uri": candidate.checkpoint_uri, "table": result.table()}
-    store.write_json(store.join(ctx.uri, "gate.json"), decision)
-    _record(ctx, p, started, decision=decision, checkpoint_uri=candidate.checkpoint_uri,
-            outputs={"gate_uri": store.join(ctx.uri, "gate.json")})
+    _record(ctx, p, started, decision=decision, checkpoint_uri=candidate.checkpoint_uri)
     return decision
 
 
@@ -461,20 +558,31 @@ def next_cycle_conf(p: CycleParams, run_id: str, candidate_uri: str) -> dict[str
 
 
 def choose_outcome(p: CycleParams, decision: dict[str, Any]) -> str | list[str]:
-    """The branch after the gate; with approval on, promote waits for a person."""
+    """The branch after the gate; promote waits for a person with approval on, and always after a hold."""
     outcome = decision["decision"]
     if outcome == "promote":
         return ["approve_promotion", "promote"] if p.require_approval else "promote"
+    if outcome == "hold":  # the gate could not decide on its own: a person does, with the gate table
+        return ["approve_promotion", "promote"]
     return outcome  # "iterate" or "reject"
 
 
 def stop(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
-    """The cycle ends after the diversity check: the rollouts already pass, nothing is left to learn."""
-    diversity = load_complete(ctx.for_stage("diversity_check").uri)
-    reason = (diversity.decision or {}).get("reason", "") if diversity else ""
-    manifest = _reused(ctx) or _record(ctx, p, time.time(), decision={"decision": "stop_saturated",
-                                                                       "reason": reason})
-    return manifest.decision
+    """The cycle ends before RFT: the rollouts already pass (nothing to learn), or after SFT they still
+    nearly all fail (nothing for GRPO to learn from)."""
+    if (m := _reused(ctx)) is not None:
+        return m.decision
+    recheck = load_complete(ctx.for_stage("diversity_recheck").uri)
+    if recheck is not None and (recheck.decision or {}).get("decision") == "sft_first":
+        decision = {"decision": "stop_sft_insufficient",
+                    "reason": "after SFT the rollouts still nearly all fail, so GRPO has nothing to learn from: "
+                              + (recheck.decision or {}).get("reason", "")
+                              + " More or better demonstrations, or more SFT steps, come first."}
+    else:
+        diversity = load_complete(ctx.for_stage("diversity_check").uri)
+        decision = {"decision": "stop_saturated",
+                    "reason": (diversity.decision or {}).get("reason", "") if diversity else ""}
+    return _record(ctx, p, time.time(), decision=decision).decision
 
 
 def report(p: CycleParams, ctx: StageContext) -> dict[str, Any]:

@@ -38,10 +38,19 @@ def cycles(fast: bool) -> list[tuple[str, dict]]:
     return [("cycle 1: from the tiny base model", first), ("cycle 2: from the champion", second)]
 
 
+def _held(answer: str) -> None:
+    print(f"   the gate could not decide on its own and held the candidate for a person (its table is in the "
+          f"log); the demo answers the approval step as an absent reviewer: {answer} (--on-hold approve to "
+          "approve; in the Airflow UI a reviewer answers under Required Actions)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Run two rft_cycle runs on the tiny sample track.")
     ap.add_argument("--fast", action="store_true", help="tiny step counts: checks the wiring, learns little")
     ap.add_argument("--keep", action="store_true", help="keep earlier demo artifacts (and champion)")
+    ap.add_argument("--on-hold", choices=["reject", "approve"], default="reject",
+                    help="when the gate holds a candidate for a person, answer its approval step with this "
+                         "(default reject: nobody approved it)")
     args = ap.parse_args(argv)
 
     from rftflow.report import summary_text
@@ -58,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         log = DEMO_DIR / f"cycle-{i}.log"
         started = time.time()
         print(f"\n== {title} (airflow dags test rft_cycle; log: {log.relative_to(PROJECT_ROOT)})", flush=True)
-        rc = dags_test("rft_cycle", conf, env, log)
+        rc = dags_test("rft_cycle", conf, env, log, answer=args.on_hold.capitalize(), on_answer=_held)
         print(f"   finished in {time.time() - started:.0f} s, exit code {rc}")
         if rc != 0:
             print(f"   the run failed; the last error in {log}:")

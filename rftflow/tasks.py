@@ -39,6 +39,10 @@ def diversity_recheck(context: Any) -> dict:
     return cycle.diversity_check(*cycle.for_task(context, "diversity_recheck"))
 
 
+def plan_rft(context: Any, recheck: dict) -> str:
+    return cycle.plan_rft(cycle.for_task(context, "plan_rft")[0], recheck)
+
+
 def stop(context: Any) -> dict:
     return cycle.stop(*cycle.for_task(context, "stop"))
 

@@ -69,6 +69,14 @@ class Backend(ABC):
             overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
         """Reinforcement fine-tuning (GRPO) with the reward function."""
 
+    def drift(self, ctx: StageContext, candidate_uri: str, start_uri: str, eval_uri: str, rows_uri: str | None,
+              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """KL(candidate || start) per token, estimated on the candidate's own eval completions, for the gate's
+        KL guard when training logs none. {"kl": float, "completions": n, "tokens": t}, or {"kl": None,
+        "reason": why} where the backend cannot score log-probabilities."""
+        return {"kl": None, "reason": f"the {self.name} backend cannot score the eval completions' "
+                                      "log-probabilities under two models"}
+
     def trigger_for(self, pending: PendingJob) -> Any:
         """The Airflow trigger (from the amazon provider) that waits for `pending` without a worker slot."""
         raise NotImplementedError(f"backend {self.name!r} runs stages synchronously")

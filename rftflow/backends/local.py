@@ -217,6 +217,29 @@ class LocalBackend(Backend):
             outputs={"rows_uri": store.join(ctx.uri, ROWS)},
         )
 
+    def drift(self, ctx: StageContext, candidate_uri: str, start_uri: str, eval_uri: str, rows_uri: str | None,
+              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Mean per-token log p_candidate - log p_start over the candidate's greedy eval completions."""
+        if not rows_uri or not store.exists(rows_uri):
+            return {"kl": None, "reason": "the candidate's eval wrote no per-prompt completions"}
+        cfg: EvalConfig = load_recipe(self.name, "eval", overrides)  # type: ignore[assignment]
+        from rftflow.dataset import read_records
+
+        prompts = {r.id: r.prompt_messages() for r in read_records(eval_uri, kind="rft")}
+        rows = [json.loads(line) for line in store.read_text(rows_uri).splitlines() if line.strip()]
+        pairs = [{"messages": prompts[str(r["id"])], "completion": r["completion"]} for r in rows
+                 if str(r["id"]) in prompts and r.get("completion")]
+        if not pairs:
+            return {"kl": None, "reason": "the candidate's eval completions are all empty"}
+        local_dir, _ = self._stage_dir(ctx)
+        job = local_dir / "work" / "completions.jsonl"
+        _write_jsonl(job, pairs)
+        result = run_worker("drift", {"candidate_path": self._model_dir(candidate_uri),
+                                      "start_path": self._model_dir(start_uri), "pairs_path": str(job),
+                                      "batch_size": cfg.batch_size},
+                            job_dir=local_dir / "logs", timeout_s=cfg.timeout_s, threads=self.torch_threads)
+        return {k: result[k] for k in ("kl", "completions", "tokens")}
+
     def diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
                   overrides: dict[str, Any] | None = None) -> StageManifest:
         """k rollouts on a seeded sample of training prompts; pass patterns, fractions, decision.

@@ -101,3 +101,41 @@ def sample_passes(model_path: str, prompts: list[list[dict]], passes: list[dict[
         timings[name] = {"seconds": round(seconds, 3), "rollouts": n,
                          "rollouts_per_s": round(n / seconds, 1) if seconds > 0 else None}
     return {"completions": results, "timings": timings}
+
+
+def _completion_logprobs(model: Any, tokenizer: Any, texts: list[str], prompt_lens: list[int]) -> list[list[float]]:
+    """Log-probabilities of each completion token (the tokens after each prompt) under `model`."""
+    import torch
+
+    tokenizer.padding_side = "right"
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    with torch.inference_mode():
+        logits = model(**enc).logits[:, :-1].float()
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, enc["input_ids"][:, 1:, None]).squeeze(-1)
+    out = []
+    for i, start in enumerate(prompt_lens):
+        end = int(enc["attention_mask"][i].sum())
+        out.append(logp[i, start - 1:end - 1].tolist())
+    return out
+
+
+def logprob_drift(candidate_path: str, start_path: str, pairs: list[dict[str, Any]],
+                  batch_size: int = 64) -> dict[str, Any]:
+    """Mean over completion tokens of log p_candidate - log p_start, on completions the candidate wrote:
+    a Monte-Carlo estimate of KL(candidate || start) per token (greedy completions bias it towards the
+    candidate's most likely answers, which is where a drifted policy differs most)."""
+    candidate, tokenizer = load_model(candidate_path)
+    start, _ = load_model(start_path)
+    prompts = render_prompts(tokenizer, [p["messages"] for p in pairs])
+    eos = tokenizer.eos_token or ""
+    total, tokens = 0.0, 0
+    for b in range(0, len(pairs), batch_size):
+        batch_prompts = prompts[b:b + batch_size]
+        texts = [pr + p["completion"] + eos for pr, p in zip(batch_prompts, pairs[b:b + batch_size], strict=True)]
+        lens = [len(tokenizer(pr, add_special_tokens=False)["input_ids"]) for pr in batch_prompts]
+        cand_lp = _completion_logprobs(candidate, tokenizer, texts, lens)
+        start_lp = _completion_logprobs(start, tokenizer, texts, lens)
+        for c, s in zip(cand_lp, start_lp, strict=True):
+            total += sum(c) - sum(s)
+            tokens += len(c)
+    return {"kl": total / tokens if tokens else None, "completions": len(pairs), "tokens": tokens}

@@ -55,6 +55,16 @@ def _generate(params: dict[str, Any]) -> dict[str, Any]:
     return {"prompts": len(prompts), **result}
 
 
+def _drift(params: dict[str, Any]) -> dict[str, Any]:
+    """KL(candidate || start) per token on completions: a JSONL file of {"messages", "completion"}."""
+    from rftflow.local.sampling import logprob_drift
+
+    pairs = [json.loads(line) for line in
+             Path(params["pairs_path"]).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return logprob_drift(params["candidate_path"], params["start_path"], pairs,
+                         batch_size=int(params.get("batch_size", 64)))
+
+
 def _sft(params: dict[str, Any]) -> dict[str, Any]:
     from rftflow.local.training import run_sft
 
@@ -67,7 +77,7 @@ def _grpo(params: dict[str, Any]) -> dict[str, Any]:
     return run_grpo(params)
 
 
-JOBS = {"build_tiny": _build_tiny, "generate": _generate, "sft": _sft, "grpo": _grpo}
+JOBS = {"build_tiny": _build_tiny, "generate": _generate, "drift": _drift, "sft": _sft, "grpo": _grpo}
 
 
 def _write_result(path: Path, payload: dict[str, Any]) -> None:
