@@ -239,7 +239,9 @@ def create_app(root: str | None = None) -> Any:
         except Exception as err:
             log.exception("rftflow cycles page")
             where, cycles, families = current_root(), [], []
-            error = f"The cycle index could not be read: {type(err).__name__}: {err}"
+            from rftflow.redact import redact_text
+
+            error = redact_text(f"The cycle index could not be read: {type(err).__name__}: {err}")
         page = env.get_template("cycles.html").render(
             artifact_root=where, family=family, families=families, n_cycles=len(cycles), error=error)
         return HTMLResponse(page)

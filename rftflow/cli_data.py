@@ -85,7 +85,9 @@ def run_validate(args: argparse.Namespace) -> int:
                  "content blocks); validate them with --kind sft", sys.stderr)
         return 1
     except (FileNotFoundError, IsADirectoryError, ValueError) as exc:
-        emit(f"error: {exc}", sys.stderr)
+        from rftflow.redact import redact_text
+
+        emit(f"error: {redact_text(str(exc))}", sys.stderr)
         return 1
     emit(report.summary())
     return 0

@@ -15,8 +15,15 @@ Choices made where the AWS documents leave room:
 - ``tool`` turns (tool results) are accepted only in SFT demonstrations; single-turn RFT prompts have none.
 - In RFT prompts content must be a plain string; SFT demonstrations may also use a list of text parts
   (``[{"type": "text", "text": ...}]`` or ``[{"text": ...}]``), which is joined into one string.
-- ``reference_answer`` must be a non-empty string or JSON object when present (what AWS accepts); a row
-  without one is read, and the dataset-level validation decides how many such rows are acceptable.
+- ``reference_answer`` may be any JSON value except null or an empty string, object or list: the Bedrock docs
+  ("Prepare data for open-weight models") say it "is not limited to structured outputs—it can contain any
+  format that helps your reward function evaluate quality". A row without one is read, and the dataset-level
+  validation decides how many such rows are acceptable (and warns where a built-in reward compares a number
+  as text).
+- A top-level ``"system": [{"text": ...}, ...]`` (the ``bedrock-conversation-2024`` schema of Bedrock/Nova SFT
+  files, e.g. amazon-nova-samples' SFT data) becomes a leading system turn, so every backend sees it and
+  prompt-length checks count it. A row that also has a system turn in ``messages`` is an error (two system
+  prompts). In RFT rows a ``system`` field of another shape is left alone as an ordinary extra field.
 - Every other top-level field is kept in ``RftRecord.metadata`` and written back unchanged.
 """
 
@@ -25,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import tempfile
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -254,12 +262,19 @@ def parse_row(
             bad("id", f"duplicate id {_quote(record_id)} (first used on line {seen_ids[record_id]})")
         else:
             seen_ids[record_id] = line
+    system = _check_system(row, kind, bad)
     messages = _check_messages(row, kind, bad)
+    if system is not None and messages:
+        if any(isinstance(m, dict) and m.get("role") == "system" for m in messages):
+            bad("system", "given both as a top-level field and as a system turn in messages; keep one")
+        else:
+            messages = [{"role": "system", "content": system}, *messages]
     reference = _check_reference(row, bad)
     tools = _check_tools(row, bad)
     if issues:
         return None, issues
-    metadata = {k: v for k, v in row.items() if k not in RESERVED_FIELDS}
+    hoisted = ("system",) if system is not None else ()
+    metadata = {k: v for k, v in row.items() if k not in RESERVED_FIELDS + hoisted}
     return RftRecord(record_id, messages, reference, tools, metadata, line), issues
 
 
@@ -290,6 +305,33 @@ def _check_id(row: dict, bad, default_id: str) -> str:
     if not value.strip():
         bad("id", "must not be empty when present; remove the field to use the line number")
     return value
+
+
+def _is_bedrock_system(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(b, dict) and "text" in b for b in value)
+
+
+def _check_system(row: dict, kind: Kind, bad) -> str | None:
+    """The text of a Bedrock-style top-level ``system`` (list of ``{"text": ...}`` blocks), or None.
+
+    In SFT rows (the schema that uses it) any other shape is reported; in RFT rows only the Bedrock shape is
+    taken as a system prompt, since other extra fields are passed to the reward function untouched.
+    """
+    if "system" not in row:
+        return None
+    value = row["system"]
+    if not _is_bedrock_system(value):
+        if kind == "sft":
+            bad("system", f'expected a list of text blocks [{{"text": str}}, ...]; got {_describe(value)}')
+        return None
+    texts = []
+    for j, block in enumerate(value):
+        text = block.get("text")
+        if not isinstance(text, str) or not text.strip():
+            bad(f"system[{j}].text", f"expected a non-empty string; got {_describe(text)}")
+            return None
+        texts.append(text)
+    return "\n".join(texts)
 
 
 def _check_messages(row: dict, kind: Kind, bad) -> list[dict]:
@@ -383,22 +425,17 @@ def _check_turn_order(messages: list[dict], kind: Kind, bad) -> None:
 
 
 def _check_reference(row: dict, bad) -> Any:
+    """Any JSON value except null and empty text/object/list (numbers and lists are valid answers)."""
     value = row.get("reference_answer")
     if value is None:
         return None
-    if isinstance(value, str):
-        if not value.strip():
-            bad("reference_answer", "must not be empty; remove the field if the row has no reference answer")
-        return value
-    if isinstance(value, dict):
-        if not value:
-            bad("reference_answer", "must not be an empty object")
-        return value
-    hint = (
-        f'; write it as "{value}"' if isinstance(value, int | float) and not isinstance(value, bool) else ""
-    )
-    bad("reference_answer", f"expected a string or a JSON object; got {_describe(value)}{hint}")
-    return None
+    if isinstance(value, str) and not value.strip():
+        bad("reference_answer", "must not be empty; remove the field if the row has no reference answer")
+    elif isinstance(value, dict) and not value:
+        bad("reference_answer", "must not be an empty object")
+    elif isinstance(value, list) and not value:
+        bad("reference_answer", "must not be an empty list")
+    return value
 
 
 def _check_tools(row: dict, bad) -> list | None:
@@ -516,7 +553,18 @@ def open_binary(uri: str) -> IO[bytes]:
                 return open(tmp, "rb")
             finally:
                 os.unlink(tmp)  # the open handle keeps the data readable; nothing is left behind
+    _require_regular_file(path, uri)
     return open(path, "rb")
+
+
+def _require_regular_file(path: str, uri: str) -> None:
+    """Refuse devices, pipes and sockets: /dev/zero has no end and no newline, so reading it never finishes."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return  # open() raises the usual error, naming the path
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise ValueError(f"{uri}: not a regular file (a device, pipe or socket); expected a JSONL file")
 
 
 def uri_stem(uri: str) -> str:

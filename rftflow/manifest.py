@@ -185,8 +185,10 @@ def write_manifest(stage_uri: str, manifest: StageManifest) -> str:
     Call it LAST, after every output of the stage is in place: its presence is what marks the
     stage complete.
     """
+    from rftflow.redact import redact
+
     uri = manifest_uri(stage_uri)
-    store.write_json(uri, manifest.model_dump(mode="json"))
+    store.write_json(uri, redact(manifest.model_dump(mode="json")))  # URIs recorded without credentials
     return uri
 
 

@@ -177,8 +177,11 @@ def send(targets: Iterable[str], message: Message, context: dict[str, Any] | Non
             notifier.notify(dict(context or {}))
             results.append({"target": target, "sent": True})
         except Exception as err:
-            log.warning("notification to %s failed: %s", target, err)
-            results.append({"target": target, "sent": False, "error": f"{type(err).__name__}: {err}"})
+            from rftflow.redact import redact_text
+
+            log.warning("notification to %s failed: %s", target, redact_text(str(err)))
+            results.append({"target": target, "sent": False,
+                            "error": redact_text(f"{type(err).__name__}: {err}")})
     return results
 
 
@@ -290,7 +293,9 @@ def failure_message(context: dict[str, Any]) -> Message:
             lines.append(f"Log: {ti.log_url}")
     except Exception:  # log_url needs the API base URL; the rest of the message still helps
         pass
-    text = "\n".join(str(line) for line in lines)
+    from rftflow.redact import redact_text
+
+    text = redact_text("\n".join(str(line) for line in lines))  # the error may quote a URI with credentials
     return Message(subject=subject, text=text, html=f"<pre>{html.escape(text)}</pre>")
 
 

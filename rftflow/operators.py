@@ -33,8 +33,11 @@ class CycleTask(BaseOperator):
 
     def execute(self, context: Any) -> Any:
         from rftflow import tasks
+        from rftflow.redact import install_log_redaction, redacted_errors
 
-        return getattr(tasks, self.task_id)(context, **self.inputs)
+        install_log_redaction()  # no credential from a URI or a secret env var in the task log
+        with redacted_errors():
+            return getattr(tasks, self.task_id)(context, **self.inputs)
 
 
 class CycleBranch(CycleTask, BranchMixIn):
@@ -59,6 +62,13 @@ class TrainingStageOperator(BaseOperator):
         self._pending: dict[str, Any] | None = None
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from rftflow.redact import install_log_redaction, redacted_errors
+
+        install_log_redaction()
+        with redacted_errors():
+            return self._execute(context)
+
+    def _execute(self, context: Any) -> dict[str, Any]:
         from rftflow import cycle
         from rftflow.backends.base import PendingJob
 
@@ -77,12 +87,15 @@ class TrainingStageOperator(BaseOperator):
                          pending: dict[str, Any] | None = None) -> dict[str, Any]:
         from rftflow import cycle
         from rftflow.backends.base import PendingJob
+        from rftflow.redact import install_log_redaction, redacted_errors
 
+        install_log_redaction()
         p, ctx = cycle.for_task(context, self.stage)
         # Some runners (dag.test) resume with the event only; the backend then reloads the job it
         # recorded under the stage folder when it submitted.
         job = PendingJob(**pending) if pending else None
-        manifest = cycle.backend_for(p).complete(ctx, job, event or {})
+        with redacted_errors():
+            manifest = cycle.backend_for(p).complete(ctx, job, event or {})
         return cycle.training_result(manifest)
 
     def on_kill(self) -> None:
@@ -99,7 +112,9 @@ def notify_failure(context: Any) -> None:
     """on_failure_callback of every cycle task: tells the run's `notify` targets which task failed.
     rftflow.notify (and Airflow's notifier machinery) is imported only when a task fails, not at parse."""
     from rftflow.notify import CycleFailureNotifier
+    from rftflow.redact import install_log_redaction
 
+    install_log_redaction()
     CycleFailureNotifier()(context)
 
 

@@ -9,10 +9,13 @@ import json
 import os
 import shutil
 import tempfile
+import functools
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 __all__ = [
+    "StoreCredentialsError",
     "UnsupportedURIError",
     "copy_prefix",
     "exists",
@@ -34,6 +37,7 @@ __all__ = [
     "write_text",
 ]
 
+_T = TypeVar("_T")
 _SUPPORTED = "file:// URIs, plain local paths and s3://bucket/key URIs"
 
 
@@ -254,9 +258,51 @@ def _local_files(root: str) -> list[str]:
     return sorted(out)
 
 
+# --------------------------------------------------------------------------- S3 errors in words
+
+_CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
+                      "NoAuthTokenError", "UnauthorizedSSOTokenError", "SSOTokenLoadError")
+
+
+class StoreCredentialsError(ValueError):
+    """An s3:// URI was used with no usable AWS credentials; the message says what to configure."""
+
+
+def _credential_error(exc: BaseException) -> BaseException | None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ in _CREDENTIAL_ERRORS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _s3_errors(func: Callable[..., _T]) -> Callable[..., _T]:
+    """Missing AWS credentials become one line naming the URI and what to set, not a botocore traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> _T:
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:
+            found = _credential_error(exc)
+            if found is None:
+                raise
+            uri = next((a for a in (*args, *kwargs.values()) if isinstance(a, str) and a.startswith("s3://")),
+                       "s3://")
+            raise StoreCredentialsError(
+                f"{uri}: no AWS credentials found for S3 ({type(found).__name__}). Set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or run with an instance/task role); for an S3-compatible "
+                "store also set RFTFLOW_S3_ENDPOINT_URL") from None
+
+    return wrapper
+
+
 # --------------------------------------------------------------------------- public API
 
 
+@_s3_errors
 def exists(uri: str) -> bool:
     """True if the URI names an existing file or a folder/prefix holding at least one object."""
     path = local_path(uri)
@@ -266,9 +312,13 @@ def exists(uri: str) -> bool:
     return bool(fs.exists(spath))
 
 
+@_s3_errors
 def read_bytes(uri: str) -> bytes:
     path = local_path(uri)
     if path is not None:
+        if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+            # A device or pipe (/dev/zero) never ends: reading it whole would exhaust memory.
+            raise ValueError(f"{uri}: not a regular file (a device, pipe or socket); expected a file")
         try:
             with open(path, "rb") as fh:
                 return fh.read()
@@ -283,6 +333,7 @@ def read_bytes(uri: str) -> bytes:
         raise _missing(uri) from None
 
 
+@_s3_errors
 def write_bytes(uri: str, data: bytes) -> None:
     """Write a whole file; local writes are atomic (temp + rename), S3 puts are atomic by nature."""
     path = local_path(uri)
@@ -323,6 +374,7 @@ def write_json(uri: str, obj: Any) -> None:
     write_text(uri, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
+@_s3_errors
 def put_file(local_path: str, uri: str) -> None:
     """Upload (or copy) one local file to `uri`."""
     if not os.path.isfile(local_path):
@@ -335,6 +387,7 @@ def put_file(local_path: str, uri: str) -> None:
     fs.put_file(local_path, _s3_path(uri))
 
 
+@_s3_errors
 def get_file(uri: str, local_path: str) -> None:
     """Download (or copy) one file from `uri` to a local path; the local file appears atomically."""
     path = _local_path_of(uri)
@@ -359,6 +412,7 @@ def get_file(uri: str, local_path: str) -> None:
             os.unlink(tmp)
 
 
+@_s3_errors
 def list_prefix(uri: str) -> list[str]:
     """Full URIs of every file under the folder/prefix `uri` (recursive, sorted); [] if there are none.
 
@@ -398,6 +452,7 @@ def get_dir(uri: str, local_dir: str) -> None:
     copy_prefix(uri, local_dir)
 
 
+@_s3_errors
 def copy_prefix(src_uri: str, dst_uri: str) -> None:
     """Copy every file under `src_uri` to the same relative path under `dst_uri` (any store to any store).
 

@@ -114,16 +114,18 @@ def publish_summary(p: CycleParams, ctx: StageContext, summary: dict[str, Any]) 
     from datetime import UTC, datetime
 
     from rftflow.notify import notify_gate
+    from rftflow.redact import redact
     from rftflow.report import write_cycle_report
     from rftflow.tracking import track_cycle
 
+    summary = redact(summary)  # no credential from a URI reaches the report, cycle.json or the UI's index
     train_rows = {s: _rows(uri) for s, uri in summary["train_metrics_uris"].items()}
     written = write_cycle_report(ctx.uri, summary, train_rows)
     summary = {**summary, **written, "cycle_json_uri": store.join(ctx.uri, "cycle.json"),
-               "params": p.model_dump(mode="json"),
+               "params": redact(p.model_dump(mode="json")),
                "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
     # MLflow run (and champion/challenger aliases) before cycle.json, so the UI can link to it.
-    summary["mlflow"] = track_cycle(summary, train_rows, ctx.uri)
+    summary["mlflow"] = redact(track_cycle(summary, train_rows, ctx.uri))
     store.write_json(summary["cycle_json_uri"], summary)
     entry = store.join(index_uri(p.artifact_root, p.model_family),
                        f"{_safe(ctx.dag_id)}__{_safe(ctx.run_id)}__cycle-{ctx.cycle}.json")
@@ -139,7 +141,9 @@ def read_index(artifact_root: str, model_family: str | None = None) -> list[dict
     if not store.exists(root):
         return []
     uris = [u for u in store.list_prefix(root) if u.endswith(".json")]
-    cycles = [store.read_json(u) for u in uris]
+    from rftflow.redact import redact
+
+    cycles = [redact(store.read_json(u)) for u in uris]  # also entries indexed before URIs were redacted
     if model_family:
         cycles = [c for c in cycles if c.get("model_family") == model_family]
     return sorted(cycles, key=lambda c: (c.get("run_id", ""), c.get("cycle", 0)))

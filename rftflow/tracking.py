@@ -20,6 +20,7 @@ from urllib.parse import quote
 from rftflow import store
 from rftflow.manifest import safe_segment
 from rftflow.params import PROJECT_ROOT
+from rftflow.redact import redact_text, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
                                           else None)
     if not base:
         return None
-    return f"{base.rstrip('/')}/#/experiments/{quote(str(experiment_id))}/runs/{quote(str(run_id))}"
+    return redact_uri(  # a link to show people: never the credentials of the server URI
+        f"{base.rstrip('/')}/#/experiments/{quote(str(experiment_id))}/runs/{quote(str(run_id))}")
 
 
 # --------------------------------------------------------------------------- names and values
@@ -209,9 +211,9 @@ def log_cycle(summary: dict[str, Any], train_rows: dict[str, list[dict[str, Any]
     try:
         return _log_cycle(summary, train_rows, report_dir, uri)
     except Exception as err:  # tracking must never fail the cycle
-        log.warning("MLflow tracking of %s failed at %s (the cycle goes on): %s", cycle_key(summary), uri, err,
-                    exc_info=True)
-        return {"error": f"{type(err).__name__}: {err}", "tracking_uri": uri}
+        log.warning("MLflow tracking of %s failed at %s (the cycle goes on): %s", cycle_key(summary),
+                    redact_uri(uri), redact_text(str(err)), exc_info=True)
+        return {"error": redact_text(f"{type(err).__name__}: {err}"), "tracking_uri": redact_uri(uri)}
 
 
 def _experiment_id(client: Any, name: str, tracking_uri: str) -> str:
@@ -253,7 +255,7 @@ def _log_cycle(summary: dict[str, Any], train_rows: dict[str, list[dict[str, Any
         run_id = existing.info.run_id
         log.info("MLflow run %s already holds %s; not logging it twice", run_id, key)
         return {"mlflow_run_id": run_id, "mlflow_experiment_id": experiment_id,
-                "mlflow_url": run_url(tracking_uri, experiment_id, run_id), "tracking_uri": tracking_uri}
+                "mlflow_url": run_url(tracking_uri, experiment_id, run_id), "tracking_uri": redact_uri(tracking_uri)}
 
     tags = {"rftflow.cycle_key": key, "rftflow.dag_id": str(summary.get("dag_id")),
             "rftflow.run_id": str(summary.get("run_id")), "rftflow.cycle": str(summary.get("cycle")),
@@ -292,7 +294,7 @@ def _log_cycle(summary: dict[str, Any], train_rows: dict[str, list[dict[str, Any
     url = run_url(tracking_uri, experiment_id, run_id)
     log.info("MLflow run %s (%s) logged %d metrics%s", run_id, key, len(metrics), f": {url}" if url else "")
     return {"mlflow_run_id": run_id, "mlflow_experiment_id": experiment_id, "mlflow_url": url,
-            "tracking_uri": tracking_uri}
+            "tracking_uri": redact_uri(tracking_uri)}
 
 
 def _log_report(client: Any, run_id: str, report_dir: str) -> None:
@@ -341,8 +343,8 @@ def set_alias(model_family: str, alias: str, model_uri: str, run_id: str | None,
         return {"registered_model": model_family, "version": str(version), "alias": alias, "model_uri": model_uri}
     except Exception as err:  # tracking must never fail the cycle
         log.warning("MLflow alias %s@%s -> %s failed at %s (the cycle goes on): %s", model_family, alias,
-                    model_uri, uri, err, exc_info=True)
-        return {"error": f"{type(err).__name__}: {err}", "tracking_uri": uri}
+                    model_uri, redact_uri(uri), redact_text(str(err)), exc_info=True)
+        return {"error": redact_text(f"{type(err).__name__}: {err}"), "tracking_uri": redact_uri(uri)}
 
 
 def track_cycle(summary: dict[str, Any], train_rows: dict[str, list[dict[str, Any]]], report_dir: str | None,

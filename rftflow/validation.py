@@ -34,6 +34,9 @@ EVAL_MIN_ROWS = 100
 MAX_DETAILS = 20
 """Offending rows listed per check in the reports."""
 
+TEXT_COMPARING_REWARDS = ("exact_match",)
+"""Built-in rewards that compare the reference answer as text: a number is compared in its text form."""
+
 REPORT_JSON = "validation.json"
 REPORT_MARKDOWN = "validation.md"
 
@@ -227,13 +230,15 @@ def validate_dataset(
     report_dir_uri: str | None = None,
     write_report: bool = True,
     raise_on_failure: bool = True,
+    reward: str | None = None,
 ) -> ValidationReport:
     """Validate a training file (and optionally its held-out eval file) for ``backend``.
 
     First every row is checked by the reader; schema problems fail the run before any dataset-level check.
     Then the Great Expectations checks run (see ``run_checks``). Reports go to ``report_dir_uri`` or next to
     the training file. Raises DatasetValidationFailed when a check fails (unless ``raise_on_failure=False``).
-    ``min_reference_share`` defaults to 1.0 for RFT prompts and 0.0 for SFT demonstrations.
+    ``min_reference_share`` defaults to 1.0 for RFT prompts and 0.0 for SFT demonstrations. ``reward`` (the
+    stage's reward name, when known) limits the ``reference_text`` warning to rewards that compare text.
     """
     _check_settings(backend, kind, max_prompt_chars, min_reference_share)
     splits: dict[str, tuple[str, Kind]] = {"train": (train_uri, kind)}
@@ -261,6 +266,7 @@ def validate_dataset(
             max_prompt_chars=max_prompt_chars,
             min_reference_share=min_reference_share,
             names={split: display_name(uri) for split, (uri, _) in splits.items()},
+            reward=reward,
         )
     report = ValidationReport(
         train_uri=train_uri,
@@ -291,13 +297,15 @@ def run_checks(
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
     min_reference_share: float | None = None,
     names: dict[str, str] | None = None,
+    reward: str | None = None,
 ) -> list[Check]:
     """Run the dataset-level checks with Great Expectations on records already read; returns every check.
 
     Per split: ``row_count`` (backend limits), ``unique_ids``, ``last_turn`` (user for RFT prompts, assistant
     for SFT demonstrations), ``prompt_chars`` (<= max_prompt_chars), ``reference_share`` (rows with a
     reference answer), ``duplicate_prompts`` (warning only). For eval: ``not_in_train`` (no eval prompt also
-    in train, compared by ``prompt_hash``).
+    in train, compared by ``prompt_hash``). ``reference_text`` (warning only) lists rows whose reference answer
+    is a number or boolean when the reward is unknown or one of TEXT_COMPARING_REWARDS.
     """
     _check_settings(backend, kind, max_prompt_chars, min_reference_share)
     names = {"train": "train", "eval": "eval", **(names or {})}
@@ -309,6 +317,9 @@ def run_checks(
         split: _split_plans(split, split_kind, backend, max_prompt_chars, min_reference_share)
         for split, (_, split_kind) in splits.items()
     }
+    if reward is None or reward in TEXT_COMPARING_REWARDS:
+        for split in plans:
+            plans[split].append(_reference_text_plan(reward))
     if held_out is not None:
         # A derived boolean column keeps the expectation's value set tiny; GX copies value sets many times.
         frames["eval"]["prompt_in_train"] = frames["eval"]["prompt_hash"].isin(
@@ -422,6 +433,23 @@ def _split_plans(
     ]
 
 
+def _reference_text_plan(reward: str | None) -> _Plan:
+    who = f"the {reward} reward" if reward else "a built-in text reward (exact_match)"
+    return _Plan(
+        "reference_text",
+        "warn",
+        "ExpectColumnValuesToNotBeInSet",
+        {"column": "reference_is_scalar", "value_set": [True]},
+        "0 rows",
+        f"rows whose reference_answer is a number or boolean: valid, but {who} compares its text form "
+        '(1234567.5 is read as "1.23457e+06", true as "yes"); quote it if the exact text matters',
+    )
+
+
+def _is_scalar_reference(value: Any) -> bool:
+    return isinstance(value, bool | int | float)
+
+
 def _frame(records: Sequence[RftRecord]):
     import pandas as pd
 
@@ -433,8 +461,9 @@ def _frame(records: Sequence[RftRecord]):
             "prompt_chars": [len(r.prompt_text()) for r in records],
             "reference": [_reference_key(r.reference_answer) for r in records],
             "prompt_hash": [prompt_hash(r) for r in records],
+            "reference_is_scalar": [_is_scalar_reference(r.reference_answer) for r in records],
         },
-        columns=["id", "line", "last_role", "prompt_chars", "reference", "prompt_hash"],
+        columns=["id", "line", "last_role", "prompt_chars", "reference", "prompt_hash", "reference_is_scalar"],
     )
 
 
@@ -520,6 +549,9 @@ def _to_check(
             f"{at(r)}: same {what.format(quoted=json.dumps(r.id))} as line {f.line}" for r, f in repeats
         ]
         observed, text = len(repeats), f"{len(repeats):,} rows"
+    elif plan.name == "reference_text":
+        details = [f"{at(r)}: reference_answer is {json.dumps(r.reference_answer)}" for r in bad_rows]
+        observed, text = len(bad_rows), f"{len(bad_rows):,} rows"
     else:  # last_turn
         details = [f"{at(r)}: last turn is {json.dumps(r.messages[-1].get('role'))}" for r in bad_rows]
         observed, text = len(bad_rows), f"{len(bad_rows):,} rows"

@@ -223,3 +223,19 @@ def test_stop_remote_job_stops_only_what_the_run_will_not_come_back_for(backend,
     status = boto("bedrock").get_model_customization_job(jobIdentifier=pending.job_name)["status"]
     assert (status in ("Stopping", "Stopped")) is stopped, status
     assert ("stopping" if stopped else "left") in caplog.text and pending.job_name in caplog.text
+
+
+def test_bedrock_format_sft_keeps_its_system_prompt_when_staged(backend, s3_root, tmp_path):
+    """The bedrock-conversation-2024 rows of amazon-nova-samples' SFT files (top-level `system`) reach the
+    FINE_TUNING job's training file with their system prompt."""
+    rows = [{"schemaVersion": "bedrock-conversation-2024", "system": [{"text": "Answer in one word."}],
+             "messages": [{"role": "user", "content": [{"text": f"Capital of country {i}?"}]},
+                          {"role": "assistant", "content": [{"text": f"City{i}"}]}]} for i in range(3)]
+    path = tmp_path / "sft.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ctx = ctx_for(s3_root, "sft-system")
+    pending = backend.sft(ctx, "nova-2-lite", str(path))
+    staged = [json.loads(x) for x in store.read_text(pending.details["staged_data_uri"]).splitlines()]
+    assert all(r["system"] == [{"text": "Answer in one word."}] for r in staged)
+    assert staged[0]["schemaVersion"] == "bedrock-conversation-2024"
+    assert staged[0]["messages"][1] == {"role": "assistant", "content": [{"text": "City0"}]}

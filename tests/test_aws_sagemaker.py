@@ -321,3 +321,19 @@ def test_serverless_rlvr_registers_the_lambda_as_evaluator_and_follows_the_plain
     assert manifest.checkpoint_uri == "s3://escrow/serverless/step_50"
     assert manifest.jobs[0]["kind"] == "serverless" and manifest.jobs[0]["estimated_cost_usd"] == pytest.approx(16.0)
     assert manifest.jobs[0]["billable_seconds"] == 7200
+
+
+def test_bedrock_format_sft_keeps_its_system_prompt_when_staged(backend, s3_root, tmp_path):
+    """Rows shaped like aws-samples/amazon-nova-samples customization/Nova_2.0/SFT_RFT/data/final/sft/
+    combined_training_data_with_system.jsonl: Converse content blocks and a top-level `system` list."""
+    rows = [{"messages": [{"role": "user", "content": [{"text": f"Question {i}?"}]},
+                          {"role": "assistant", "content": [{"text": f"Answer {i}."}]}],
+             "system": [{"text": "You are a securities law tool selection specialist."}]} for i in range(4)]
+    path = tmp_path / "bedrock_sft.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ctx = ctx_for(s3_root, "sft-system")
+    backend.sft(ctx, "nova-2-lite", str(path), {"method": "lora"})
+    staged = [json.loads(x) for x in store.read_text(store.join(ctx.uri, "input", "train", "sft.jsonl")).splitlines()]
+    assert staged[0]["system"] == [{"text": "You are a securities law tool selection specialist."}]
+    assert [m["role"] for m in staged[0]["messages"]] == ["user", "assistant"]
+    assert staged[3]["messages"][0]["content"] == [{"text": "Question 3?"}]

@@ -154,14 +154,7 @@ BAD_ROWS = [
     ({"id": "", "messages": [USER]}, ": id: must not be empty when present"),
     ({"id": ["a"], "messages": [USER]}, ": id: expected a non-empty string; got array"),
     ({"id": True, "messages": [USER]}, ": id: expected a non-empty string; got boolean true"),
-    (
-        {"messages": [USER], "reference_answer": 4},
-        ': reference_answer: expected a string or a JSON object; got number 4; write it as "4"',
-    ),
-    (
-        {"messages": [USER], "reference_answer": ["4"]},
-        ": reference_answer: expected a string or a JSON object; got array",
-    ),
+    ({"messages": [USER], "reference_answer": []}, ": reference_answer: must not be an empty list"),
     ({"messages": [USER], "reference_answer": " "}, ": reference_answer: must not be empty"),
     ({"messages": [USER], "reference_answer": {}}, ": reference_answer: must not be an empty object"),
     (
@@ -217,7 +210,7 @@ def test_all_problems_of_one_row_are_reported_together(tmp_path):
     row = {
         "id": "",
         "messages": [{"role": "bot", "content": ""}, {"role": "user", "content": 5}],
-        "reference_answer": 3.5,
+        "reference_answer": "",
         "tools": [],
     }
     path = write_lines(tmp_path / "train.jsonl", [row])
@@ -257,7 +250,7 @@ def test_corrupted_copy_of_a_dataset_lists_every_bad_line(tmp_path):
         4: json.dumps({**rows[3], "messages": [{"role": "bot", "content": "hi"}]}),
         9: json.dumps({k: v for k, v in rows[8].items() if k != "messages"}),
         10: json.dumps({**rows[9], "id": rows[0]["id"]}),  # duplicate id
-        n // 2: json.dumps({**rows[n // 2 - 1], "reference_answer": 12}),
+        n // 2: json.dumps({**rows[n // 2 - 1], "reference_answer": {}}),
         n - 1: json.dumps(
             {**rows[n - 2], "messages": rows[n - 2]["messages"] + [{"role": "assistant", "content": "x"}]}
         ),
@@ -464,3 +457,64 @@ def test_reads_and_writes_s3_uris(s3_root):
     assert [r.to_json() for r in read_records(f"{s3_root}/copy/rows.jsonl")] == [r.to_json() for r in records]
     with pytest.raises(FileNotFoundError):
         read_records(f"{s3_root}/data/missing.jsonl")
+
+
+# --- reference answers of any JSON type (issue 14, item 7) ---------------------------------------------
+
+# Source: Bedrock user guide, "Prepare data for open-weight models" (rft-prepare-data-open-weight): the
+# reference_answer "is not limited to structured outputs—it can contain any format that helps your reward
+# function evaluate quality". GSM8K-style rows carry the answer as a number.
+@pytest.mark.parametrize("reference", [72, 0.125, -3, True, ["18", "eighteen"], {"x": 4}, "72"])
+def test_any_json_reference_answer_is_accepted_and_kept_as_written(tmp_path, reference):
+    row = {"messages": [{"role": "user", "content": "Natalia sold 48 clips in April..."}], "reference_answer": reference}
+    path = write_lines(tmp_path / "train.jsonl", [row])
+    (record,) = read_records(path)
+    assert record.reference_answer == reference and type(record.reference_answer) is type(reference)
+    out = tmp_path / "out.jsonl"
+    write_records(str(out), [record])
+    assert json.loads(out.read_text())["reference_answer"] == reference  # round-trips with its type
+
+
+# --- Bedrock-format SFT rows with a top-level system prompt (issue 14, item 8) -------------------------
+
+# First row of aws-samples/amazon-nova-samples customization/Nova_2.0/SFT_RFT/data/final/sft/
+# combined_training_data_with_system.jsonl (system text shortened): Converse content blocks, `system` top level,
+# after `messages`. The schemaVersion form is the Bedrock "bedrock-conversation-2024" schema.
+BEDROCK_SFT_ROW = {
+    "messages": [
+        {"role": "user", "content": [{"text": "Does this private placement exemption under Reg D require SEC "
+                                              "registration verification?"}]},
+        {"role": "assistant", "content": [{"text": '{"Query analysis": {"Type": "regulatory_compliance_analysis"}}'}]},
+    ],
+    "system": [{"text": "You are a securities law tool selection specialist."}],
+}
+
+
+def test_bedrock_system_prompt_becomes_the_leading_system_turn(tmp_path):
+    rows = [BEDROCK_SFT_ROW, {"schemaVersion": "bedrock-conversation-2024", **BEDROCK_SFT_ROW,
+                              "system": [{"text": "Part one."}, {"text": "Part two."}]}]
+    first, second = read_records(write_lines(tmp_path / "sft.jsonl", rows), kind="sft")
+    assert first.messages[0] == {"role": "system", "content": "You are a securities law tool selection specialist."}
+    assert [m["role"] for m in first.messages] == ["system", "user", "assistant"]
+    assert "system" not in first.metadata
+    assert first.prompt_messages()[0]["role"] == "system"  # what the local SFT prompt is built from
+    assert "securities law" in first.prompt_text()  # what the prompt-length check measures
+    assert second.messages[0]["content"] == "Part one.\nPart two."
+    assert second.metadata == {"schemaVersion": "bedrock-conversation-2024"}
+
+
+def test_bedrock_system_prompt_problems_are_reported(tmp_path):
+    both = {**BEDROCK_SFT_ROW, "messages": [{"role": "system", "content": "x"}, *BEDROCK_SFT_ROW["messages"]]}
+    bad_shape = {**BEDROCK_SFT_ROW, "system": "You are terse."}
+    empty_text = {**BEDROCK_SFT_ROW, "system": [{"text": " "}]}
+    issues = issues_of(write_lines(tmp_path / "sft.jsonl", [both, bad_shape, empty_text]), kind="sft")
+    assert any(i.startswith("sft.jsonl:1: system: given both as a top-level field and as a system turn") for i in issues)
+    assert any(i.startswith('sft.jsonl:2: system: expected a list of text blocks [{"text": str}, ...]; got string')
+               for i in issues)
+    assert any(i.startswith("sft.jsonl:3: system[0].text: expected a non-empty string") for i in issues)
+
+
+def test_an_rft_row_keeps_a_system_field_of_another_shape_as_metadata(tmp_path):
+    row = {"messages": [USER], "reference_answer": "4", "system": "v2-prompt-set"}
+    (record,) = read_records(write_lines(tmp_path / "train.jsonl", [row]))
+    assert record.metadata == {"system": "v2-prompt-set"} and record.messages == [USER]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rftflow.cli_data import main as cli_main
-from rftflow.dataset import RftRecord, write_records
+from rftflow.dataset import RftRecord, read_records, write_records
 from rftflow.validation import (
     DatasetValidationFailed,
     prompt_hash,
@@ -96,7 +96,7 @@ def test_sft_demonstrations_validate_as_sft(tmp_path, track):
 def test_clean_records_pass_every_check():
     checks = run_checks(prompts(120), prompts(100, "e", offset=1000), backend="bedrock")
     assert not_passing(checks) == {}
-    assert len(checks) == 13
+    assert len(checks) == 15  # 6 per split, reference_text on both, not_in_train
 
 
 def test_row_count_limits_per_backend():
@@ -301,3 +301,80 @@ def test_validate_cli_exit_codes(tmp_path, capsys):
     )
     assert cli_main(["validate", str(tmp_path / "missing.jsonl"), "--no-report"]) == 1
     assert "error: " in capsys.readouterr().err
+
+
+# --- numeric reference answers (issue 14, item 7) -------------------------------------------------------
+
+
+def test_numeric_reference_answers_pass_with_a_warning_for_text_rewards():
+    # GSM8K-style numbers as reference answers: valid per the Bedrock docs (rft-prepare-data-open-weight).
+    train = prompts(120)
+    train[5].reference_answer = 1234567.5
+    train[9].reference_answer = True
+    checks = run_checks(train)
+    assert not_passing(checks) == {("train", "reference_text"): "warn"}
+    check = by_name(checks, "train", "reference_text")
+    assert check.observed == 2
+    assert check.details == ["train:6 (id t5): reference_answer is 1234567.5", "train:10 (id t9): reference_answer is true"]
+    assert "1.23457e+06" in check.description  # what exact_match would compare
+    assert not_passing(run_checks(train, reward="exact_match")) == {("train", "reference_text"): "warn"}
+    # the numeric reward reads numbers as numbers: no warning, and no check at all
+    assert not any(c.name == "reference_text" for c in run_checks(train, reward="numeric"))
+    assert by_name(checks, "train", "reference_share").status == "pass"  # a number is a reference answer
+
+
+def test_validate_counts_a_bedrock_system_prompt_in_prompt_length(tmp_path):
+    # amazon-nova-samples SFT rows carry the system prompt top level (`"system": [{"text": ...}]`).
+    rows = [{"messages": [{"role": "user", "content": [{"text": f"Q{i}?"}]},
+                          {"role": "assistant", "content": [{"text": f"A{i}."}]}],
+             "system": [{"text": "x" * 300}]} for i in range(120)]
+    path = tmp_path / "sft.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = validate_dataset(str(path), kind="sft", max_prompt_chars=200, write_report=False,
+                              raise_on_failure=False)
+    check = by_name(report.checks, "train", "prompt_chars")
+    assert check.status == "fail" and check.observed > 300
+
+
+# --- CLI: the --kind sft hint and a closed pipe (issue 14, item 9's CLI part) ------------------------------
+
+
+def test_validate_cli_suggests_kind_sft_for_demonstrations(tmp_path, capsys):
+    sft = tmp_path / "sft.jsonl"
+    write_records(str(sft), read_records(str(DATA / "tiny" / "sft.jsonl"), kind="sft")[:5])
+    assert cli_main(["validate", str(sft), "--no-report"]) == 1
+    err = capsys.readouterr().err
+    assert "hint: these rows look like SFT demonstrations" in err and "--kind sft" in err
+    assert cli_main(["validate", str(sft), "--no-report", "--kind", "sft"]) == 0  # passes (row count: a warning)
+    assert "hint:" not in capsys.readouterr().err
+    # an RFT file with an unrelated schema problem gets no hint
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "bot", "content": "x"}]}\n')
+    assert cli_main(["validate", str(bad), "--no-report"]) == 1
+    assert "hint:" not in capsys.readouterr().err
+
+
+def _first_line_then_close(code: str) -> tuple[bytes, str, int]:
+    """Run `code`, read one line of its stdout and close the pipe, as `| head -1` does."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    return first, err, proc.returncode
+
+
+def test_validate_output_into_a_closed_pipe_ends_quietly():
+    """`rftflow validate ... | head`: output larger than the pipe's buffer, reader gone after one line."""
+    big = "'dataset validation FAILED\\n' + 'detail line\\n' * 50000"
+    first, err, rc = _first_line_then_close(
+        f"import sys; from rftflow.cli_data import emit; ok = emit({big}); emit('after'); sys.exit(0 if not ok else 3)")
+    assert first == b"dataset validation FAILED\n"
+    assert "BrokenPipeError" not in err and "Traceback" not in err, err
+    assert rc == 0  # emit reported the closed pipe, and the later write was dropped quietly
+    # the same output through a bare print is what users saw before: a BrokenPipeError traceback
+    _, err, _ = _first_line_then_close(f"print({big})")
+    assert "BrokenPipeError" in err
