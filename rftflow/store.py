@@ -5,11 +5,11 @@ Stages pass URIs as strings; this module reads, writes, lists and copies what th
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import tempfile
-import functools
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
