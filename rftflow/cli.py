@@ -17,6 +17,7 @@ _DELEGATED = {
     "validate": ("rftflow.cli_data:validate", "check a dataset (schema + dataset-level checks)"),
     "convert": ("rftflow.cli_data:convert", "convert question/answer CSV or JSONL to RFT JSONL"),
     "test": ("rftflow.cli_reward", "score rollouts with a reward function and print a table"),
+    "gate": ("rftflow.cli_gate", "re-run the gate's decision from stored eval results (other settings allowed)"),
     "lambda": ("rftflow.aws.cli", "package, deploy or verify a reward Lambda"),
 }
 
@@ -44,7 +45,9 @@ def _run_cycle(args: argparse.Namespace) -> int:
     env = airflow_env(home, args.artifact_root)
     ensure_db(home, env)
     log = home / "runs" / f"{args.dag_id}.log"
-    rc = dags_test(args.dag_id, conf, env, log)
+    rc = dags_test(args.dag_id, conf, env, log, answer=args.on_hold.capitalize(),
+                   on_answer=lambda answer: print(f"the gate held the candidate for a person; answering the "
+                                                  f"approval step with {answer!r} (--on-hold)", flush=True))
     print(f"{args.dag_id}: exit code {rc}; log {log}")
     return rc
 
@@ -95,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="one param (value parsed as JSON)")
     run.add_argument("--artifact-root")
     run.add_argument("--airflow-home")
+    run.add_argument("--on-hold", choices=["reject", "approve"], default="reject",
+                     help="when the gate holds the candidate for a person, answer the approval step with this "
+                          "(default reject: nobody approved it); in the UI a reviewer answers instead")
     run.set_defaults(_func=_run_cycle)
     champ = sub.add_parser("champion", help="show the current champion")
     champ.add_argument("--family", default="tiny-finqa")

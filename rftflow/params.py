@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "gate_metric": "pass_at_1",
     "min_abs_gain": 0.02,
     "min_rel_gain": 0.0,
+    "gate_confidence": 0.95,
+    "on_missing_evidence": "hold",
+    "protected_slices": [],
     "guards": {},
     "max_cycles": 1,
     "cycle": 1,
@@ -93,9 +96,25 @@ def build_params() -> dict[str, Any]:
                               title="Required absolute gain"),
         "min_rel_gain": Param(d["min_rel_gain"], type="number", minimum=0, maximum=10,
                               title="Required relative gain"),
-        "guards": Param(d["guards"], type="object", title="Guard limits",
-                        description="Overrides for reward_rise_min, length_ratio_min/max, kl_max, "
-                                    "entropy_min/max, format_rise_max, window."),
+        "gate_confidence": Param(d["gate_confidence"], type="number", exclusiveMinimum=0.5, exclusiveMaximum=1,
+                                 title="Gate confidence",
+                                 description="How sure the gate must be that the gain is real (one-sided lower "
+                                             "bound): 0.95 means a no-better candidate passes at most 5% of the "
+                                             "time, spread over every decision made on the same eval set."),
+        "on_missing_evidence": Param(d["on_missing_evidence"], type="string", enum=["hold", "reject", "promote"],
+                                     title="When evidence is missing",
+                                     description="An enabled check that cannot be evaluated (no training "
+                                                 "metrics, no per-prompt results): hold for a person to "
+                                                 "approve, reject, or promote on the evidence there is."),
+        "protected_slices": Param(d["protected_slices"], type="array", items={"type": "string"},
+                                  title="Protected slices",
+                                  description="'field=value' slices of the eval set that must not drop at all, "
+                                              "e.g. 'category=add'."),
+        "guards": Param(d["guards"], type="object", title="Gate and guard settings",
+                        description="Any other rftflow.gate.GateConfig field: margin, split_min_prompts, "
+                                    "slice_min_n, slice_drop_tolerance, reward_gap_max, length_ratio_min/max, "
+                                    "kl_max, entropy_collapse_ratio, entropy_min/max, format_rise_max, window, "
+                                    "look_correction, resamples, seed."),
         "max_cycles": Param(d["max_cycles"], type="integer", minimum=1, maximum=20, title="Max cycles"),
         "cycle": Param(d["cycle"], type="integer", minimum=1, maximum=20, title="Cycle number",
                        description="Set by the iterate branch; leave at 1."),

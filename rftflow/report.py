@@ -105,8 +105,8 @@ _PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
 ]
 _EVAL_ROWS = [("pass_at_1", "pass@1"), ("mean_reward", "mean reward"), ("pass_at_k", "pass@k"),
               ("mean_response_tokens", "mean response tokens"), ("n", "prompts")]
-_MODELS = ("baseline", "candidate", "champion")
-_COLORS = {"baseline": "#8c8c8c", "candidate": "#1f77b4", "champion": "#ff7f0e",
+_MODELS = ("baseline", "sft_checkpoint", "candidate", "champion")
+_COLORS = {"baseline": "#8c8c8c", "sft_checkpoint": "#9467bd", "candidate": "#1f77b4", "champion": "#ff7f0e",
            "all_fail": "#d62728", "mixed": "#2ca02c", "all_pass": "#1f77b4", "expected_mixed": "#98df8a"}
 
 
@@ -465,18 +465,66 @@ def _diversity_section(doc: _Doc, diversity: list[dict[str, Any]], plot: str | N
         doc.img(plot, "diversity fractions")
 
 
-def _gate_section(doc: _Doc, gate: dict[str, Any]) -> None:
+def _check_result(r: dict[str, Any]) -> str:
+    if r.get("skipped"):
+        return "missing" if r.get("missing") else "skipped"
+    if not r.get("passed"):
+        return "FAIL"
+    return "warn" if r.get("warning") else "pass"
+
+
+def _gate_section(doc: _Doc, gate: dict[str, Any], plot: str | None = None) -> None:
     doc.h(2, "Gate")
     doc.p(str(gate.get("reason", "")), lead=f"Decision: {str(gate.get('decision', '-')).upper()}.")
+    if gate.get("split"):
+        doc.p(str(gate["split"]), lead="Eval set:")
+    for warning in gate.get("warnings") or []:
+        doc.p(str(warning), lead="Warning:")
     rows = []
     for r in gate.get("reasons") or []:
-        result = "skipped" if r.get("skipped") else ("pass" if r.get("passed") else "FAIL")
         observed = r.get("observed")
-        rows.append([r.get("check", "-"), r.get("kind", ""), result,
+        rows.append([r.get("check", "-"), r.get("kind", ""), _check_result(r),
                      "-" if _num(observed) is None else f"{float(observed):.4g}", r.get("required", ""),
                      r.get("detail", "")])
     if rows:
         doc.table(["check", "kind", "result", "observed", "required", "detail"], rows)
+    comparisons = gate.get("comparisons") or []
+    if comparisons:
+        doc.h(3, "Paired differences")
+        doc.table(["vs", "test", "n", "reference", "candidate", "difference", "bounds", "p (better)",
+                   "p (worse)", "detectable"],
+                  [[c.get("versus"), c.get("test"), c.get("n"), _f(c.get("reference_value")),
+                    _f(c.get("candidate_value")), _delta(c.get("reference_value"), c.get("candidate_value")),
+                    f"{_f(c.get('lower'))} .. {_f(c.get('upper'))}", _f(c.get("p_better"), 4),
+                    _f(c.get("p_worse"), 4), _f(c.get("mde"))] for c in comparisons])
+    if plot:
+        doc.img(plot, "paired differences with one-sided confidence bounds")
+
+
+def _plot_gate(gate: dict[str, Any] | None) -> bytes | None:
+    """Forest plot: each comparison's difference with its one-sided bounds, overall first, then slices."""
+    comparisons = [c for c in (gate or {}).get("comparisons") or [] if _num(c.get("diff")) is not None]
+    if not comparisons:
+        return None
+    from matplotlib.figure import Figure
+
+    scale = 100.0 if comparisons[0].get("metric") == "pass_at_1" else 1.0
+    unit = "points of pass@1" if scale == 100.0 else "mean reward"
+    fig = Figure(figsize=(7.5, 0.42 * len(comparisons) + 1.4), layout="constrained")
+    ax = fig.subplots()
+    ys = list(range(len(comparisons)))[::-1]
+    for y, c in zip(ys, comparisons, strict=True):
+        diff, low, high = (float(c[k]) * scale for k in ("diff", "lower", "upper"))
+        color = "#2ca02c" if low > 0 else ("#d62728" if high < 0 else "#1f77b4")
+        ax.plot([low, high], [y, y], color=color, linewidth=2)
+        ax.plot([diff], [y], "o", color=color)
+    ax.axvline(0.0, color="#555555", linewidth=1)
+    ax.set_yticks(ys, [f"{c.get('versus')} (n={c.get('n')})" for c in comparisons], fontsize=8)
+    conf = _num(comparisons[0].get("confidence")) or 0.95
+    ax.set_xlabel(f"candidate - reference, {unit} (bars: one-sided {conf:.1%} bounds)")
+    ax.set_title("Gate: paired differences (green: better beyond chance, red: worse beyond chance)")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
 
 
 def _training_table(rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
@@ -529,7 +577,7 @@ def _build(summary: dict[str, Any], train_rows: dict[str, list[dict[str, Any]]],
         if plots.get("eval"):
             doc.img(plots["eval"], "baseline vs candidate")
     if isinstance(summary.get("gate"), dict):
-        _gate_section(doc, summary["gate"])
+        _gate_section(doc, summary["gate"], plots.get("gate"))
 
     stages = [(stage, rows) for stage, rows in (train_rows or {}).items() if rows]
     if stages:
@@ -565,6 +613,7 @@ def write_cycle_report(
     images["diversity"] = ("plots/diversity.png", _plot_diversity(summary.get("diversity") or []))
     models = _models(summary)
     images["eval"] = ("plots/eval_comparison.png", _plot_eval(models) if models else None)
+    images["gate"] = ("plots/gate_forest.png", _plot_gate(summary.get("gate")))
 
     plots: dict[str, str] = {}
     plot_uris: list[str] = []
@@ -624,6 +673,9 @@ def summary_text(summary: CycleSummary | dict[str, Any], report_uri: str | None 
     gate = s.get("gate")
     if isinstance(gate, dict):
         lines.append(f"gate: {gate.get('decision', '-')} - {gate.get('reason', '')}")
+        lines += [f"  warning: {w}" for w in gate.get("warnings") or []]
+        if gate.get("split"):
+            lines.append(f"  eval set: {gate['split']}")
     if _num(s.get("cost_usd")) is not None:
         lines.append(f"cost: ${float(s['cost_usd']):,.2f}")
     where = report_uri or s.get("report_uri")

@@ -38,7 +38,10 @@ def _failing(gate: dict[str, Any]) -> str:
 
 def _outcome(p: CycleParams, m: dict[str, Any]) -> tuple[str, str]:
     if m.get("stop"):
-        return "stopped", "nothing to learn: " + (m["stop"].decision or {}).get("reason", "")
+        stopped = m["stop"].decision or {}
+        if stopped.get("decision") == "stop_sft_insufficient":
+            return "stopped", stopped.get("reason", "")
+        return "stopped", "nothing to learn: " + stopped.get("reason", "")
     gate = m.get("gate")
     if gate is None:
         return "incomplete", "the cycle ended before the gate (see the failed task's log)"
@@ -51,10 +54,16 @@ def _outcome(p: CycleParams, m: dict[str, Any]) -> tuple[str, str]:
             return "incomplete", "the gate passed but promote did not finish"
         result = promoted.decision or {}
         return ("promoted" if result.get("promoted") else "not_promoted"), result.get("reason", "")
+    if decision.get("decision") == "hold":
+        promoted = m.get("promote")
+        result = (promoted.decision or {}) if promoted else {}
+        if result.get("promoted"):
+            return "promoted", "approved by a reviewer after the gate held it: " + decision.get("reason", "")
+        return "held", ("the gate held the candidate for a person and it was not approved: "
+                        + decision.get("reason", ""))
     if decision.get("decision") == "iterate":
-        return "iterating", (f"improved but below the required margin; cycle {p.cycle + 1} of {p.max_cycles} "
-                             f"starts from this checkpoint. {_failing(decision)}")
-    return "rejected", _failing(decision)
+        return "iterating", decision.get("reason") or _failing(decision)
+    return "rejected", decision.get("reason") or _failing(decision)
 
 
 def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
@@ -79,6 +88,9 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
     diversity = [{"stage": s, "metrics": m[s].metrics, "decision": m[s].decision}
                  for s in ("diversity_check", "diversity_recheck") if s in m]
     outcome, reason = _outcome(p, m)
+    from rftflow.cycle import RFT_START_EVAL
+
+    sft_eval = load_complete(ctx.for_stage(RFT_START_EVAL).uri)  # what SFT alone reached, when SFT ran
     # Eval work (and its AWS jobs) is recorded under the baseline_eval.model / .champion sub-stages.
     billed = list(m.values()) + [mf for s in ("baseline_eval.model", "baseline_eval.champion")
                                  if (mf := load_complete(ctx.for_stage(s).uri)) is not None]
@@ -93,6 +105,7 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
         "baseline": baseline.metrics if baseline else None,
         "candidate": candidate.metrics if candidate else None,
         "champion": (baseline.decision or {}).get("champion") if baseline else None,
+        "sft_checkpoint": sft_eval.metrics if sft_eval else None,
         "diversity": diversity,
         "gate": m["gate"].decision if "gate" in m else None,
         "outcome": outcome, "outcome_reason": reason,
