@@ -231,6 +231,8 @@ def validate_dataset(
     write_report: bool = True,
     raise_on_failure: bool = True,
     reward: str | None = None,
+    region: str | None = None,
+    flavour: str | None = None,
 ) -> ValidationReport:
     """Validate a training file (and optionally its held-out eval file) for ``backend``.
 
@@ -239,6 +241,10 @@ def validate_dataset(
     the training file. Raises DatasetValidationFailed when a check fails (unless ``raise_on_failure=False``).
     ``min_reference_share`` defaults to 1.0 for RFT prompts and 0.0 for SFT demonstrations. ``reward`` (the
     stage's reward name, when known) limits the ``reference_text`` warning to rewards that compare text.
+    For the AWS backends a ``region`` check fails when the backend cannot train Nova there
+    (rftflow.aws.availability); ``region``/``flavour`` default to the backend's options from the environment or
+    Airflow Variables (RFTFLOW_<BACKEND>_REGION_NAME, rftflow_aws_region_name, ...), then AWS_REGION /
+    AWS_DEFAULT_REGION; with no region known the check is left out.
     """
     _check_settings(backend, kind, max_prompt_chars, min_reference_share)
     splits: dict[str, tuple[str, Kind]] = {"train": (train_uri, kind)}
@@ -268,6 +274,9 @@ def validate_dataset(
             names={split: display_name(uri) for split, (uri, _) in splits.items()},
             reward=reward,
         )
+    region_check = _region_check(backend, region, flavour)
+    if region_check is not None:
+        checks.append(region_check)
     report = ValidationReport(
         train_uri=train_uri,
         eval_uri=eval_uri,
@@ -431,6 +440,41 @@ def _split_plans(
             "rows repeating an earlier row's prompt (user turns, case and spacing ignored)",
         ),
     ]
+
+
+def _aws_setting(backend: str, name: str) -> str | None:
+    from rftflow.aws.stages import _option_value
+
+    value = _option_value(backend, name)
+    if value is None and name == "region_name":
+        value = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return value or None
+
+
+def _region_check(backend: str, region: str | None, flavour: str | None) -> Check | None:
+    """Fail when the AWS backend cannot run the cycle (SFT, RFT and eval) in the region; None off AWS."""
+    if backend not in ("sagemaker", "bedrock"):
+        return None
+    from rftflow.aws.availability import region_problems, supported_regions
+
+    region = region or _aws_setting(backend, "region_name")
+    if not region:
+        return None
+    flavour = flavour or _aws_setting(backend, "flavour") or "training_job"
+    problems = region_problems(backend, region, flavour=flavour)
+    where = f"{backend} ({flavour})" if backend == "sagemaker" else backend
+    supported = ", ".join(supported_regions(backend, flavour=flavour))
+    return Check(
+        "region",
+        "setup",
+        "fail" if problems else "pass",
+        region,
+        supported,
+        f"regions where {where} can customize Amazon Nova 2 Lite (rftflow/aws/availability.py)",
+        None,
+        problems,
+        region,
+    )
 
 
 def _reference_text_plan(reward: str | None) -> _Plan:

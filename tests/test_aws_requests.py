@@ -82,7 +82,8 @@ def test_checkpoint_model_becomes_base_model_location_and_images_follow_the_regi
     assert request["HyperParameters"]["base_model_location"] == "s3://escrow/ckpt/step_4"
     assert request["AlgorithmSpecification"]["TrainingImage"].startswith("176779409107.dkr.ecr.us-west-2.")
     assert nova_image_uri("sft", "us-east-1").endswith("nova-fine-tune-repo:SM-TJ-SFT-V2-latest")
-    with pytest.raises(ValueError, match="region 'sa-east-1': no Nova image"):
+    with pytest.raises(ValueError, match="region 'sa-east-1': the Nova 2 Lite rft image .* published only in "
+                                         "ap-northeast-1, us-east-1, us-west-2"):
         nova_image_uri("rft", "sa-east-1")
 
 

@@ -77,6 +77,7 @@ class BedrockBackend(AwsBackend):
         local_fields = set((SFTConfig if stage == "sft" else RFTConfig).model_fields)
         recipe = render_bedrock(stage, overrides, local_fields=local_fields)
         model = self.resolve_model(model_uri, ctx)
+        self._check_region(recipe.base_model, "SFT" if stage == "sft" else "RFT")
         base_model = model if model.startswith("arn:") else jobs.foundation_model_arn(recipe.base_model, self.region)
         reward_arn = self.reward_lambda(reward) if reward else None
         remote = self.remote_uri(ctx)
@@ -110,6 +111,18 @@ class BedrockBackend(AwsBackend):
         if submitted.status == "Completed":
             return self.complete(ctx, pending, {"status": "success", "job_name": submitted.name})
         return pending
+
+    def _check_region(self, base_model: str, customization: str) -> None:
+        """Fail before any upload where Bedrock does not customize the model (it would answer the create call
+        with a ValidationException); the table and its sources are in rftflow.aws.availability."""
+        from rftflow.aws.availability import TABLE, region_problems
+
+        if not any(a.model == base_model and a.backend == "bedrock" for a in TABLE):
+            return  # a model the table does not list: AWS has the last word
+        problems = region_problems("bedrock", self.region, customizations=(customization,), model=base_model)
+        if problems:
+            raise ValueError(f"bedrock backend: {'; '.join(problems)}; set region_name (Variable "
+                             "rftflow_bedrock_region_name) or the connection's region to one of those")
 
     def _attempts(self, hours: float) -> int:
         """Trigger attempts covering the job's own limit plus the same queueing slack SageMaker waits get."""
