@@ -151,7 +151,20 @@ class FakeNova:
         recipe = yaml.safe_load(read(prefixes["recipe"] + "recipe.yaml")) if "recipe" in prefixes else {}
         model = hyper.get("base_model_location") or hyper.get("base_model", "")
         out_bucket, out_key = split(f"{output['S3OutputPath'].rstrip('/')}/{name}/output/output.tar.gz")
-        if "evaluation" in recipe:
+        if recipe.get("evaluation", {}).get("task") == "rft_eval":
+            # rft_eval: RFT rows in, one score per sample out (the docs' form: the Lambda's response per line)
+            rows = [json.loads(x) for x in read(prefixes["train"] + "rft_eval.jsonl").decode().splitlines() if x]
+            scores = []
+            for row in rows:
+                text = _answer_for(model, str(row["reference_answer"]), row["id"], 0, 0.0)
+                right = float(text.endswith(f"#### {row['reference_answer']}"))
+                scores.append({"id": row["id"], "aggregate_reward_score": right,
+                               "metrics_list": [{"name": "correctness", "value": right, "type": "Metric"}]})
+            files = {"eval-result/results_2026-11-25T10-00-00.json": json.dumps({"results": {
+                         "custom|rft_eval_rft_eval|0": {"lambda_reward_score": sum(
+                             x["aggregate_reward_score"] for x in scores) / max(1, len(scores))}}}),
+                     "eval-result/rft_eval_results.jsonl": "".join(json.dumps(x) + "\n" for x in scores)}
+        elif "evaluation" in recipe:
             temperature = float(recipe["inference"]["temperature"])
             rows = [json.loads(x) for x in read(prefixes["train"] + "gen_qa.jsonl").decode().splitlines() if x]
             inference = []

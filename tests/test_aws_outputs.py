@@ -59,7 +59,7 @@ def test_eval_results_and_inference_rows_are_read_from_the_archive(s3_root):
 
 def test_eval_output_without_results_is_an_error(s3_root):
     put(s3_root, "output/output.tar.gz", tar_gz({"logs.txt": "nothing"}))
-    with pytest.raises(JobOutputError, match="no results_\\*.json or inference_output.jsonl"):
+    with pytest.raises(JobOutputError, match="no results_\\*.json, inference_output.jsonl or per-sample scores"):
         sagemaker_jobs.read_eval_output(s3_root, JOB)
     with pytest.raises(JobOutputError, match="expected an object with a 'results' mapping"):
         sagemaker_jobs.parse_results([1, 2], "results_x.json")

@@ -15,6 +15,7 @@ from aws_fakes import (
     plant_eval_output,
     plant_training_output,
     put_metric_logs,
+    tar_gz,
 )
 from botocore.stub import Stubber
 
@@ -337,3 +338,91 @@ def test_bedrock_format_sft_keeps_its_system_prompt_when_staged(backend, s3_root
     assert staged[0]["system"] == [{"text": "You are a securities law tool selection specialist."}]
     assert [m["role"] for m in staged[0]["messages"]] == ["user", "assistant"]
     assert staged[3]["messages"][0]["content"] == [{"text": "Question 3?"}]
+
+
+# --------------------------------------------------------------------------- rft_eval (issue 14, item 3)
+
+
+def _rft_eval_pending(backend, s3_root, small_eval, stage):
+    ctx = ctx_for(s3_root, stage)
+    pending = backend.start_evaluate(ctx, "s3://escrow/rft/step_100", small_eval, "numeric", {"recipe": "eval_rft"})
+    return ctx, pending
+
+
+def test_rft_eval_uploads_rft_rows_not_gen_qa(backend, s3_root, small_eval):
+    # SageMaker docs "RFT evaluation" (nova-rft-evaluation): input rows are `messages` + `reference_answer`.
+    ctx, pending = _rft_eval_pending(backend, s3_root, small_eval, "rft-eval-input")
+    staged = [json.loads(x) for x in store.read_text(store.join(ctx.uri, "input", "rft_eval", "rft_eval.jsonl")
+                                                      ).splitlines()]
+    records = read_records(small_eval)
+    assert len(staged) == len(records)
+    assert staged[0]["id"] == records[0].id and staged[0]["reference_answer"] == records[0].reference_answer
+    assert staged[0]["messages"] == records[0].prompt_messages() and staged[0]["messages"][-1]["role"] == "user"
+    assert "query" not in staged[0] and "response" not in staged[0]
+    assert not store.exists(store.join(ctx.uri, "input", "gen_qa", "gen_qa.jsonl"))
+    channels = boto("sagemaker").describe_training_job(TrainingJobName=pending.job_name)["InputDataConfig"]
+    train = next(c for c in channels if c["ChannelName"] == "train")
+    assert train["DataSource"]["S3DataSource"]["S3Uri"].endswith("/input/rft_eval/")
+
+
+def test_rft_eval_per_sample_scores_in_the_documented_jsonl_form(backend, s3_root, small_eval):
+    # The docs' per-sample output: one line per sample, identical to the Lambda response
+    # ({"id", "aggregate_reward_score", "metrics_list"}), beside results_*.json.
+    ctx, pending = _rft_eval_pending(backend, s3_root, small_eval, "rft-eval-jsonl")
+    records = read_records(small_eval)
+    lines = [{"id": r.id, "aggregate_reward_score": 1.0 if i % 3 == 0 else 0.0,
+              "metrics_list": [{"name": "accuracy", "value": 1.0 if i % 3 == 0 else 0.0, "type": "Metric"}]}
+             for i, r in enumerate(records)]
+    store.write_bytes(store.join(pending.details["output_path"], pending.job_name, "output", "output.tar.gz"), tar_gz({
+        "eval-result/results_2026-11-25T10-00-00.json": json.dumps(
+            {"results": {"custom|rft_eval_rft_eval|0": {"lambda_reward_score": 4 / 12}}}),
+        "eval-result/eval_results.jsonl": "".join(json.dumps(x) + "\n" for x in lines[::-1])}))
+    manifest = backend.complete(ctx, pending, {"status": "success"})
+    assert manifest.metrics["pass_at_1"] == pytest.approx(4 / 12) and manifest.metrics["n"] == 12
+    assert "category" in manifest.metrics["breakdown"]
+    assert manifest.metrics["aws_results"] == {"lambda_reward_score": pytest.approx(4 / 12)}
+    rows = [json.loads(x) for x in store.read_text(manifest.outputs["rows_uri"]).splitlines()]
+    assert [r["id"] for r in rows] == [r.id for r in records] and rows[0]["metrics"] == {"accuracy": 1.0}
+
+
+def test_rft_eval_per_sample_scores_in_the_notebook_parquet_form(backend, s3_root, small_eval):
+    # AWS's rft_eval notebook (amazon-nova-samples customization/Nova_2.0/04_eval/RFT_Single_Turn_Evaluation_Example/
+    # RFT_Eval_Example.ipynb) reads details_*.parquet: `predictions` a repr list, `metrics` a repr dict holding
+    # rft_eval_lambda_metric {lambda_reward_score, lambda_correctness}, `specifics` a repr dict with sample_id.
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ctx, pending = _rft_eval_pending(backend, s3_root, small_eval, "rft-eval-parquet")
+    records = read_records(small_eval)
+    table = []
+    for i, r in enumerate(records):
+        score = 1.0 if i < 9 else 0.0
+        table.append({
+            "predictions": repr([f"<|begin_of_solution|>#### {r.reference_answer}<|end_of_solution|>"]),
+            "metrics": repr({"rft_eval_lambda_metric": {"lambda_reward_score": score, "lambda_correctness": score}}),
+            "specifics": repr({"sample_id": r.id, "original_line": r.to_json()}),
+        })
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(table), buffer)
+    store.write_bytes(store.join(pending.details["output_path"], pending.job_name, "output", "output.tar.gz"), tar_gz({
+        "eval-result/results_2026-11-25T10-00-00.json": json.dumps(
+            {"results": {"custom|rft_eval_rft_eval|0": {"lambda_reward_score": 0.75, "lambda_correctness": 0.75}}}),
+        "eval-result/details/model/2026-11-25T10-00-00/details_custom|rft_eval_rft_eval|0_2026-11-25T10-00-00.parquet":
+            buffer.getvalue()}))
+    manifest = backend.complete(ctx, pending, {"status": "success"})
+    assert manifest.metrics["pass_at_1"] == 0.75 and "rft_eval" in manifest.metrics["pass_at_1_source"]
+    rows = [json.loads(x) for x in store.read_text(manifest.outputs["rows_uri"]).splitlines()]
+    assert rows[0]["completion"] == f"#### {records[0].reference_answer}"
+    assert rows[0]["metrics"] == {"lambda_correctness": 1.0} and rows[-1]["passed"] is False
+
+
+def test_rft_eval_output_missing_a_prompt_says_which(backend, s3_root, small_eval):
+    ctx, pending = _rft_eval_pending(backend, s3_root, small_eval, "rft-eval-missing")
+    records = read_records(small_eval)
+    lines = [{"id": r.id, "aggregate_reward_score": 1.0} for r in records[1:]]
+    store.write_bytes(store.join(pending.details["output_path"], pending.job_name, "output", "output.tar.gz"),
+                      tar_gz({"eval-result/samples.jsonl": "".join(json.dumps(x) + "\n" for x in lines)}))
+    with pytest.raises(sagemaker_jobs.JobOutputError, match=f"no score for 1 of 12 prompts \\(e.g. {records[0].id}\\)"):
+        backend.complete(ctx, pending, {"status": "success"})

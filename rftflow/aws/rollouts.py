@@ -164,6 +164,20 @@ def gen_qa_rows(records: Sequence[Any], k: int = 1) -> list[dict[str, Any]]:
 _SOLUTION_MARKERS = ("<|begin_of_solution|>", "<|end_of_solution|>")
 
 
+def rft_eval_rows(records: Sequence[Any]) -> list[dict[str, Any]]:
+    """The rft_eval job's input: RFT rows (id, the prompt's messages, reference_answer, tools, extra fields).
+
+    SageMaker "RFT evaluation" (nova-rft-evaluation) requires `messages` + `reference_answer`; the id comes back
+    with each sample's score (`id` in the docs' per-sample output, `specifics.sample_id` in the notebook's).
+    """
+    rows = []
+    for record in records:
+        row = record.to_json()
+        row["messages"] = record.prompt_messages()
+        rows.append(row)
+    return rows
+
+
 def _literal(text: str) -> Any:
     """A JSON value, else a Python literal (the repr form the eval container writes), else the text itself."""
     try:

@@ -13,7 +13,7 @@ import logging
 import re
 import tarfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rftflow import store
@@ -314,6 +314,8 @@ class EvalOutput:
     results_file: str | None
     inference_rows: list[dict[str, Any]]   # gen_qa: {prompt, inference, gold, metadata}
     files: list[str]
+    # rft_eval, per sample: {id, aggregate_reward_score, metrics: {name: value}, completion?}
+    sample_scores: list[dict[str, Any]] = field(default_factory=list)
 
 
 def read_eval_output(output_path: str, name: str) -> EvalOutput:
@@ -334,13 +336,15 @@ def read_eval_output(output_path: str, name: str) -> EvalOutput:
 
 def _is_eval_file(path: str) -> bool:
     base = _basename(path)
-    return (base.startswith("results_") and base.endswith(".json")) or base == "inference_output.jsonl"
+    return ((base.startswith("results_") and base.endswith(".json")) or base.endswith(".jsonl")
+            or (base.startswith("details_") and base.endswith(".parquet")))
 
 
 def parse_eval_members(members: dict[str, bytes], source: str) -> EvalOutput:
-    results_files = sorted(p for p in members if _basename(p).startswith("results_"))
-    if not results_files and not any(_basename(p) == "inference_output.jsonl" for p in members):
-        raise JobOutputError(f"{source}: no results_*.json or inference_output.jsonl in the eval output")
+    results_files = sorted(p for p in members if _basename(p).startswith("results_") and p.endswith(".json"))
+    if not results_files and not any(_basename(p).endswith((".jsonl", ".parquet")) for p in members):
+        raise JobOutputError(f"{source}: no results_*.json, inference_output.jsonl or per-sample scores in the "
+                             "eval output")
     results: dict[str, dict[str, float]] = {}
     chosen = results_files[-1] if results_files else None  # names carry a timestamp: the last is the newest
     if chosen:
@@ -350,17 +354,100 @@ def parse_eval_members(members: dict[str, bytes], source: str) -> EvalOutput:
             raise JobOutputError(f"{source}!{chosen}: not valid JSON: {exc}") from None
         results = parse_results(raw, f"{source}!{chosen}")
     rows: list[dict[str, Any]] = []
-    for path, data in members.items():
-        if _basename(path) != "inference_output.jsonl":
+    scores: list[dict[str, Any]] = []
+    for path in sorted(members):
+        base = _basename(path)
+        if base.endswith(".parquet"):
+            scores.extend(_parquet_scores(members[path], f"{source}!{path}"))
             continue
-        for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        if not base.endswith(".jsonl"):
+            continue
+        for n, line in enumerate(members[path].decode("utf-8").splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except ValueError as exc:
                 raise JobOutputError(f"{source}!{path}:{n}: not valid JSON: {exc}") from None
-    return EvalOutput(results, chosen, rows, sorted(members))
+            if base == "inference_output.jsonl":
+                rows.append(row)
+            elif isinstance(row, dict) and "aggregate_reward_score" in row:
+                scores.append(_score_row(row, f"{source}!{path}:{n}"))
+    return EvalOutput(results, chosen, rows, sorted(members), scores)
+
+
+# RFT evaluation writes each sample's score in one of two forms (sources differ; both are read):
+# - the docs (SageMaker "RFT evaluation", nova-rft-evaluation): JSONL lines identical to the reward Lambda's
+#   response, {"id", "aggregate_reward_score", "metrics_list": [{"name", "value", "type"}]};
+# - AWS's rft_eval notebook (amazon-nova-samples customization/Nova_2.0/04_eval/RFT_Single_Turn_Evaluation_Example):
+#   details_*.parquet rows whose `specifics` (a Python-repr dict) holds sample_id and original_line, `metrics`
+#   {'rft_eval_lambda_metric': {'lambda_reward_score': ..., 'lambda_<metric>': ...}} and `predictions` the
+#   answer as a repr list.
+LAMBDA_METRIC_KEY = "rft_eval_lambda_metric"
+
+
+def _score_row(row: dict[str, Any], where: str) -> dict[str, Any]:
+    score = row.get("aggregate_reward_score")
+    if isinstance(score, bool) or not isinstance(score, int | float):
+        raise JobOutputError(f"{where}: aggregate_reward_score: expected a number; got {score!r}")
+    metrics = {str(m["name"]): float(m["value"]) for m in row.get("metrics_list") or []
+               if isinstance(m, dict) and "name" in m and isinstance(m.get("value"), int | float)}
+    return {"id": None if row.get("id") is None else str(row["id"]), "aggregate_reward_score": float(score),
+            "metrics": metrics}
+
+
+def _parquet_scores(data: bytes, where: str) -> list[dict[str, Any]]:
+    from rftflow.aws.rollouts import _inference_text, _literal
+
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(data)).to_pylist()
+    except Exception as exc:  # not a parquet file, or pyarrow missing: say which file could not be read
+        raise JobOutputError(f"{where}: cannot read the per-sample parquet: {exc}") from None
+    out = []
+    for n, row in enumerate(table, 1):
+        metrics = row.get("metrics")
+        metrics = _literal(metrics) if isinstance(metrics, str) else metrics
+        specifics = row.get("specifics")
+        specifics = _literal(specifics) if isinstance(specifics, str) else specifics
+        lam = metrics.get(LAMBDA_METRIC_KEY) if isinstance(metrics, dict) else None
+        if not isinstance(lam, dict) or "lambda_reward_score" not in lam:
+            continue  # a details file of another task
+        sample_id = specifics.get("sample_id") if isinstance(specifics, dict) else None
+        entry = {"id": None if sample_id is None else str(sample_id),
+                 "aggregate_reward_score": float(lam["lambda_reward_score"]),
+                 "metrics": {str(k): float(v) for k, v in lam.items()
+                             if k != "lambda_reward_score" and isinstance(v, int | float)}}
+        if row.get("predictions") is not None:
+            entry["completion"] = _inference_text(row["predictions"])
+        if entry["id"] is None:
+            raise JobOutputError(f"{where}: row {n}: no specifics.sample_id to match the score to a prompt")
+        out.append(entry)
+    return out
+
+
+def rows_from_scores(records: list[Any], scores: list[dict[str, Any]], pass_threshold: float) -> list[dict[str, Any]]:
+    """Eval rows (the shape rftflow.evaluation.score_rows gives) from rft_eval's per-sample reward scores.
+
+    Scores are matched to records by id; when the service wrote none, by position if the counts agree.
+    """
+    by_id = {s["id"]: s for s in scores if s.get("id") is not None}
+    if not by_id and len(scores) == len(records):
+        by_id = {r.id: s for r, s in zip(records, scores, strict=True)}
+    missing = [r.id for r in records if r.id not in by_id]
+    if missing:
+        raise JobOutputError(f"rft_eval output has no score for {len(missing)} of {len(records)} prompts "
+                             f"(e.g. {', '.join(missing[:5])})")
+    rows = []
+    for record in records:
+        score = by_id[record.id]
+        reward = score["aggregate_reward_score"]
+        rows.append({"id": record.id, "reference_answer": record.reference_answer, "metadata": dict(record.metadata),
+                     "completion": score.get("completion"), "reward": reward, "passed": reward >= pass_threshold,
+                     "response_tokens": None, "metrics": dict(score.get("metrics", {})),
+                     "scored_by": "reward Lambda (rft_eval)"})
+    return rows
 
 
 def parse_results(raw: Any, where: str) -> dict[str, dict[str, float]]:

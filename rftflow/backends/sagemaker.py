@@ -221,7 +221,11 @@ class SageMakerBackend(AwsBackend):
 
         probe = render("probe-1")
         remote = self.remote_uri(ctx)
-        data_dir = store.join(remote, "input", "gen_qa")
+        # rft_eval reads RFT rows (messages + reference_answer, SageMaker docs "RFT evaluation"); gen_qa its own
+        # {query, response, system, metadata} rows
+        rft_eval = probe.body.get("evaluation", {}).get("task") == "rft_eval"
+        data_name = "rft_eval" if rft_eval else "gen_qa"
+        data_dir = store.join(remote, "input", data_name)
         output_path = store.join(remote, "job-output")
         role = self.role_arn()
 
@@ -235,7 +239,8 @@ class SageMakerBackend(AwsBackend):
                       "rftflow:data": content_digest("\n".join(r.id for r in records) + f"|k={k}")})
 
         def prepare(name: str) -> None:
-            write_jsonl(store.join(data_dir, "gen_qa.jsonl"), rollouts.gen_qa_rows(records, k))
+            rows = rollouts.rft_eval_rows(records) if rft_eval else rollouts.gen_qa_rows(records, k)
+            write_jsonl(store.join(data_dir, f"{data_name}.jsonl"), rows)
             store.write_text(store.join(self._recipe_dir(remote, name), jobs.RECIPE_FILE), render(name).yaml_text())
 
         base = stage_job_base(ctx.uri, ctx.dag_id, ctx.stage, ctx.cycle)
@@ -377,7 +382,15 @@ class SageMakerBackend(AwsBackend):
         output = jobs.read_eval_output(details["output_path"], pending.job_name)
         aws_summary = jobs.summarize_results(output.results)
         outputs: dict[str, Any] = {"job_output_uri": record["output_uri"], "results_file": output.results_file}
-        if output.inference_rows:
+        if output.sample_scores and details.get("recipe") == "eval_rft":
+            # the reward Lambda scored each answer inside the job: its per-sample scores are the rows
+            rows = jobs.rows_from_scores(self._records(pending), output.sample_scores, cfg.pass_threshold)
+            write_jsonl(store.join(ctx.uri, ROWS), rows)
+            outputs["rows_uri"] = store.join(ctx.uri, ROWS)
+            metrics = evaluation.summarize(rows, cfg.breakdown_fields)
+            metrics["aws_results"] = aws_summary["aws_results"]
+            metrics["pass_at_1_source"] = "per-sample aggregate_reward_score from rft_eval (the reward Lambda)"
+        elif output.inference_rows:
             records = self._records(pending)
             completions = rollouts.completions_from_inference(output.inference_rows, records, 1)
             reward_fn = self.reward_function(details["reward"])
