@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rftflow.paired import Comparison, compare, holm, look_alpha, pair_rows, split_ids
@@ -721,20 +720,3 @@ def evidence_from_metrics(metrics: dict[str, Any], rows: list[dict[str, Any]] | 
 def comparison_table(result: GateResult) -> list[Comparison]:
     """The result's comparisons as objects (for the report's forest plot)."""
     return [Comparison.from_dict(c) for c in result.comparisons]
-
-
-def simulate_pairs(n: int, p_ref: float, gain: float, discordance: float,
-                   rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
-    """Per-prompt pass/fail rows of a reference and a candidate that disagree on `discordance` of the
-    prompts and differ by `gain` in pass rate: used by the simulation tests and benchmarks/bench_gate.py."""
-    q = max(discordance, abs(gain))
-    p_gain, p_lose = (q + gain) / 2, (q - gain) / 2
-    u = rng.random(n)
-    gained, lost = u < p_gain, (u >= p_gain) & (u < p_gain + p_lose)
-    # Concordant prompts pass for both with the probability that keeps the reference near p_ref.
-    both = rng.random(n) < max(0.0, min(1.0, (p_ref - p_lose) / max(1e-9, 1 - q)))
-    ref = np.where(gained, False, np.where(lost, True, both))
-    cand = np.where(gained, True, np.where(lost, False, both))
-    base_rows = [{"id": f"p{i}", "passed": bool(v), "reward": float(v), "metadata": {}} for i, v in enumerate(ref)]
-    cand_rows = [{"id": f"p{i}", "passed": bool(v), "reward": float(v), "metadata": {}} for i, v in enumerate(cand)]
-    return base_rows, cand_rows

@@ -10,7 +10,7 @@ import pytest
 
 from rftflow import cycle, store
 from rftflow.cli import main as cli_main
-from rftflow.gate import simulate_pairs
+from rftflow.gate_simulation import simulate_pairs
 from rftflow.manifest import StageManifest, load_complete, write_manifest
 from rftflow.summary import build_summary
 
