@@ -87,25 +87,141 @@ def test_checkpoint_model_becomes_base_model_location_and_images_follow_the_regi
         nova_image_uri("rft", "sa-east-1")
 
 
+MODEL_ARN = "arn:aws:sagemaker:us-east-1:aws:hub-content/SageMakerPublicHub/Model/nova-textgeneration-lite-v2/1.0.0"
+EVALUATOR = "arn:aws:sagemaker:us-east-1:123456789012:hub-content/REGISTRY/JsonDoc/rftflow-SageMaker-rftflow-numeric/1.0.0"
+GROUP = "arn:aws:sagemaker:us-east-1:123456789012:model-package-group/rftflow"
+# A hub recipe's override parameters (SmtjOverrideParamsS3Uri), in the spec shape SageMaker Python SDK v3's
+# FineTuningOptions reads ({name: {type, default, min, max, enum, required}}; sagemaker-train tests
+# unit/train/common_utils/test_finetune_utils.py use the same shape).
+HUB_SPECS = {
+    "learning_rate": {"type": "float", "default": 1e-05, "min": 1e-07, "max": 0.001},
+    "max_steps": {"type": "integer", "default": 100, "min": 1, "max": 100000, "required": True},
+    "reasoning_effort": {"type": "string", "default": "high", "enum": ["low", "high"]},
+    "data_s3_path": {"type": "string", "default": ""},
+    "reward_lambda_arn": {"type": "string", "default": ""},
+    "output_path": {"type": "string", "default": ""},
+}
+
+
+def serverless_plan(**changes) -> sagemaker_jobs.ServerlessPlan:
+    values = dict(model_name="nova-textgeneration-lite-v2", hub_name="SageMakerPublicHub", base_model_arn=MODEL_ARN,
+                  accept_eula=False, hyperparameters=sagemaker_jobs.serverless_hyperparameters(
+                      HUB_SPECS, {"learning_rate": 2e-05}, "serverless_rlvr.yaml"),
+                  model_package_group_arn=GROUP, evaluator_arn=EVALUATOR)
+    return sagemaker_jobs.ServerlessPlan(**{**values, **changes})
+
+
 def test_serverless_request_fits_the_model():
-    r = recipes.render_sagemaker("serverless_rlvr", {"hyperparameters": {"learning_rate": 1e-5}},
-                                 job_name="j-1", reward_lambda_arn=ARN)
-    model_arn = "arn:aws:sagemaker:us-east-1:aws:hub-content/SageMakerPublicHub/Model/nova-textgeneration-lite-v2/1.0.0"
-    evaluator = "arn:aws:sagemaker:us-east-1:123456789012:hub-content/rftflow-evaluators/JsonDoc/rftflow-x/1.0.0"
-    request = sagemaker_jobs.serverless_request(r, name="j-1", role_arn=ROLE, base_model_arn=model_arn,
-                                                evaluator_arn=evaluator, channels={"train": "s3://b/d/"},
-                                                output_path="s3://b/o", tags=TAGS)
-    assert request["ServerlessJobConfig"] == {"BaseModelArn": model_arn, "AcceptEula": False, "JobType": "FineTuning",
+    r = recipes.render_sagemaker("serverless_rlvr", {}, job_name="j-1", reward_lambda_arn=ARN)
+    request = sagemaker_jobs.serverless_request(r, serverless_plan(), name="j-1", role_arn=ROLE,
+                                                channels={"train": "s3://b/d/"}, output_path="s3://b/o", tags=TAGS)
+    assert request["ServerlessJobConfig"] == {"BaseModelArn": MODEL_ARN, "JobType": "FineTuning",
                                               "CustomizationTechnique": "RLVR", "Peft": "LORA",
-                                              "EvaluatorArn": evaluator}
+                                              "EvaluatorArn": EVALUATOR}
+    assert request["ModelPackageConfig"] == {"ModelPackageGroupArn": GROUP}
     assert "ResourceConfig" not in request and "AlgorithmSpecification" not in request
-    assert request["HyperParameters"] == {"learning_rate": "1e-05"}
+    # every hub default is sent (as the SDK does), ours overriding; the options the request itself carries are not
+    assert request["HyperParameters"] == {"learning_rate": "2e-05", "max_steps": "100", "reasoning_effort": "high"}
+    tags = {t["Key"]: t["Value"] for t in request["Tags"]}
+    assert tags["sagemaker-sdk:jumpstart-model-id"] == "nova-textgeneration-lite-v2"
+    assert tags["sagemaker-sdk:jumpstart-hub-name"] == "SageMakerPublicHub"
     sent_through_botocore("sagemaker", "CreateTrainingJob", request, {"TrainingJobArn": "arn:aws:sagemaker:x"})
+    accepted = sagemaker_jobs.serverless_request(r, serverless_plan(accept_eula=True), name="j-1", role_arn=ROLE,
+                                                 channels={"train": "s3://b/d/"}, output_path="s3://b/o", tags={})
+    assert accepted["ServerlessJobConfig"]["AcceptEula"] is True
 
 
-def test_evaluator_registration_requests_fit_the_model():
-    create_hub, import_content = sagemaker_jobs.evaluator_requests("rftflow-evaluators", ARN)
-    assert json.loads(json.loads(import_content["HubContentDocument"])["JsonContent"])["Reference"] == ARN
+def test_serverless_request_matches_what_sdk_v3_builds_for_the_same_inputs(monkeypatch):
+    """The same inputs through SageMaker Python SDK v3's own builders (sagemaker-train 1.27, as installed)."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    from sagemaker.core.shapes import ModelPackageConfig
+    from sagemaker.core.utils.utils import serialize
+    from sagemaker.train.common import FineTuningOptions, TrainingType
+    from sagemaker.train.common_utils import finetune_utils as sdk
+    from sagemaker.train.utils import _get_jumpstart_tags
+
+    for technique, training_type, peft, accept in (("RLVR", TrainingType.LORA, "LORA", False),
+                                                   ("SFT", TrainingType.FULL, None, True)):
+        name = "serverless_rlvr" if technique == "RLVR" else "serverless_sft"
+        r = recipes.render_sagemaker(name, {"serverless.peft": peft, "serverless.sequence_length": "8K"},
+                                     job_name="j-1", reward_lambda_arn=ARN)
+        evaluator = EVALUATOR if technique == "RLVR" else None
+        ours = sagemaker_jobs.serverless_request(
+            r, serverless_plan(accept_eula=accept, evaluator_arn=evaluator,
+                               hyperparameters=sagemaker_jobs.serverless_hyperparameters(HUB_SPECS, {}, name)),
+            name="j-1", role_arn=ROLE, channels={"train": "s3://b/data/train.jsonl"}, output_path="s3://b/o", tags={})
+        theirs_config = serialize(sdk._create_serverless_config(MODEL_ARN, technique, training_type, accept,
+                                                                evaluator, "8K"))
+        assert ours["ServerlessJobConfig"] == theirs_config
+        options = FineTuningOptions(HUB_SPECS)
+        for key in ("data_s3_path", "reward_lambda_arn", "output_path"):  # RLVRTrainer._process_hyperparameters
+            delattr(options, key)
+            options._specs.pop(key)
+        assert ours["HyperParameters"] == options.to_dict()
+        channels = serialize(sdk._convert_input_data_to_channels(sdk._create_input_data_config(
+            "s3://b/data/train.jsonl")))
+        assert ours["InputDataConfig"] == channels
+        assert ours["ModelPackageConfig"] == serialize(ModelPackageConfig(model_package_group_arn=GROUP))
+        theirs_tags = {t["key"]: t["value"] for t in _get_jumpstart_tags("nova-textgeneration-lite-v2",
+                                                                          "SageMakerPublicHub")}
+        assert {t["Key"]: t["Value"] for t in ours["Tags"]} == theirs_tags
+        assert sdk.NOVA_REGIONS == ["us-east-1", "us-west-2"]  # the serverless region list we follow
+
+
+def test_serverless_hyperparameters_are_checked_against_the_hub_recipe():
+    with pytest.raises(ValueError, match="hyperparameters.learning_rate: expected <= 0.001; got 0.5"):
+        sagemaker_jobs.serverless_hyperparameters(HUB_SPECS, {"learning_rate": 0.5}, "r.yaml")
+    with pytest.raises(ValueError, match="hyperparameters.lr: not an option of the hub recipe"):
+        sagemaker_jobs.serverless_hyperparameters(HUB_SPECS, {"lr": 1e-5}, "r.yaml")
+    with pytest.raises(ValueError, match="hyperparameters.reasoning_effort: expected one of"):
+        sagemaker_jobs.serverless_hyperparameters(HUB_SPECS, {"reasoning_effort": "medium"}, "r.yaml")
+    with pytest.raises(ValueError, match="hyperparameters.reward_lambda_arn: set by rftflow"):
+        sagemaker_jobs.serverless_hyperparameters(HUB_SPECS, {"reward_lambda_arn": ARN}, "r.yaml")
+
+
+def test_gated_models_need_the_eula_accepted_unless_given_by_arn():
+    assert sagemaker_jobs.eula_acceptance("m", gated=False, accept_eula=False, given_as_arn=False) is False
+    assert sagemaker_jobs.eula_acceptance("m", gated=True, accept_eula=False, given_as_arn=True) is True
+    with pytest.raises(ValueError, match="gated model: read its EULA, then set serverless.accept_eula: true"):
+        sagemaker_jobs.eula_acceptance("meta-textgeneration-llama-3-2-1b-instruct", gated=True, accept_eula=False,
+                                       given_as_arn=False)
+
+
+def test_hub_recipe_selection_follows_the_sdk():
+    model = sagemaker_jobs.HubModel("m", MODEL_ARN, False, [
+        {"CustomizationTechnique": "RLVR", "SmtjRecipeTemplateS3Uri": "s3://t/a", "Peft": "LORA",
+         "IsSubscriptionModel": True, "SequenceLength": "8K"},
+        {"CustomizationTechnique": "RLVR", "SmtjRecipeTemplateS3Uri": "s3://t/b", "Peft": "LORA",
+         "SequenceLength": "8K"},
+        {"CustomizationTechnique": "RLVR", "SmtjRecipeTemplateS3Uri": "s3://t/c", "SequenceLength": "32K"},
+        {"CustomizationTechnique": "SFT", "HpEksPayloadTemplateS3Uri": "s3://t/d"},
+    ])
+    assert sagemaker_jobs.select_hub_recipe(model, "RLVR", "LORA")["SmtjRecipeTemplateS3Uri"] == "s3://t/b"
+    assert sagemaker_jobs.select_hub_recipe(model, "RLVR", None, "32K")["SmtjRecipeTemplateS3Uri"] == "s3://t/c"
+    with pytest.raises(ValueError, match="offers"):
+        sagemaker_jobs.select_hub_recipe(model, "RLVR", "LORA", "64K")
+    with pytest.raises(ValueError, match="no SFT recipe for serverless jobs"):
+        sagemaker_jobs.select_hub_recipe(model, "SFT", "LORA")
+
+
+def test_evaluator_registration_requests_fit_the_model_and_use_the_ai_registry_hub(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    from sagemaker.ai_registry import air_constants as air
+    from sagemaker.ai_registry.air_hub import AIRHub
+
+    hub, display = sagemaker_jobs.ai_registry_hub("us-east-1", "123456789012")
+    AIRHub._generate_hub_names("us-east-1", "123456789012")  # the SDK's own naming, for the same account
+    assert (hub, display) == (AIRHub.hubName, AIRHub.hubDisplayName)
+    create_hub, import_content = sagemaker_jobs.evaluator_requests(hub, display, ARN)
+    document = json.loads(import_content["HubContentDocument"])
+    assert document["SubType"] == air.EVALUATOR_HUB_CONTENT_SUBTYPE
+    assert json.loads(document["JsonContent"]) == {"Reference": ARN, "EvaluatorType": air.REWARD_FUNCTION}
+    assert import_content["HubContentType"] == air.EVALUATOR_HUB_CONTENT_TYPE
+    assert import_content["DocumentSchemaVersion"] == air.EVALUATOR_DOCUMENT_SCHEMA_VERSION
+    assert import_content["HubContentSearchKeywords"] == [
+        f"{air.TAG_KEY_METHOD}:{air.EVALUATOR_DEFAULT_METHOD}", f"@subtype:{air.EVALUATOR_HUB_CONTENT_SUBTYPE.lower()}",
+        f"@{air.DOC_KEY_SUB_TYPE.lower()}:{air.REWARD_FUNCTION.lower()}",
+        f"@contenttype:{air.EVALUATOR_BYOLAMBDA.lower()}"]
     sent_through_botocore("sagemaker", "CreateHub", create_hub, {"HubArn": "arn:aws:sagemaker:x"})
     sent_through_botocore("sagemaker", "ImportHubContent", import_content,
                           {"HubArn": "arn:aws:sagemaker:x", "HubContentArn": "arn:aws:sagemaker:y"})

@@ -287,30 +287,58 @@ def test_reward_lambda_is_found_by_its_deployed_name(s3_root):
     assert backend.reward_lambda(LAMBDA_ARN) == LAMBDA_ARN
 
 
-def test_serverless_rlvr_registers_the_lambda_as_evaluator_and_follows_the_plain_manifest(s3_root, train):
+def _hub_model_document(gated: bool = False) -> str:
+    """A hub Model document as SageMaker Python SDK v3 reads it (finetune_utils._get_fine_tuning_options_and_model_arn:
+    GatedBucket, RecipeCollection entries with CustomizationTechnique, Peft, SmtjRecipeTemplateS3Uri,
+    SmtjOverrideParamsS3Uri, SequenceLength)."""
+    return json.dumps({"GatedBucket": gated, "RecipeCollection": [
+        {"CustomizationTechnique": "RLVR", "Peft": "LORA", "SequenceLength": "8K",
+         "SmtjRecipeTemplateS3Uri": "s3://hub-recipes/rlvr/lora/template.yaml",
+         "SmtjOverrideParamsS3Uri": "s3://hub-recipes-{customer_id}/rlvr/lora/params.json"},
+        {"CustomizationTechnique": "RLVR", "SequenceLength": "8K",
+         "SmtjRecipeTemplateS3Uri": "s3://hub-recipes/rlvr/full/template.yaml",
+         "SmtjOverrideParamsS3Uri": "s3://hub-recipes-{customer_id}/rlvr/full/params.json"}]})
+
+
+def _hub_content(arn: str, kind: str, document: str, version: str = "1.0.0") -> dict:
+    return {"HubContentName": arn.split("/")[-2], "HubContentArn": arn, "HubContentVersion": version,
+            "HubContentType": kind, "DocumentSchemaVersion": "2.0.0", "HubName": arn.split("/")[1],
+            "HubArn": "arn:aws:sagemaker:us-east-1:123456789012:hub/x", "HubContentDocument": document,
+            "HubContentStatus": "Available", "CreationTime": __import__("datetime").datetime(2026, 11, 25)}
+
+
+def test_serverless_rlvr_is_built_as_sdk_v3_builds_it_and_follows_the_plain_manifest(s3_root, train):
     backend = get_backend("sagemaker", role_arn=ROLE, reward_lambda_arn=LAMBDA_ARN, flavour="serverless")
-    ctx = ctx_for(s3_root, "rft")
+    ctx = ctx_for(s3_root, "rft-serverless")
+    account = boto("sts").get_caller_identity()["Account"]
+    s3 = boto("s3")
+    s3.create_bucket(Bucket=f"hub-recipes-{account}")
+    s3.put_object(Bucket=f"hub-recipes-{account}", Key="rlvr/lora/params.json", Body=json.dumps({
+        "learning_rate": {"type": "float", "default": 1e-05, "min": 1e-07, "max": 0.001},
+        "max_steps": {"type": "integer", "default": 100, "min": 1},
+        "data_s3_path": {"type": "string", "default": ""}}).encode())
     model_arn = "arn:aws:sagemaker:us-east-1:aws:hub-content/SageMakerPublicHub/Model/nova-textgeneration-lite-v2/1.2.0"
-    evaluator = "arn:aws:sagemaker:us-east-1:123456789012:hub-content/rftflow-evaluators/JsonDoc/x/1.0.0"
-    hub_content = {"HubContentName": "x", "HubContentArn": evaluator, "HubContentVersion": "1.0.0",
-                   "HubContentType": "JsonDoc", "DocumentSchemaVersion": "2.0.0", "HubName": "rftflow-evaluators",
-                   "HubArn": "arn:aws:sagemaker:us-east-1:123456789012:hub/rftflow-evaluators",
-                   "HubContentDocument": "{}", "HubContentStatus": "Available",
-                   "CreationTime": __import__("datetime").datetime(2026, 11, 25)}
+    hub, _ = sagemaker_jobs.ai_registry_hub("us-east-1", account)
+    evaluator = f"arn:aws:sagemaker:us-east-1:{account}:hub-content/{hub}/JsonDoc/rftflow-SageMaker-rftflow-numeric/1.0.0"
+    group = f"arn:aws:sagemaker:us-east-1:{account}:model-package-group/rftflow"
     client = backend.aws.client("sagemaker")
     with Stubber(client) as stub:
-        stub.add_response("describe_hub_content", {**hub_content, "HubContentArn": model_arn, "HubContentType": "Model"},
+        stub.add_response("describe_hub_content", _hub_content(model_arn, "Model", _hub_model_document()),
                           {"HubName": "SageMakerPublicHub", "HubContentType": "Model",
                            "HubContentName": "nova-textgeneration-lite-v2"})
         stub.add_client_error("describe_hub", "ResourceNotFound", http_status_code=400)
-        stub.add_response("create_hub", {"HubArn": "arn:aws:sagemaker:us-east-1:123456789012:hub/rftflow-evaluators"})
+        stub.add_response("create_hub", {"HubArn": f"arn:aws:sagemaker:us-east-1:{account}:hub/{hub}"})
         stub.add_client_error("describe_hub_content", "ResourceNotFound", http_status_code=400)
         stub.add_response("import_hub_content", {"HubArn": "arn:aws:sagemaker:x", "HubContentArn": evaluator})
-        stub.add_response("describe_hub_content", hub_content)
+        stub.add_response("describe_hub_content", _hub_content(evaluator, "JsonDoc", "{}"))
+        stub.add_client_error("describe_model_package_group", "ValidationException", "ModelPackageGroup not found")
+        stub.add_response("create_model_package_group", {"ModelPackageGroupArn": group},
+                          {"ModelPackageGroupName": "rftflow",
+                           "ModelPackageGroupDescription": "models trained by rftflow serverless stages"})
         stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found.")
         stub.add_response("create_training_job", {"TrainingJobArn": "arn:aws:sagemaker:x"})
-        pending = backend.rft(ctx, "nova-2-lite", train, "numeric", {})
-        stub.assert_no_pending_responses()
+        pending = backend.rft(ctx, "nova-2-lite", train, "numeric", {"hyperparameters": {"max_steps": 20}})
+        stub.assert_no_pending_responses()  # every stubbed call was made, in this order
     assert pending.details["flavour"] == "serverless"
     plant_training_output(pending.details["output_path"], pending.job_name, "s3://escrow/serverless/step_50",
                           serverless=True)
@@ -322,6 +350,38 @@ def test_serverless_rlvr_registers_the_lambda_as_evaluator_and_follows_the_plain
     assert manifest.checkpoint_uri == "s3://escrow/serverless/step_50"
     assert manifest.jobs[0]["kind"] == "serverless" and manifest.jobs[0]["estimated_cost_usd"] == pytest.approx(16.0)
     assert manifest.jobs[0]["billable_seconds"] == 7200
+
+
+def test_serverless_request_sent_carries_the_sdk_fields(s3_root, train, monkeypatch):
+    """What reaches CreateTrainingJob: hub defaults with our override, the registry evaluator, the group."""
+    backend = get_backend("sagemaker", role_arn=ROLE, reward_lambda_arn=LAMBDA_ARN, flavour="serverless")
+    plan = sagemaker_jobs.ServerlessPlan(
+        model_name="nova-textgeneration-lite-v2", hub_name="SageMakerPublicHub",
+        base_model_arn="arn:aws:sagemaker:us-east-1:aws:hub-content/SageMakerPublicHub/Model/nova-textgeneration-lite-v2/1.2.0",
+        accept_eula=False, hyperparameters={"learning_rate": "1e-05", "max_steps": "20"},
+        model_package_group_arn="arn:aws:sagemaker:us-east-1:123456789012:model-package-group/rftflow",
+        evaluator_arn="arn:aws:sagemaker:us-east-1:123456789012:hub-content/H/JsonDoc/e/1.0.0")
+    monkeypatch.setattr(type(backend), "_serverless_plan", lambda self, recipe, model, arn: plan)
+    sent = []
+    monkeypatch.setattr(sagemaker_jobs, "find_or_create",
+                        lambda hook, base, build, prepare=None: sent.append(build(f"{base}-1")) or
+                        sagemaker_jobs.Submitted(f"{base}-1", None, "InProgress", True, "d"))
+    backend.rft(ctx_for(s3_root, "rft-serverless-sent"), "nova-2-lite", train, "numeric", {})
+    (request,) = sent
+    assert request["HyperParameters"] == {"learning_rate": "1e-05", "max_steps": "20"}
+    assert request["ServerlessJobConfig"]["EvaluatorArn"].endswith("/JsonDoc/e/1.0.0")
+    assert request["ModelPackageConfig"] == {"ModelPackageGroupArn": plan.model_package_group_arn}
+    assert "AcceptEula" not in request["ServerlessJobConfig"]
+
+
+def test_serverless_gated_model_without_the_eula_stops_before_upload(s3_root, train):
+    backend = get_backend("sagemaker", role_arn=ROLE, reward_lambda_arn=LAMBDA_ARN, flavour="serverless")
+    model_arn = "arn:aws:sagemaker:us-east-1:aws:hub-content/SageMakerPublicHub/Model/nova-textgeneration-lite-v2/1.2.0"
+    client = backend.aws.client("sagemaker")
+    with Stubber(client) as stub:
+        stub.add_response("describe_hub_content", _hub_content(model_arn, "Model", _hub_model_document(gated=True)))
+        with pytest.raises(ValueError, match="gated model: read its EULA"):
+            backend.rft(ctx_for(s3_root, "rft-gated"), "nova-2-lite", train, "numeric", {})
 
 
 def test_bedrock_format_sft_keeps_its_system_prompt_when_staged(backend, s3_root, tmp_path):

@@ -340,18 +340,22 @@ class EvalRecipe(_Model):
 
 
 class ServerlessSection(_Model):
-    base_model_name: str | None = None
-    base_model_arn: str | None = None
+    """A serverless customization job, in the terms of SageMaker Python SDK v3's trainers."""
+
+    base_model_name: str | None = Field(None, description="SageMakerPublicHub model name")
+    base_model_arn: str | None = Field(None, description="or its hub-content ARN (EULA then counts as accepted)")
     customization_technique: Literal["SFT", "DPO", "RLVR", "RLAIF"]
     peft: Literal["LORA"] | None = "LORA"
-    accept_eula: bool = False
-    evaluator_arn: str | None = None
-    evaluator_hub: str = Field("rftflow-evaluators", min_length=1, max_length=63)
-    sequence_length: str | None = Field(None, pattern=r"^\d+K$")
+    accept_eula: bool = Field(False, description="required true for a gated hub model given by name")
+    evaluator_arn: str | None = Field(None, description="hub evaluator ARN; empty = register the reward Lambda")
+    model_package_group: str = Field("rftflow", min_length=1, max_length=256,
+                                     description="name or ARN; the trained model is registered there")
+    sequence_length: Literal["1K", "2K", "4K", "8K", "16K", "32K", "64K", "128K"] | None = None
 
 
 class ServerlessRecipe(_Model):
     serverless: ServerlessSection
+    # overrides of the hub recipe's options (its defaults are always sent, as the SDK sends them)
     hyperparameters: dict[str, str | int | float | bool] = {}
 
 

@@ -6,6 +6,7 @@ Requests are plain dicts checked against botocore's model; jobs go through the a
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -115,35 +116,46 @@ def training_job_request(recipe: RenderedRecipe, *, name: str, role_arn: str, re
     return request
 
 
-def serverless_request(recipe: RenderedRecipe, *, name: str, role_arn: str, base_model_arn: str,
-                       evaluator_arn: str | None, channels: dict[str, str], output_path: str,
-                       tags: dict[str, Any]) -> dict[str, Any]:
-    """CreateTrainingJob with ServerlessJobConfig (no instances, no image): SFT or RLVR on a hub model."""
+def serverless_request(recipe: RenderedRecipe, plan: ServerlessPlan, *, name: str, role_arn: str,
+                       channels: dict[str, str], output_path: str, tags: dict[str, Any]) -> dict[str, Any]:
+    """CreateTrainingJob with ServerlessJobConfig (no instances, no image), built as SageMaker Python SDK v3's
+    RLVRTrainer/SFTTrainer build it (sagemaker.train.common_utils.finetune_utils._create_serverless_config):
+    the hub recipe's default hyperparameters (with our overrides), AcceptEula only when true, the evaluator
+    registered in the AI registry hub, a ModelPackageConfig, and the JumpStart tags naming the hub model.
+
+    Differences, on purpose: StoppingCondition is always sent (the SDK sends it only when given, leaving the
+    service's 24 h default; RFT runs longer); tags are sent in the API's Key/Value shape; no MlflowConfig (the SDK
+    may create a default MLflow app; rftflow tracks runs itself).
+    """
     section = recipe.body["serverless"]
     config: dict[str, Any] = {
-        "BaseModelArn": base_model_arn,
-        "AcceptEula": bool(section.get("accept_eula")),
+        "BaseModelArn": plan.base_model_arn,
         "JobType": "FineTuning",
         "CustomizationTechnique": section["customization_technique"],
     }
+    if plan.accept_eula:  # the SDK's shape serializer leaves a false AcceptEula out
+        config["AcceptEula"] = True
     if section.get("peft"):
         config["Peft"] = section["peft"]
-    if evaluator_arn:
-        config["EvaluatorArn"] = evaluator_arn
+    if plan.evaluator_arn:
+        config["EvaluatorArn"] = plan.evaluator_arn
     if section.get("sequence_length"):
         config["SequenceLength"] = section["sequence_length"]
+    package: dict[str, Any] = {"ModelPackageGroupArn": plan.model_package_group_arn}
+    if plan.source_model_package_arn:
+        package["SourceModelPackageArn"] = plan.source_model_package_arn
     request: dict[str, Any] = {
         "TrainingJobName": name,
         "RoleArn": role_arn,
         "InputDataConfig": [channel(k, v) for k, v in channels.items()],
         "OutputDataConfig": {"S3OutputPath": output_path},
         "ServerlessJobConfig": config,
+        "ModelPackageConfig": package,
         "StoppingCondition": {"MaxRuntimeInSeconds": int(recipe.job.max_runtime_hours * 3600)},
-        "Tags": aws_tags({**tags, **recipe.job.tags}),
+        "Tags": aws_tags({**jumpstart_tags(plan.model_name, plan.hub_name), **tags, **recipe.job.tags}),
     }
-    hyper = {k: v if isinstance(v, str) else json.dumps(v) for k, v in recipe.body.get("hyperparameters", {}).items()}
-    if hyper:
-        request["HyperParameters"] = hyper
+    if plan.hyperparameters:
+        request["HyperParameters"] = dict(plan.hyperparameters)
     validate_request("sagemaker", "CreateTrainingJob", request)
     return request
 
@@ -552,54 +564,244 @@ def read_training_metrics(hook: Any, name: str, log_group: str = LOG_GROUP) -> l
 
 
 # --------------------------------------------------------------------------- serverless helpers
+# Mirrors SageMaker Python SDK v3 (sagemaker-train 1.27: common_utils/finetune_utils.py, common.py,
+# ai_registry/air_hub.py, ai_registry/evaluator.py, train/utils.py); names below point at the SDK's.
 
-PUBLIC_HUB = "SageMakerPublicHub"
-EVALUATOR_DOCUMENT_SCHEMA = "2.0.0"
+PUBLIC_HUB = "SageMakerPublicHub"               # get_sagemaker_hub_name()
+EVALUATOR_DOCUMENT_SCHEMA = "2.0.0"             # EVALUATOR_DOCUMENT_SCHEMA_VERSION
+EVALUATOR_KEYWORDS = ["method:lambda", "@subtype:aws/evaluator", "@evaluatortype:rewardfunction",
+                      "@contenttype:byolambda"]
+# hyperparameters the SDK removes from the hub recipe's options because the job request carries them
+HUB_HANDLED_HYPERPARAMETERS = ("data_s3_path", "reward_lambda_arn", "data_path", "validation_data_path",
+                               "output_path")
+_MODEL_PACKAGE_GROUP_ARN = re.compile(r"^arn:aws:sagemaker:[^:]+:\d+:model-package-group/[^/]+$")
 
 
-def resolve_hub_model_arn(client: Any, name: str, hub: str = PUBLIC_HUB) -> str:
-    """The hub-content ARN (latest version) of a public hub model such as nova-textgeneration-lite-v2."""
+@dataclass
+class ServerlessPlan:
+    """What a serverless job needs besides the recipe, looked up once before the first request is built."""
+
+    model_name: str
+    hub_name: str
+    base_model_arn: str
+    accept_eula: bool
+    hyperparameters: dict[str, str]
+    model_package_group_arn: str
+    evaluator_arn: str | None = None
+    source_model_package_arn: str | None = None
+
+
+@dataclass
+class HubModel:
+    name: str
+    arn: str
+    gated: bool
+    recipes: list[dict[str, Any]]
+
+
+def hub_model_name_from_arn(arn: str) -> str:
+    """`arn:aws:sagemaker:<r>:aws:hub-content/<hub>/Model/<name>/<version>` -> name."""
+    parts = arn.split(":hub-content/", 1)[-1].split("/")
+    if len(parts) < 3 or parts[1] != "Model":
+        raise ValueError(f"serverless.base_model_arn: expected a hub-content Model ARN "
+                         f"(arn:aws:sagemaker:<region>:aws:hub-content/<hub>/Model/<name>/<version>); got {arn!r}")
+    return parts[2]
+
+
+def describe_hub_model(client: Any, name: str, hub: str = PUBLIC_HUB) -> HubModel:
+    """The hub model's ARN, whether it is gated (document GatedBucket), and its RecipeCollection."""
     try:
-        return client.describe_hub_content(HubName=hub, HubContentType="Model", HubContentName=name)["HubContentArn"]
+        found = client.describe_hub_content(HubName=hub, HubContentType="Model", HubContentName=name)
     except Exception as exc:
-        if is_not_found(exc):
-            raise ValueError(f"serverless.base_model_name: no model {name!r} in hub {hub}; set "
-                             "serverless.base_model_arn to its hub-content ARN") from None
+        if is_not_found(exc) or error_code(exc) == "ResourceNotFound":
+            raise ValueError(f"serverless.base_model_name: no model {name!r} in hub {hub}") from None
         raise
+    try:
+        document = json.loads(found.get("HubContentDocument") or "{}")
+    except ValueError as exc:
+        raise JobOutputError(f"hub model {name}: HubContentDocument is not JSON: {exc}") from None
+    return HubModel(name, found["HubContentArn"], bool(document.get("GatedBucket", False)),
+                    list(document.get("RecipeCollection") or []))
 
 
-def evaluator_requests(hub: str, lambda_arn: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(CreateHub, ImportHubContent) requests that register a reward Lambda as a serverless RLVR evaluator."""
+def _sequence_tokens(value: Any) -> int:
+    text = str(value or "").strip().upper()
+    return int(text[:-1]) * 1024 if text.endswith("K") and text[:-1].isdigit() else 0
+
+
+def select_hub_recipe(model: HubModel, technique: str, peft: str | None,
+                      sequence_length: str | None = None) -> dict[str, Any]:
+    """The recipe the SDK picks: technique, a Training Job template, the sequence length, then LoRA (Peft set)
+    or full, non-subscription first (_get_fine_tuning_options_and_model_arn, _select_recipe_by_training_type)."""
+    recipes = [r for r in model.recipes if r.get("CustomizationTechnique") == technique
+               and r.get("SmtjRecipeTemplateS3Uri")]
+    if not recipes:
+        raise ValueError(f"hub model {model.name} has no {technique} recipe for serverless jobs; techniques there: "
+                         f"{sorted({str(r.get('CustomizationTechnique')) for r in model.recipes}) or 'none'}")
+    if sequence_length:
+        wanted = _sequence_tokens(sequence_length)
+        matching = [r for r in recipes if _sequence_tokens(r.get("SequenceLength")) == wanted]
+        if not matching:
+            raise ValueError(f"serverless.sequence_length {sequence_length}: hub model {model.name} offers "
+                             f"{sorted({str(r.get('SequenceLength')) for r in recipes})}")
+        recipes = matching
+    lora = peft is not None
+    chosen = [r for r in recipes if bool(r.get("Peft")) == lora]
+    picked = next((r for r in chosen if not r.get("IsSubscriptionModel")), None) or next(iter(chosen), None)
+    if picked is None:
+        raise ValueError(f"hub model {model.name} has no {'LoRA' if lora else 'full-rank'} {technique} recipe; "
+                         "change serverless.peft")
+    return picked
+
+
+def hub_hyperparameter_specs(s3_client: Any, recipe: dict[str, Any], account: str) -> dict[str, Any]:
+    """The recipe's option specs ({name: {type, default, min, max, enum}}) from SmtjOverrideParamsS3Uri."""
+    uri = recipe.get("SmtjOverrideParamsS3Uri")
+    if not uri:
+        return {}
+    path = uri.replace("{customer_id}", account)[len("s3://"):]
+    if path.startswith("arn:"):  # an S3 access point: Bucket is the access point ARN
+        parts = path.split("/", 2)
+        bucket, key = parts[0] + "/" + parts[1], parts[2] if len(parts) > 2 else ""
+    else:
+        bucket, _, key = path.partition("/")
+    body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    try:
+        specs = json.loads(body)
+    except ValueError as exc:
+        raise JobOutputError(f"{uri}: the hub recipe's override parameters are not JSON: {exc}") from None
+    return specs if isinstance(specs, dict) else {}
+
+
+def _check_value(name: str, value: Any, spec: dict[str, Any]) -> str | None:
+    kind = spec.get("type")
+    if kind == "float" and (isinstance(value, bool) or not isinstance(value, int | float)):
+        return f"expected a number; got {value!r}"
+    if kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"expected an integer; got {value!r}"
+    if kind == "string" and not isinstance(value, str):
+        return f"expected a string; got {value!r}"
+    if "min" in spec and isinstance(value, int | float) and value < spec["min"]:
+        return f"expected >= {spec['min']}; got {value!r}"
+    if "max" in spec and isinstance(value, int | float) and value > spec["max"]:
+        return f"expected <= {spec['max']}; got {value!r}"
+    if "enum" in spec and value not in spec["enum"]:
+        return f"expected one of {spec['enum']}; got {value!r}"
+    return None
+
+
+def serverless_hyperparameters(specs: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, str]:
+    """The hub recipe's defaults with our overrides, as strings (FineTuningOptions.to_dict); each override is
+    checked against the recipe's spec (type, range, enum) and an unknown name is an error, as in the SDK."""
+    values = {k: (v.get("default") if isinstance(v, dict) else v) for k, v in specs.items()
+              if k not in HUB_HANDLED_HYPERPARAMETERS}
+    problems = []
+    for key, value in overrides.items():
+        if key in HUB_HANDLED_HYPERPARAMETERS:
+            problems.append(f"{where}: hyperparameters.{key}: set by rftflow from the stage; remove it")
+        elif specs and key not in specs:
+            problems.append(f"{where}: hyperparameters.{key}: not an option of the hub recipe; expected one of "
+                            f"{', '.join(sorted(values))}")
+        elif isinstance(specs.get(key), dict) and (problem := _check_value(key, value, specs[key])):
+            problems.append(f"{where}: hyperparameters.{key}: {problem}")
+        else:
+            values[key] = value
+    if problems:
+        raise ValueError("\n".join(problems))
+    return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def eula_acceptance(model: str, gated: bool, accept_eula: bool, given_as_arn: bool) -> bool:
+    """_validate_eula_for_gated_model: a model given by ARN counts as accepted; a gated one needs accept_eula."""
+    if given_as_arn:
+        return True
+    if gated and not accept_eula:
+        raise ValueError(f"serverless.base_model_name {model!r} is a gated model: read its EULA, then set "
+                         "serverless.accept_eula: true")
+    return accept_eula
+
+
+def jumpstart_tags(model_name: str, hub_name: str) -> dict[str, str]:
+    """_get_jumpstart_tags: the hub model and hub, as the console and SDK tag serverless jobs."""
+    return {"sagemaker-sdk:jumpstart-model-id": model_name, "sagemaker-sdk:jumpstart-hub-name": hub_name}
+
+
+def ai_registry_hub(region: str, account: str) -> tuple[str, str]:
+    """(HubName, HubDisplayName) of the account's AI registry hub (AIRHub._generate_hub_names): the base32-hex
+    of sha256("AiRegistry-<region>-<account>") without padding, displayed as that plain string."""
+    display = f"AiRegistry-{region}-{account}"
+    return base64.b32hexencode(hashlib.sha256(display.encode()).digest()).decode().rstrip("="), display
+
+
+def evaluator_content_name(lambda_arn: str) -> str:
+    """A fixed hub-content name per Lambda (the SDK adds a timestamp; a fixed one lets a retry reuse it)."""
     function = lambda_arn.split(":function:", 1)[1].split(":", 1)[0]
-    content_name = re.sub(r"[^a-zA-Z0-9-]+", "-", f"rftflow-{function}").strip("-")[:63]
+    return re.sub(r"[^a-zA-Z0-9-]+", "-", f"rftflow-{function}").strip("-")[:63]
+
+
+def evaluator_requests(hub: str, display: str, lambda_arn: str,
+                       version: str = "1.0.0") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(CreateHub, ImportHubContent) requests registering a reward Lambda as an RLVR evaluator (Evaluator.create)."""
     document = json.dumps({"SubType": "AWS/Evaluator",
                            "JsonContent": json.dumps({"Reference": lambda_arn, "EvaluatorType": "RewardFunction"})})
-    create_hub = {"HubName": hub, "HubDescription": "rftflow reward evaluators", "HubDisplayName": hub}
+    create_hub = {"HubName": hub, "HubDisplayName": display, "HubDescription": "AI Registry Hub"}
     import_content = {
-        "HubName": hub, "HubContentType": "JsonDoc", "HubContentName": content_name, "HubContentVersion": "1.0.0",
-        "DocumentSchemaVersion": EVALUATOR_DOCUMENT_SCHEMA, "HubContentDocument": document,
-        "HubContentSearchKeywords": ["@subtype:aws/evaluator", "@evaluatortype:rewardfunction",
-                                     "@contenttype:byolambda", "method:lambda"],
+        "HubName": hub, "HubContentType": "JsonDoc", "HubContentName": evaluator_content_name(lambda_arn),
+        "HubContentVersion": version, "DocumentSchemaVersion": EVALUATOR_DOCUMENT_SCHEMA,
+        "HubContentDocument": document, "HubContentSearchKeywords": list(EVALUATOR_KEYWORDS),
     }
     validate_request("sagemaker", "CreateHub", create_hub)
     validate_request("sagemaker", "ImportHubContent", import_content)
     return create_hub, import_content
 
 
-def register_evaluator(client: Any, hub: str, lambda_arn: str) -> str:
-    """The evaluator ARN for a reward Lambda, registering it (and the hub) the first time."""
-    create_hub, import_content = evaluator_requests(hub, lambda_arn)
+def _reference_of(found: dict[str, Any]) -> str | None:
+    try:
+        return json.loads(json.loads(found.get("HubContentDocument") or "{}").get("JsonContent") or "{}").get("Reference")
+    except (ValueError, AttributeError):
+        return None
+
+
+def register_evaluator(client: Any, region: str, account: str, lambda_arn: str) -> str:
+    """The evaluator ARN for a reward Lambda in the AI registry hub, registering it (and the hub) when needed.
+
+    An evaluator of that name pointing at another Lambda gets a new major version, as the SDK versions them.
+    """
+    hub, display = ai_registry_hub(region, account)
+    version = "1.0.0"
+    describe = {"HubName": hub, "HubContentType": "JsonDoc", "HubContentName": evaluator_content_name(lambda_arn)}
     try:
         client.describe_hub(HubName=hub)
     except Exception as exc:
         if not is_not_found(exc) and error_code(exc) != "ResourceNotFound":
             raise
+        create_hub, _ = evaluator_requests(hub, display, lambda_arn)
         client.create_hub(**create_hub)
-    describe = {"HubName": hub, "HubContentType": "JsonDoc", "HubContentName": import_content["HubContentName"]}
     try:
-        return client.describe_hub_content(**describe)["HubContentArn"]
+        found = client.describe_hub_content(**describe)
     except Exception as exc:
         if not is_not_found(exc) and error_code(exc) != "ResourceNotFound":
             raise
+    else:
+        if _reference_of(found) == lambda_arn:
+            return found["HubContentArn"]
+        version = f"{int(str(found.get('HubContentVersion', '1.0.0')).split('.')[0]) + 1}.0.0"
+    _, import_content = evaluator_requests(hub, display, lambda_arn, version)
     client.import_hub_content(**import_content)
     return client.describe_hub_content(**describe)["HubContentArn"]
+
+
+def model_package_group_arn(client: Any, name_or_arn: str) -> str:
+    """The ARN of the model package group serverless jobs register into (the SDK requires one); a name that does
+    not exist yet is created (the SDK would stop and ask for it)."""
+    if _MODEL_PACKAGE_GROUP_ARN.match(name_or_arn):
+        return name_or_arn
+    try:
+        return client.describe_model_package_group(ModelPackageGroupName=name_or_arn)["ModelPackageGroupArn"]
+    except Exception as exc:
+        if not is_not_found(exc) and error_code(exc) not in ("ResourceNotFound", "ValidationException"):
+            raise
+    request = {"ModelPackageGroupName": name_or_arn,
+               "ModelPackageGroupDescription": "models trained by rftflow serverless stages"}
+    validate_request("sagemaker", "CreateModelPackageGroup", request)
+    return client.create_model_package_group(**request)["ModelPackageGroupArn"]

@@ -94,16 +94,13 @@ class SageMakerBackend(AwsBackend):
         role = self.role_arn()
         base = stage_job_base(ctx.uri, ctx.dag_id, ctx.stage, ctx.cycle)
         serverless = probe.flavour == "serverless"
-        base_model_arn = evaluator_arn = None
-        if serverless:
-            base_model_arn, evaluator_arn = self._serverless_targets(probe, model, reward_arn)
+        plan = self._serverless_plan(probe, model, reward_arn) if serverless else None
 
         def build(name: str) -> dict[str, Any]:
             recipe = render(name)
             tags = self._tags(ctx)
-            if serverless:
-                return jobs.serverless_request(recipe, name=name, role_arn=role, base_model_arn=base_model_arn,
-                                               evaluator_arn=evaluator_arn, channels=channels,
+            if plan is not None:
+                return jobs.serverless_request(recipe, plan, name=name, role_arn=role, channels=channels,
                                                output_path=output_path, tags=tags)
             return jobs.training_job_request(recipe, name=name, role_arn=role, region=self.region,
                                              recipe_prefix=self._recipe_dir(remote, name) + "/", channels=channels,
@@ -140,17 +137,39 @@ class SageMakerBackend(AwsBackend):
         return {"rftflow:dag": ctx.dag_id, "rftflow:run": ctx.run_id, "rftflow:cycle": ctx.cycle,
                 "rftflow:stage": ctx.stage}
 
-    def _serverless_targets(self, recipe: Any, model: str, reward_arn: str | None) -> tuple[str, str | None]:
+    def _serverless_plan(self, recipe: Any, model: str, reward_arn: str | None) -> Any:
+        """Everything a serverless request needs, looked up once as SageMaker Python SDK v3 does it: the hub
+        model (ARN, gated or not, its recipes), the recipe's default hyperparameters, the EULA rule, the
+        evaluator in the AI registry hub, and the model package group."""
+        from rftflow.aws.availability import region_problems
+
         section = recipe.body["serverless"]
         if model.startswith("s3://"):
             raise ValueError(f"serverless jobs start from a hub model, not an S3 checkpoint ({model}); run this "
                              "chain with flavour training_job, or start serverless RFT from the base model")
+        problems = region_problems("sagemaker", self.region, flavour="serverless")
+        if problems:
+            raise ValueError("sagemaker backend (serverless): " + "; ".join(problems))
         client = self.aws.client("sagemaker")
-        base = section.get("base_model_arn") or jobs.resolve_hub_model_arn(client, section["base_model_name"])
+        given_arn = section.get("base_model_arn") or None
+        name = jobs.hub_model_name_from_arn(given_arn) if given_arn else section["base_model_name"]
+        hub_name = given_arn.split(":hub-content/", 1)[1].split("/", 1)[0] if given_arn else jobs.PUBLIC_HUB
+        hub_model = jobs.describe_hub_model(client, name, hub_name)
+        accept_eula = jobs.eula_acceptance(name, hub_model.gated, bool(section.get("accept_eula")), bool(given_arn))
+        hub_recipe = jobs.select_hub_recipe(hub_model, section["customization_technique"], section.get("peft"),
+                                            section.get("sequence_length"))
+        account = self.aws.client("sts").get_caller_identity()["Account"]
+        specs = jobs.hub_hyperparameter_specs(self.aws.client("s3"), hub_recipe, account)
+        hyper = jobs.serverless_hyperparameters(specs, recipe.body.get("hyperparameters") or {}, recipe.path)
         evaluator = section.get("evaluator_arn") or None
         if evaluator is None and section["customization_technique"] in ("RLVR", "RLAIF") and reward_arn:
-            evaluator = jobs.register_evaluator(client, section["evaluator_hub"], reward_arn)
-        return base, evaluator
+            evaluator = jobs.register_evaluator(client, self.region, account, reward_arn)
+        return jobs.ServerlessPlan(
+            model_name=name, hub_name=hub_name, base_model_arn=given_arn or hub_model.arn,
+            accept_eula=accept_eula, hyperparameters=hyper, model_package_group_arn=jobs.model_package_group_arn(
+                client, section["model_package_group"]),
+            evaluator_arn=evaluator,
+            source_model_package_arn=model if ":model-package/" in model else None)
 
     # ------------------------------------------------------------------ evaluation and diversity
 
