@@ -81,3 +81,10 @@ def test_bedrock_submission_outside_us_east_1_fails_before_upload(monkeypatch, t
 def test_every_table_row_names_its_source():
     for row in availability.TABLE:
         assert row.source and row.regions and row.customizations and row.methods
+
+
+def test_docs_show_the_same_table():
+    from pathlib import Path
+
+    docs = (Path(__file__).parent.parent / "docs" / "aws.md").read_text()
+    assert availability.markdown_table() in docs

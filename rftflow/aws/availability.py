@@ -35,7 +35,7 @@ class Availability:
     flavour: str
     regions: tuple[str, ...]
     customizations: tuple[str, ...]  # SFT, RFT, eval (and DPO, RLAIF where listed)
-    methods: tuple[str, ...]         # lora, full
+    methods: tuple[str, ...]         # lora, full; "service-managed" where the API has no such choice (Bedrock)
     source: str
     supported_here: bool = True      # False: listed for reference, rftflow does not drive it yet
 
@@ -47,14 +47,16 @@ TABLE: tuple[Availability, ...] = (
                  ("lora", "full"), "aws/sagemaker-hyperpod-recipes nova_regional_parameters.json (sm_jobs images)"),
     Availability(NOVA_2_LITE, "sagemaker", "serverless", SDK_V3_NOVA_REGIONS, ("SFT", "RFT"), ("lora", "full"),
                  "SageMaker Python SDK v3 finetune_utils.NOVA_REGIONS"),
-    Availability(NOVA_2_LITE, "bedrock", "-", ("us-east-1",), ("SFT",), ("full",),
+    Availability(NOVA_2_LITE, "bedrock", "-", ("us-east-1",), ("SFT",), ("service-managed",),
                  "Bedrock user guide: Supported models and Regions for fine-tuning"),
-    Availability(NOVA_2_LITE, "bedrock", "-", ("us-east-1",), ("RFT",), ("full",),
+    Availability(NOVA_2_LITE, "bedrock", "-", ("us-east-1",), ("RFT",), ("service-managed",),
                  "Bedrock user guide: reinforcement fine-tuning supported models"),
-    Availability("openai.gpt-oss-20b", "bedrock", "-", ("us-west-2",), ("RFT",), ("full",),
-                 "Bedrock user guide: reinforcement fine-tuning supported models (open-weight)", False),
-    Availability("qwen.qwen3-32b", "bedrock", "-", ("us-west-2",), ("RFT",), ("full",),
-                 "Bedrock user guide: reinforcement fine-tuning supported models (open-weight)", False),
+    Availability("openai.gpt-oss-20b", "bedrock", "-", ("us-west-2",), ("RFT",),
+                 ("service-managed",), "Bedrock user guide: reinforcement fine-tuning supported models (open-weight)",
+                 False),
+    Availability("qwen.qwen3-32b", "bedrock", "-", ("us-west-2",), ("RFT",),
+                 ("service-managed",), "Bedrock user guide: reinforcement fine-tuning supported models (open-weight)",
+                 False),
     Availability("open-weight hub models (Qwen3, Llama, ...)", "sagemaker", "serverless", SDK_V3_OPEN_WEIGHT_REGIONS,
                  ("SFT", "DPO", "RLVR", "RLAIF"), ("lora", "full"),
                  "SageMaker docs model-customize-open-weight; SDK v3 finetune_utils.OPEN_WEIGHTS_REGIONS", False),
@@ -103,3 +105,17 @@ def supported_regions(backend: str, *, flavour: str = "training_job",
     candidates = sorted({r for a in TABLE for r in a.regions})
     return [r for r in candidates
             if not region_problems(backend, r, flavour=flavour, customizations=customizations, model=model)]
+
+
+_METHOD_LABELS = {"lora": "LoRA", "full": "full"}
+
+
+def markdown_table() -> str:
+    """The table as docs/aws.md shows it (a test keeps the two identical)."""
+    lines = ["| Model | Backend | Flavour | Regions | Customizations | Methods | In rftflow | Source |",
+             "|---|---|---|---|---|---|---|---|"]
+    for a in TABLE:
+        lines.append(f"| `{a.model}` | `{a.backend}` | {a.flavour} | {', '.join(a.regions)} | "
+                     f"{', '.join(a.customizations)} | {', '.join(_METHOD_LABELS.get(m, m) for m in a.methods)} | "
+                     f"{'yes' if a.supported_here else 'not yet'} | {a.source} |")
+    return "\n".join(lines)
