@@ -62,6 +62,22 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-report", action="store_true", help="print the summary only; write no report files"
     )
+    parser.add_argument(
+        "--region",
+        metavar="REGION",
+        help="AWS region the sagemaker/bedrock backend would train in; an unsupported one fails "
+        "(default: the backend's region option, else AWS_REGION / AWS_DEFAULT_REGION)",
+    )
+    parser.add_argument(
+        "--flavour",
+        choices=("training_job", "serverless"),
+        help="SageMaker flavour whose regions apply (default: the backend's flavour option)",
+    )
+    parser.add_argument(
+        "--reward",
+        metavar="NAME",
+        help="the reward the data is for; numbers as reference answers are flagged only for text rewards",
+    )
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -78,6 +94,9 @@ def run_validate(args: argparse.Namespace) -> int:
             min_reference_share=args.min_reference_share,
             report_dir_uri=args.report_dir,
             write_report=not args.no_report,
+            reward=args.reward,
+            region=args.region,
+            flavour=args.flavour,
         )
     except DatasetValidationFailed as failed:
         if emit(failed.report.summary()) and args.kind == "rft" and looks_like_sft(failed.issues):

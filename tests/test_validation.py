@@ -378,3 +378,14 @@ def test_validate_output_into_a_closed_pipe_ends_quietly():
     # the same output through a bare print is what users saw before: a BrokenPipeError traceback
     _, err, _ = _first_line_then_close(f"print({big})")
     assert "BrokenPipeError" in err
+
+
+def test_validate_cli_checks_the_aws_region(tmp_path, capsys):
+    train = tmp_path / "train.jsonl"
+    write_records(str(train), prompts(120))
+    assert cli_main(["validate", str(train), "--backend", "bedrock", "--region", "us-west-2", "--no-report"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  setup  region" in out and "expected us-east-1" in out
+    assert cli_main(["validate", str(train), "--backend", "sagemaker", "--region", "us-west-2", "--no-report"]) == 0
+    assert cli_main(["validate", str(train), "--backend", "sagemaker", "--flavour", "serverless",
+                     "--region", "ap-northeast-1", "--no-report"]) == 1
