@@ -137,9 +137,11 @@ def cycle_view(root: str, summary: dict[str, Any]) -> dict[str, Any]:
     if isinstance(s.get("gate"), dict):
         checks = []
         for r in s["gate"].get("reasons") or []:
-            verdict = "skipped" if r.get("skipped") else "pass" if r.get("passed") else "FAIL"
+            verdict = ("missing" if r.get("missing") else "skipped") if r.get("skipped") else \
+                ("warn" if r.get("warning") else "pass") if r.get("passed") else "FAIL"
             checks.append({"check": r.get("check"), "verdict": verdict,
-                           "css": {"skipped": "skip", "pass": "pass"}.get(verdict, "fail"),
+                           "css": {"skipped": "skip", "missing": "skip", "pass": "pass",
+                                   "warn": "skip"}.get(verdict, "fail"),
                            "observed": "" if r.get("observed") is None else f"{r['observed']:.4g}",
                            "required": r.get("required") or "", "detail": r.get("detail") or ""})
         gate = {"decision": s["gate"].get("decision", "-"), "reason": s["gate"].get("reason", ""),

@@ -77,8 +77,8 @@ class GateConfig(BaseModel):
     resamples: int = Field(10_000, ge=1000, le=200_000, description="Bootstrap / permutation resamples.")
     seed: int = Field(0, description="Seed of the bootstrap and permutation draws (decisions reproduce).")
     reward_rise_min: float = Field(
-        0.05, ge=0.0, description="The reward-hacking guard looks only at runs whose training reward rose "
-        "by more than this.")
+        0.05, ge=0.0, description="The reward-hacking guard fires only when the training reward rose by more "
+        "than this, and then when the eval reward did not rise, or rose far less (reward_gap_max).")
     reward_gap_max: float = Field(
         0.3, ge=0.0, description="Most the normalised training-reward rise may exceed the normalised "
         "eval rise (both on the same reward's scale) before the reward-hacking guard fires.")
@@ -350,25 +350,25 @@ def _slices(versus: str, ref_rows: list[dict], cand_rows: list[dict], cfg: GateC
         detail = f"{c.reference_value:.3f} -> {c.candidate_value:.3f} ({_points(c.metric, c.diff)}, n={c.n}), " \
                  f"p(drop)={c.p_worse:.3g}"
         if significant and c.diff < 0:
-            reasons.append(GateReason(check=f"slice {name} vs {versus}", kind="slice", passed=False,
+            reasons.append(GateReason(check=f"slice_vs_{versus}:{name}", kind="slice", passed=False,
                                       observed=c.diff, required="no significant drop (Holm)",
                                       detail=detail + ": a significant regression on this slice"))
         elif is_protected and c.diff < -_EPS:
-            reasons.append(GateReason(check=f"slice {name} vs {versus}", kind="slice", passed=False,
+            reasons.append(GateReason(check=f"slice_vs_{versus}:{name}", kind="slice", passed=False,
                                       observed=c.diff, required="protected: no drop",
                                       detail=detail + ": a protected slice dropped"))
         elif drop > cfg.slice_drop_tolerance + _EPS:
             warnings.append(f"{name} fell {_points(c.metric, c.diff)} vs {versus} on {c.n} prompts "
                             f"(not significant: {c.plain('worse')})")
-            reasons.append(GateReason(check=f"slice {name} vs {versus}", kind="slice", passed=True, warning=True,
+            reasons.append(GateReason(check=f"slice_vs_{versus}:{name}", kind="slice", passed=True, warning=True,
                                       observed=c.diff, required=f"drop <= {cfg.slice_drop_tolerance:g} or "
                                       "not significant", detail=detail + ": dropped, not significantly"))
     for name in sorted(missing_protected):
-        reasons.append(_skipped(f"slice {name} vs {versus}", "protected: no drop",
+        reasons.append(_skipped(f"slice_vs_{versus}:{name}", "protected: no drop",
                                 f"no eval prompt has {name}", missing=True, kind="slice"))
     if tested and not reasons:
         worst = min(tested, key=lambda t: t[1].diff)
-        reasons.append(GateReason(check=f"slices vs {versus}", kind="slice", passed=True, observed=worst[1].diff,
+        reasons.append(GateReason(check=f"slices_vs_{versus}", kind="slice", passed=True, observed=worst[1].diff,
                                   required="no significant drop (Holm)",
                                   detail=f"{len(tested)} slices tested; worst {worst[0]} "
                                          f"{_points(cfg.metric, worst[1].diff)}"))
@@ -388,7 +388,7 @@ def _reward_scale(*series: Iterable[float]) -> float:
 def _reward_hacking(reference: EvalEvidence, candidate: EvalEvidence, rows: Sequence[dict],
                     cfg: GateConfig) -> GateReason:
     check = "reward_hacking"
-    required = f"train rise - eval rise <= {cfg.reward_gap_max:g}"
+    required = f"eval up, and train rise - eval rise <= {cfg.reward_gap_max:g}"
     series = _series(rows, REWARD_KEY)
     if (bad := _diverged(check, REWARD_KEY, series)) is not None:
         return bad
@@ -404,13 +404,15 @@ def _reward_hacking(reference: EvalEvidence, candidate: EvalEvidence, rows: Sequ
     scale = _reward_scale([first, last, b, c])
     train_rise, eval_rise = (last - first) / scale, (c - b) / scale
     gap = train_rise - eval_rise
-    fired = last - first > cfg.reward_rise_min + _EPS and gap > cfg.reward_gap_max + _EPS
+    # Training reward up while eval is flat or down is the plain case; a large gap is the subtler one.
+    fired = last - first > cfg.reward_rise_min + _EPS and (eval_rise <= _EPS or gap > cfg.reward_gap_max + _EPS)
     detail = (f"train reward {first:.3f} -> {last:.3f} ({_signed(last - first)}, {w}-row windows) vs eval "
               f"mean_reward {reference.label or 'reference'} {b:.3f} -> candidate {c:.3f} ({_signed(c - b)})")
     if scale != 1.0:
         detail += f", both divided by the reward scale {scale:.3g}"
     if fired:
-        detail += ": the policy learned the training reward far more than the task"
+        detail += (": the policy learned the training reward, not the task" if eval_rise <= _EPS else
+                   ": the policy learned the training reward far more than the task")
     return GateReason(check=check, kind="guard", passed=not fired, observed=gap, required=required,
                       detail=detail)
 
@@ -620,7 +622,7 @@ def decide(
         if ref.rows is None or candidate.rows is None:
             side = name if ref.rows is None else "candidate"
             missing_rows.append(name)
-            reasons.append(_skipped(f"gain vs {name}", f"{1 - alpha:.1%} lower bound > {cfg.margin:g}",
+            reasons.append(_skipped(f"gain_vs_{name}", f"{1 - alpha:.1%} lower bound > {cfg.margin:g}",
                                     f"the {side} eval has no per-prompt results to compare", missing=True,
                                     kind="evidence"))
             continue
@@ -631,7 +633,7 @@ def decide(
         headline = headline or full
         if not split or not paired:
             decisive, selection = full, full
-            row = _evidence_row(f"gain vs {name}", full, alpha, cfg, "")
+            row = _evidence_row(f"gain_vs_{name}", full, alpha, cfg, "")
             reasons.append(row)
         else:
             confirm = split_ids(ids)
@@ -640,8 +642,8 @@ def decide(
             selection = compare(f"{name} (selection half)", metric, r[~confirm], cnd[~confirm], paired=True,
                                 confidence=1 - alpha_total, resamples=cfg.resamples, seed=cfg.seed)
             comparisons += [selection, decisive]
-            row = _evidence_row(f"gain vs {name} (confirmation)", decisive, alpha, cfg, ", promote")
-            reasons += [row, _evidence_row(f"gain vs {name} (selection)", selection, alpha_total, cfg,
+            row = _evidence_row(f"gain_vs_{name}_confirmation", decisive, alpha, cfg, ", promote")
+            reasons += [row, _evidence_row(f"gain_vs_{name}_selection", selection, alpha_total, cfg,
                                            ", iterate")]
         decisive_all.append(decisive)
         promote_ok = promote_ok and row.passed
@@ -676,7 +678,7 @@ def decide(
     decision: Outcome
     if fired:
         decision = "reject"
-        reason = "a guard fired: " + "; ".join(f"{r.check} ({r.detail})" for r in fired)
+        reason = "guard fired: " + "; ".join(f"{r.check} ({r.detail})" for r in fired)
     elif slice_fail:
         decision = "reject"
         reason = "a slice regressed: " + "; ".join(f"{r.check} ({r.detail})" for r in slices_failed)

@@ -93,3 +93,10 @@ def chained_promotions(chains: int, cycles: int, n: int, discordance: float, *, 
                 champion = np.array([r["passed"] for r in cand])
         counts.append(promoted)
     return ChainResult(chains, cycles, counts)
+
+
+def nested_rows(n: int, rate: float) -> list[dict]:
+    """n prompts of which the first round(n * rate) pass: two such sets differ only by prompts the higher
+    one gains (a clean improvement), for tests and examples that need per-prompt rows behind a pass rate."""
+    passing = round(n * rate)
+    return _rows(np.arange(n) < passing)

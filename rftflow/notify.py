@@ -242,7 +242,8 @@ def gate_message(summary: dict[str, Any]) -> Message:
     if gate.get("reasons"):
         lines += ["", "Checks:"]
         for r in gate["reasons"]:
-            verdict = "skip" if r.get("skipped") else "pass" if r.get("passed") else "FAIL"
+            verdict = ("missing" if r.get("missing") else "skip") if r.get("skipped") else \
+                ("warn" if r.get("warning") else "pass") if r.get("passed") else "FAIL"
             facts = ([f"observed {_fmt(r['observed'], 4)}"] if r.get("observed") is not None else []) + \
                 ([f"required {r['required']}"] if r.get("required") else [])
             lines.append(f"  [{verdict}] {r.get('check')}" + (": " + ", ".join(facts) if facts else "")

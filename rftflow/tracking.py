@@ -182,7 +182,8 @@ def _gate_tags(gate: dict[str, Any] | None) -> dict[str, str]:
         return {}
     tags = {"gate.decision": str(gate.get("decision")), "gate.reason": str(gate.get("reason") or "")[:5000]}
     for reason in gate.get("reasons") or []:
-        verdict = "skipped" if reason.get("skipped") else "passed" if reason.get("passed") else "FAILED"
+        verdict = ("missing" if reason.get("missing") else "skipped") if reason.get("skipped") else \
+            ("warning" if reason.get("warning") else "passed") if reason.get("passed") else "FAILED"
         text = (f"{verdict}: observed {reason.get('observed')}, required {reason.get('required')}"
                 f" - {reason.get('detail') or ''}")
         tags[metric_name(f"gate.check.{reason.get('check', 'check')}")] = text[:5000]

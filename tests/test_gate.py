@@ -174,7 +174,7 @@ def test_a_collapsing_slice_blocks_promotion_while_the_overall_rises():
     result = judge(base, candidate)
     assert result.candidate_value > result.baseline_value
     assert result.decision == "reject"
-    slice_row = check(result, "slice category=collapse vs baseline")
+    slice_row = check(result, "slice_vs_baseline:category=collapse")
     assert not slice_row.passed and "significant regression" in slice_row.detail
 
 
@@ -284,7 +284,7 @@ def test_a_champion_on_other_prompts_is_compared_unpaired_and_says_so():
     for i, row in enumerate(other):
         row["id"] = f"old{i}"
     result = judge(base, cand, champion=other)
-    row = check(result, "gain vs champion")
+    row = check(result, "gain_vs_champion")
     assert "Welch" in row.detail and "cannot be paired" in row.detail
     assert result.decision == "promote"
 
@@ -302,7 +302,7 @@ def test_large_eval_sets_are_split_into_selection_and_confirmation():
     base, cand = prompts(2000, 0.6, 0.66, seed=3)
     result = judge(base, cand)
     checks = {r.check for r in result.reasons}
-    assert {"gain vs baseline (confirmation)", "gain vs baseline (selection)"} <= checks
+    assert {"gain_vs_baseline_confirmation", "gain_vs_baseline_selection"} <= checks
     assert "confirmation half" in result.split
     small = judge(*prompts(500, 0.6, 0.66, seed=3))
     assert "not split" in small.split and any("used for every cycle" in w for w in small.warnings)
@@ -310,8 +310,10 @@ def test_large_eval_sets_are_split_into_selection_and_confirmation():
 
 def test_not_better_rejects():
     base, cand = prompts(500, 0.6, 0.55, seed=3)
-    result = judge(base, cand, max_cycles=3)
+    result = judge(base, cand, max_cycles=3, rows=train(**{"critic/rewards/mean": (0.60, 0.62)}))
     assert result.decision == "reject" and "not better than the baseline" in result.reason
+    rising = judge(base, cand, max_cycles=3)  # training reward +0.10 while eval fell: reward hacking
+    assert rising.decision == "reject" and "reward_hacking" in rising.reason
 
 
 def test_length_guard_compares_with_the_rft_start_and_skips_a_reference_that_cannot_answer():
@@ -333,7 +335,7 @@ def test_length_guard_compares_with_the_rft_start_and_skips_a_reference_that_can
 def test_mean_reward_metric_uses_the_paired_bootstrap():
     base, cand = prompts(500, 0.5, 0.65, seed=6)
     result = judge(base, cand, metric="mean_reward")
-    assert "paired bootstrap" in check(result, "gain vs baseline").detail
+    assert "paired bootstrap" in check(result, "gain_vs_baseline").detail
     assert result.decision == "promote"
 
 
@@ -344,7 +346,7 @@ def test_table_and_dict_round_trip():
     assert again == result
     table = result.table()
     assert table.splitlines()[0].startswith("gate: PROMOTE")
-    assert "gain vs baseline" in table and "eval set:" in table
+    assert "gain_vs_baseline" in table and "eval set:" in table
 
 
 def test_config_rejects_unknown_fields_and_bad_values():

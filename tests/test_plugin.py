@@ -42,7 +42,8 @@ def write_finished_cycle(root: str, run_id: str, *, family: str = "tiny-finqa", 
     mlflow: the `mlflow` entry (run id, URL) to record in cycle.json and the index.
     """
     from rftflow import cycle, store
-    from rftflow.gate import GateConfig, decide
+    from rftflow.gate import EvalEvidence, GateConfig, decide
+    from rftflow.gate_simulation import nested_rows
     from rftflow.manifest import StageManifest, write_manifest
     from rftflow.registry import Champion, ChampionRegistry
     from rftflow.summary import build_summary, index_uri, publish_summary
@@ -75,7 +76,9 @@ def write_finished_cycle(root: str, run_id: str, *, family: str = "tiny-finqa", 
     manifest("rft", checkpoint_uri=candidate_model, outputs={"metrics_uri": metrics_uri},
              metrics={"steps": len(rows)})
     manifest("checkpoint_eval", checkpoint_uri=candidate_model, metrics=candidate)
-    result = decide(baseline, candidate, None, rows, GateConfig(), cycle=1, max_cycles=1)
+    result = decide(EvalEvidence(baseline, nested_rows(200, baseline["pass_at_1"]), "baseline"),
+                    EvalEvidence(candidate, nested_rows(200, candidate["pass_at_1"]), "candidate"), None, rows,
+                    GateConfig(), cycle=1, max_cycles=1)
     manifest("gate", checkpoint_uri=candidate_model,
              decision={**result.to_dict(), "candidate_uri": candidate_model, "table": result.table()})
     if result.decision == "promote":

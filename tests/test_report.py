@@ -4,7 +4,8 @@ import re
 from pathlib import Path
 
 from rftflow import store
-from rftflow.gate import GateConfig, decide
+from rftflow.gate import EvalEvidence, GateConfig, decide
+from rftflow.gate_simulation import nested_rows
 from rftflow.report import summary_text, write_cycle_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -61,7 +62,9 @@ def diversity(stage: str, all_fail: float, mixed: float, all_pass: float, decisi
 
 def full_summary() -> dict:
     baseline, candidate = evals(0.10, 0.02, 0.18), evals(0.62, 0.45, 0.79)
-    gate = decide(baseline, candidate, None, rft_rows(), GateConfig(), cycle=1, max_cycles=2)
+    gate = decide(EvalEvidence(baseline, nested_rows(64, 0.10), "baseline"),
+                  EvalEvidence(candidate, nested_rows(64, 0.62), "candidate"), None, rft_rows(), GateConfig(),
+                  cycle=1, max_cycles=2)
     assert gate.decision == "promote"
     return {
         "dag_id": "rft_cycle",
@@ -122,7 +125,8 @@ def test_full_report(artifact_root: str):
     assert result["report_md_uri"] == f"{out}/report.md"
     assert result["report_html_uri"] == f"{out}/report.html"
     names = sorted(uri.rsplit("/", 1)[1] for uri in result["plots"])
-    assert names == ["diversity.png", "eval_comparison.png", "training_rft.png", "training_sft.png"]
+    assert names == ["diversity.png", "eval_comparison.png", "gate_forest.png", "training_rft.png",
+                     "training_sft.png"]
     for uri in result["plots"]:
         assert uri.startswith(out + "/plots/")
         assert_png(uri)
@@ -211,7 +215,8 @@ def test_rft_rows_without_kl_or_entropy_still_plot_what_is_there(tmp_path: Path)
 
 def test_summary_text_tells_the_cycle_in_a_few_lines():
     text = summary_text(full_summary(), report_uri="file:///artifacts/report/report.html")
-    assert text.splitlines()[1].startswith("outcome: PROMOTED - pass_at_1 0.620 beats baseline 0.100")
+    assert text.splitlines()[1].startswith("outcome: PROMOTED - better than the baseline beyond chance: "
+                                           "vs the baseline, +53.1 points (0.094 -> 0.625 on 64 prompts")
     assert re.search(r"diversity_check +done +sft_first - 82% of prompts all-fail \(> 70%\)", text)
     assert "diversity_check: all-fail 82%, mixed 10%, all-pass 8% -> sft_first" in text
     carry = next(line for line in text.splitlines() if "category=carry" in line)
