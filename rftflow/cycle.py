@@ -138,7 +138,11 @@ def for_task(context: Any, stage: str) -> tuple[CycleParams, StageContext]:
     return p, stage_context(p, context["dag"].dag_id, context["run_id"], stage)
 
 
-def backend_for(p: CycleParams) -> Backend:
+def backend_for(p: CycleParams, *, detach_training: bool = False) -> Backend:
+    """The run's backend. detach_training: local sft/rft leave the trainer running and return a PendingJob
+    (the training task then defers); remote backends always submit and return one."""
+    if detach_training and p.backend == "local":
+        return get_backend("local", detach_training=True)
     return get_backend(p.backend)
 
 
@@ -376,8 +380,9 @@ def start_model(ctx: StageContext, stage: str) -> str:
     raise RuntimeError(f"{stage}: none of {chain} has a complete manifest with a checkpoint in this run")
 
 
-def start_training(p: CycleParams, ctx: StageContext) -> StageManifest | PendingJob:
-    """Run (local) or submit (AWS) the sft or rft stage; a complete manifest is reused."""
+def start_training(p: CycleParams, ctx: StageContext, *, detach: bool = False) -> StageManifest | PendingJob:
+    """Run (local) or submit (AWS) the sft or rft stage; a complete manifest is reused. detach: a local
+    trainer is started (or adopted) and left running, and its PendingJob returned for the task to defer on."""
     if (m := _reused(ctx)) is not None:
         return m
     model_uri = start_model(ctx, ctx.stage)
@@ -386,7 +391,7 @@ def start_training(p: CycleParams, ctx: StageContext) -> StageManifest | Pending
         if recheck is not None and (recheck.decision or {}).get("decision") == "stop_saturated":
             return skip_rft(p, ctx, model_uri, "after SFT the rollouts all pass: "
                             + recheck.decision.get("reason", ""))
-    backend = backend_for(p)
+    backend = backend_for(p, detach_training=detach)
     if ctx.stage == "sft":
         if not p.sft_uri:
             raise ValueError("the SFT branch was taken but sft_uri is empty: give demonstrations or set "

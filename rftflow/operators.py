@@ -73,7 +73,9 @@ class TrainingStageOperator(BaseOperator):
         from rftflow.backends.base import PendingJob
 
         p, ctx = cycle.for_task(context, self.stage)
-        result = cycle.start_training(p, ctx)
+        # Local training detaches too: the task defers while the trainer (in its own session, holding the
+        # stage's lease) runs, so a task killed by Airflow or a lost worker neither kills nor duplicates it.
+        result = cycle.start_training(p, ctx, detach=True)
         if isinstance(result, PendingJob):
             self._pending = dataclasses.asdict(result)
             self.log.info("%s: waiting for %s %s (deferred)", self.stage, result.kind, result.job_name)

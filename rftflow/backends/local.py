@@ -6,8 +6,10 @@ This module stays light: torch, transformers, trl and peft are imported only in 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -20,8 +22,9 @@ from typing import Any, ClassVar
 
 from rftflow import diversity as diversity_mod
 from rftflow import evaluation, store
-from rftflow.backends.base import Backend, StageContext
+from rftflow.backends.base import Backend, PendingJob, StageContext
 from rftflow.config import DiversityConfig, EvalConfig, RFTConfig, SFTConfig, load_recipe
+from rftflow.local import lease
 from rftflow.local.runner import run_worker
 from rftflow.manifest import StageManifest, load_complete, package_versions, write_manifest
 
@@ -29,6 +32,12 @@ TINY_PATTERN = re.compile(r"tiny(?::seed=(\d+))?")
 TINY_BUILD_INFO = "tiny_build.json"  # same name as rftflow.local.tiny_model.BUILD_INFO (not imported: torch)
 ROWS = "rows.jsonl"
 FILTERED_TRAIN = "filtered_train.jsonl"
+FINAL_MODEL = "model"  # same name as rftflow.local.training.FINAL_MODEL (not imported: torch)
+PENDING = "pending.json"  # the detached trainer a deferred training task waits for
+LOCAL_TRAINER = "local_trainer"  # PendingJob.kind of a detached local trainer
+WORK_DIR_ENV = "RFTFLOW_LOCAL_WORK_DIR"
+
+log = logging.getLogger(__name__)
 
 
 def _iso(ts: float) -> str:
@@ -52,19 +61,32 @@ class LocalBackend(Backend):
     """Stages run on this machine; artifacts go to any artifact root the store serves (file:// or s3://).
 
     Options: torch_threads for the child (2 on the shared 2-core box), work_dir for scratch space when the
-    artifact root is remote, reward_workers / reward_timeout_s for the reward runner, and reuse_complete
-    (a stage whose manifest is complete is returned as it is instead of run again).
+    artifact root is remote, reward_workers / reward_timeout_s for the reward runner, reuse_complete
+    (a stage whose manifest is complete is returned as it is instead of run again), detach_training (sft/rft
+    start or adopt the trainer and return a PendingJob for the triggerer instead of waiting: what the DAG's
+    training tasks do), lease_heartbeat_s / lease_stale_s (the trainer lease's heartbeat, and how long
+    without one until a trainer is presumed dead and replaced) and trigger_poll_s.
     """
 
     name: ClassVar[str] = "local"
 
     def __init__(self, torch_threads: int = 2, work_dir: str | None = None, reward_workers: int = 0,
-                 reward_timeout_s: float = 60.0, reuse_complete: bool = True):
+                 reward_timeout_s: float = 60.0, reuse_complete: bool = True, detach_training: bool = False,
+                 lease_heartbeat_s: float = lease.HEARTBEAT_S, lease_stale_s: float = lease.STALE_AFTER_S,
+                 trigger_poll_s: float = 2.0):
         self.torch_threads = torch_threads
-        self.work_dir = Path(work_dir or Path(tempfile.gettempdir()) / f"rftflow-local-{os.getuid()}")
+        # RFTFLOW_LOCAL_WORK_DIR names a folder every Airflow component sees (a shared volume): with it, the
+        # triggerer can watch a trainer whose stage lives on a remote (s3://) artifact root.
+        self.shared_work_dir = work_dir is None and bool(os.environ.get(WORK_DIR_ENV))
+        self.work_dir = Path(work_dir or os.environ.get(WORK_DIR_ENV)
+                             or Path(tempfile.gettempdir()) / f"rftflow-local-{os.getuid()}")
         self.reward_workers = reward_workers
         self.reward_timeout_s = reward_timeout_s
         self.reuse_complete = reuse_complete
+        self.detach_training = detach_training
+        self.lease_heartbeat_s = lease_heartbeat_s
+        self.lease_stale_s = lease_stale_s
+        self.trigger_poll_s = trigger_poll_s
 
     # ------------------------------------------------------------------------------ models
 
@@ -286,20 +308,82 @@ class LocalBackend(Backend):
             outputs=outputs,
         )
 
-    def _train(self, kind: str, ctx: StageContext, model_uri: str, params: dict[str, Any],
-               cfg: SFTConfig | RFTConfig) -> tuple[dict[str, Any], Path, str | None, float]:
+    def _train(self, kind: str, ctx: StageContext, model_uri: str, data_uri: str, params: dict[str, Any],
+               cfg: SFTConfig | RFTConfig, inputs: dict[str, Any]) -> StageManifest | PendingJob:
+        """Run, adopt or resume the stage's one trainer (rftflow.local.lease), then finish the stage.
+
+        A finished trainer's result is reused when the stage's manifest was lost: the model it saved (maybe
+        already evaluated or promoted) is never trained further or overwritten. With detach_training the
+        trainer is left running and a PendingJob is returned for the triggerer to wait on.
+        """
+        from rftflow.local.runner import TrainerLost, read_result, start_or_adopt, wait_trainer
+
         started = time.time()
         local_dir, remote = self._stage_dir(ctx)
+        job_dir = local_dir / "logs"
+        digest = _digest(json.dumps({"kind": kind, "model_uri": model_uri, "data_uri": data_uri,
+                                     "cfg": cfg.model_dump(), "params": params}, sort_keys=True, default=str))
+        done = read_result(kind, job_dir)
+        if done and done.get("ok") and done.get("job_digest") == digest and (local_dir / FINAL_MODEL / "config.json").is_file():
+            log.info("%s: the %s trainer already finished here (manifest missing); recording its result instead "
+                     "of training again", ctx.stage, kind)
+            return self._finish_training(kind, ctx, local_dir, remote, started, done["result"], cfg, inputs)
         if remote is not None and store.exists(store.join(remote, "checkpoints")):
             store.get_dir(store.join(remote, "checkpoints"), str(local_dir / "checkpoints"))  # resume from them
-        params = {"model_path": self._model_dir(model_uri), "out_dir": str(local_dir), "cfg": cfg.model_dump(),
-                  "resume": True, "sync_uri": remote, **params}
-        result = run_worker(kind, params, job_dir=local_dir / "logs", timeout_s=cfg.timeout_s,
-                            threads=self.torch_threads)
-        return result, local_dir, remote, started
+        job = {"model_path": self._model_dir(model_uri), "out_dir": str(local_dir), "cfg": cfg.model_dump(),
+               "resume": True, "sync_uri": remote, "data_uri": data_uri, "job_digest": digest, **params}
+        trainer = start_or_adopt(kind, job, job_dir=job_dir, threads=self.torch_threads,
+                                 heartbeat_s=self.lease_heartbeat_s, stale_after_s=self.lease_stale_s)
+        if self.detaches(remote):
+            pending = PendingJob(LOCAL_TRAINER, trainer.owner, details={
+                "stage_kind": kind, "job_dir": str(job_dir), "local_dir": str(local_dir), "remote": remote,
+                "started": started, "trainer_started_at": trainer.started_at, "cfg": cfg.model_dump(),
+                "inputs": inputs, "timeout_s": cfg.timeout_s, "poll_s": self.trigger_poll_s,
+                # the deferral's own limit: a backstop past the trainer's timeout, which the trigger enforces
+                "wait_timeout_s": cfg.timeout_s + 600,
+            })
+            _write_json(local_dir / PENDING, dataclasses.asdict(pending))
+            return pending
+        while True:
+            try:
+                result = wait_trainer(trainer, timeout_s=cfg.timeout_s)
+                break
+            except TrainerLost as lost:
+                if not trainer.adopted:
+                    raise
+                # The trainer this task adopted died or hung: replace it (its lease is stale now) and resume.
+                log.warning("%s: %s; resuming from the last checkpoint", ctx.stage, lost)
+                trainer = start_or_adopt(kind, job, job_dir=job_dir, threads=self.torch_threads,
+                                         heartbeat_s=self.lease_heartbeat_s, stale_after_s=self.lease_stale_s)
+        return self._finish_training(kind, ctx, local_dir, remote, started, result, cfg, inputs)
+
+    def detaches(self, remote: str | None) -> bool:
+        """Detach only where the triggerer can watch the trainer's files: a stage folder on the (local) artifact
+        root, or a shared work_dir. Otherwise the task waits as the trainer's parent; a retry still adopts it."""
+        return self.detach_training and (remote is None or self.shared_work_dir)
+
+    def _finish_training(self, kind: str, ctx: StageContext, local_dir: Path, remote: str | None, started: float,
+                         result: dict[str, Any], cfg: SFTConfig | RFTConfig, inputs: dict[str, Any]) -> StageManifest:
+        log_name = "sft.log" if kind == "sft" else "grpo.log"
+        outputs = {"metrics_uri": store.join(ctx.uri, "metrics.jsonl"), "log_uri": store.join(ctx.uri, "logs", log_name)}
+        if kind == "sft":
+            last = result.get("last", {})
+            metrics = {key: result.get(key) for key in ("steps", "train_seconds", "train_cpu_seconds", "examples",
+                                                        "samples_per_s", "resumed_from_step", "stopped_by_time")}
+            metrics["final_loss"] = last.get("train/loss")
+        else:
+            metrics = {key: result.get(key) for key in ("steps", "train_seconds", "train_cpu_seconds", "rollouts",
+                                                        "rollouts_per_s", "resumed_from_step", "stopped_by_time",
+                                                        "prompts")}
+            rewards = [row["critic/rewards/mean"] for row in _read_jsonl(local_dir / "metrics.jsonl")
+                       if row.get("critic/rewards/mean") is not None]
+            metrics["reward_first"] = rewards[0] if rewards else None
+            metrics["reward_last"] = rewards[-1] if rewards else None
+        return self._finish(ctx, local_dir, remote, started, checkpoint_uri=store.join(ctx.uri, FINAL_MODEL),
+                            metrics=metrics, inputs={**inputs, "config": cfg.model_dump()}, outputs=outputs)
 
     def sft(self, ctx: StageContext, model_uri: str, sft_uri: str,
-            overrides: dict[str, Any] | None = None) -> StageManifest:
+            overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
         """Supervised fine-tuning (full or LoRA, merged) from model_uri on demonstrations.
 
         Manifest: checkpoint_uri {ctx.uri}/model, outputs {metrics_uri, log_uri}, metrics {steps, train_seconds,
@@ -311,20 +395,11 @@ class LocalBackend(Backend):
         from rftflow.dataset import read_records
 
         read_records(sft_uri, kind="sft")  # bad data fails here, with file and line, before a child starts
-        result, local_dir, remote, started = self._train("sft", ctx, model_uri, {"data_uri": sft_uri}, cfg)
-        last = result.get("last", {})
-        metrics = {key: result.get(key) for key in ("steps", "train_seconds", "train_cpu_seconds", "examples",
-                                                    "samples_per_s", "resumed_from_step", "stopped_by_time")}
-        metrics["final_loss"] = last.get("train/loss")
-        return self._finish(
-            ctx, local_dir, remote, started, checkpoint_uri=store.join(ctx.uri, "model"), metrics=metrics,
-            inputs={"model_uri": model_uri, "sft_uri": sft_uri, "config": cfg.model_dump()},
-            outputs={"metrics_uri": store.join(ctx.uri, "metrics.jsonl"),
-                     "log_uri": store.join(ctx.uri, "logs", "sft.log")},
-        )
+        return self._train("sft", ctx, model_uri, sft_uri, {}, cfg,
+                           inputs={"model_uri": model_uri, "sft_uri": sft_uri})
 
     def rft(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
-            overrides: dict[str, Any] | None = None) -> StageManifest:
+            overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
         """GRPO from model_uri on the training prompts, scored by the reward handler.
 
         Manifest: checkpoint_uri {ctx.uri}/model, outputs {metrics_uri, log_uri}, metrics {steps, train_seconds,
@@ -338,22 +413,61 @@ class LocalBackend(Backend):
 
         read_records(train_uri, kind="rft")
         self._load_reward(reward)  # a bad reward spec fails here, before a child starts
-        params = {"data_uri": train_uri, "reward_spec": reward, "reward_workers": self.reward_workers,
+        params = {"reward_spec": reward, "reward_workers": self.reward_workers,
                   "reward_timeout_s": self.reward_timeout_s}
-        result, local_dir, remote, started = self._train("grpo", ctx, model_uri, params, cfg)
-        metrics = {key: result.get(key) for key in ("steps", "train_seconds", "train_cpu_seconds", "rollouts",
-                                                    "rollouts_per_s", "resumed_from_step", "stopped_by_time",
-                                                    "prompts")}
-        rewards = [row["critic/rewards/mean"] for row in _read_jsonl(local_dir / "metrics.jsonl")
-                   if row.get("critic/rewards/mean") is not None]
-        metrics["reward_first"] = rewards[0] if rewards else None
-        metrics["reward_last"] = rewards[-1] if rewards else None
-        return self._finish(
-            ctx, local_dir, remote, started, checkpoint_uri=store.join(ctx.uri, "model"), metrics=metrics,
-            inputs={"model_uri": model_uri, "train_uri": train_uri, "reward": reward, "config": cfg.model_dump()},
-            outputs={"metrics_uri": store.join(ctx.uri, "metrics.jsonl"),
-                     "log_uri": store.join(ctx.uri, "logs", "grpo.log")},
-        )
+        return self._train("grpo", ctx, model_uri, train_uri, params, cfg,
+                           inputs={"model_uri": model_uri, "train_uri": train_uri, "reward": reward})
+
+    # ------------------------------------------------------------------------------ deferred training
+
+    def load_pending(self, ctx: StageContext) -> PendingJob | None:
+        """The detached trainer this stage last started or adopted (None when it never detached one)."""
+        local_dir, _ = self._stage_dir(ctx)
+        path = local_dir / PENDING
+        if not path.is_file():
+            return None
+        return PendingJob(**json.loads(path.read_text(encoding="utf-8")))
+
+    def trigger_for(self, pending: PendingJob) -> Any:
+        """Waits in the triggerer (no worker slot, no parent process) for the trainer's result or its end."""
+        from rftflow.local.trigger import LocalTrainerTrigger
+
+        d = pending.details
+        return LocalTrainerTrigger(job_dir=d["job_dir"], kind=d["stage_kind"], owner=pending.job_name,
+                                   deadline=float(d["trainer_started_at"]) + float(d["timeout_s"]),
+                                   poll_s=float(d.get("poll_s", 2.0)))
+
+    def stop(self, pending: PendingJob) -> None:
+        """Stop the detached trainer when it is still this job's (a finished or replaced one is left alone)."""
+        from rftflow.local.runner import stop_trainer
+
+        if pending.kind == LOCAL_TRAINER:
+            stop_trainer(pending.details["stage_kind"], pending.details["job_dir"], pending.job_name)
+
+    def complete(self, ctx: StageContext, pending: PendingJob | None, event: dict[str, Any]) -> StageManifest:
+        """After the trigger fired: the trainer's result becomes the stage's manifest; any other ending raises
+        the runner's error (a retry then adopts a live trainer or resumes from the last checkpoint)."""
+        from rftflow.local.runner import finished_trainer
+
+        if pending is None or not pending.details:
+            pending = self.load_pending(ctx)
+            if pending is None:
+                raise RuntimeError(f"{ctx.stage}: no detached trainer recorded under {ctx.uri}")
+        d = pending.details
+        if event.get("job_name") and event["job_name"] != pending.job_name:
+            raise RuntimeError(f"{ctx.stage}: the trigger reported trainer {event['job_name']}, but this stage "
+                               f"waits for {pending.job_name}")
+        result = finished_trainer(d["stage_kind"], d["job_dir"], {"job_name": pending.job_name, **event})
+        cfg = (SFTConfig if d["stage_kind"] == "sft" else RFTConfig).model_validate(d["cfg"])
+        return self._finish_training(d["stage_kind"], ctx, Path(d["local_dir"]), d["remote"], float(d["started"]),
+                                     result, cfg, d["inputs"])
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str), encoding="utf-8")
+    tmp.replace(path)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

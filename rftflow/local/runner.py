@@ -1,18 +1,28 @@
 """Runs a local-backend job in a child process, so a crash, an out-of-memory kill or a timeout there
 cannot take the caller down. The caller never imports torch; the child (rftflow.local.worker) does.
+
+Training children hold the stage's trainer lease (rftflow.local.lease): a task killed outright leaves its
+trainer running, and the retry adopts it (or, when its lease went stale, replaces it) instead of starting
+a second trainer on the same folder.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rftflow.local import lease
+
+log = logging.getLogger(__name__)
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _TERM_GRACE_S = 10.0
@@ -30,6 +40,10 @@ class WorkerError(RuntimeError):
 
 class WorkerTimeout(WorkerError):
     """The worker ran past its timeout and was stopped."""
+
+
+class TrainerLost(WorkerError):
+    """A leased trainer ended without a result (killed, hung past its heartbeat, or replaced)."""
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -81,6 +95,14 @@ def run_worker(kind: str, params: dict[str, Any], *, job_dir: str | Path, timeou
     `{kind}.log` (its stdout and stderr, appended across retries) and `{kind}-result.json`.
     Raises WorkerTimeout after timeout_s, WorkerError when the child fails or is killed.
     """
+    proc = launch(kind, params, job_dir=job_dir, threads=threads, env=env)
+    return wait_child(proc, kind, job_dir=job_dir, timeout_s=timeout_s)
+
+
+def launch(kind: str, params: dict[str, Any], *, job_dir: str | Path, threads: int = 2,
+           env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """Start the worker child for one job, in its own session (so it outlives a killed caller when it
+    holds a trainer lease, and can be stopped as a process group); returns it without waiting."""
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     job_path, pid_path = job_dir / f"{kind}.json", job_dir / f"{kind}.pid"
@@ -95,20 +117,46 @@ def run_worker(kind: str, params: dict[str, Any], *, job_dir: str | Path, timeou
             [sys.executable, "-m", "rftflow.local.worker", str(job_path)], stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=child_env(threads, env), cwd=str(_PROJECT_ROOT), start_new_session=True,
         )
-        pid_path.write_text(str(proc.pid), encoding="utf-8")
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _stop(proc)
-            raise WorkerTimeout(
-                f"{kind} worker ran past its timeout of {timeout_s:g} s and was stopped; log: {log_path}",
-                kind=kind, returncode=proc.returncode, log_path=log_path) from None
-        except BaseException:  # the caller is being stopped (Ctrl-C, Airflow task kill): stop the child too
-            _stop(proc)
-            raise
-        finally:
-            pid_path.unlink(missing_ok=True)
+    pid_path.write_text(str(proc.pid), encoding="utf-8")
+    return proc
+
+
+def wait_child(proc: subprocess.Popen, kind: str, *, job_dir: str | Path, timeout_s: float) -> dict[str, Any]:
+    """Wait for a child this process launched; stop it on timeout or when the caller itself is stopped."""
+    job_dir = Path(job_dir)
+    log_path, result_path = job_dir / f"{kind}.log", job_dir / f"{kind}-result.json"
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        raise WorkerTimeout(
+            f"{kind} worker ran past its timeout of {timeout_s:g} s and was stopped; log: {log_path}",
+            kind=kind, returncode=proc.returncode, log_path=log_path) from None
+    except BaseException:  # the caller is being stopped (Ctrl-C, Airflow task kill): stop the child too
+        _stop(proc)
+        raise
+    finally:
+        (job_dir / f"{kind}.pid").unlink(missing_ok=True)
     return _result(kind, proc.returncode, result_path, log_path)
+
+
+def read_result(kind: str, job_dir: str | Path) -> dict[str, Any] | None:
+    """The result file a worker left in job_dir ({"ok": ..., "result"/"error": ..., "owner": ...}), or None."""
+    path = Path(job_dir) / f"{kind}-result.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def result_of(kind: str, payload: dict[str, Any], job_dir: str | Path) -> dict[str, Any]:
+    """A finished worker's result (for one this process did not launch: adopted, or waited for deferred)."""
+    log_path = Path(job_dir) / f"{kind}.log"
+    if payload.get("ok"):
+        return payload["result"]
+    err = payload.get("error") or {}
+    raise WorkerError(f"{kind} worker failed: {err.get('type')}: {err.get('message')}; log: {log_path}",
+                      kind=kind, returncode=None, log_path=log_path)
 
 
 def _result(kind: str, returncode: int, result_path: Path, log_path: Path) -> dict[str, Any]:
@@ -130,3 +178,125 @@ def _result(kind: str, returncode: int, result_path: Path, log_path: Path) -> di
     else:
         message = f"{kind} worker exited with status {returncode}; log: {log_path}\n{_tail(log_path)}"
     raise WorkerError(message, kind=kind, returncode=returncode, log_path=log_path)
+
+
+# ------------------------------------------------------------------------------------ leased trainers
+
+
+@dataclass
+class Trainer:
+    """A training child that holds (or, adopted, held before this process) the stage's trainer lease."""
+
+    kind: str
+    job_dir: Path
+    owner: str
+    started_at: float
+    proc: subprocess.Popen | None = None  # None when adopted: another process launched it
+
+    @property
+    def adopted(self) -> bool:
+        return self.proc is None
+
+
+def start_or_adopt(kind: str, params: dict[str, Any], *, job_dir: str | Path, threads: int = 2,
+                   heartbeat_s: float = lease.HEARTBEAT_S, stale_after_s: float = lease.STALE_AFTER_S,
+                   env: Mapping[str, str] | None = None) -> Trainer:
+    """The stage's one trainer: the live one when there is one (a retried task adopts it and waits), else a
+    new child, after making sure a stale lease's trainer is dead. The child resumes from the last checkpoint."""
+    job_dir = Path(job_dir)
+    with lease.locked(job_dir):
+        current = lease.read_lease(job_dir)
+        if current is not None and current.state() == "live":
+            log.info("adopting the running %s; waiting for it instead of starting a second trainer",
+                     current.describe())
+            return Trainer(kind, job_dir, current.owner, current.started_at)
+        if current is not None and current.state() == "stale":
+            log.warning("trainer lease is stale: %s", lease.ensure_dead(current))
+        new = lease.new_lease(kind, heartbeat_s=heartbeat_s, stale_after_s=stale_after_s)
+        lease.write_lease(job_dir, new)  # before the child starts: it checks that it holds the lease
+        proc = launch(kind, {**params, "lease": {"dir": str(job_dir), "owner": new.owner,
+                                                 "heartbeat_s": heartbeat_s}},
+                      job_dir=job_dir, threads=threads, env=env)
+        new.pid, new.pid_start = proc.pid, lease.process_start(proc.pid)
+        lease.write_lease(job_dir, new)
+    return Trainer(kind, job_dir, new.owner, new.started_at, proc)
+
+
+def trainer_event(kind: str, job_dir: str | Path, owner: str, deadline: float | None = None) -> dict[str, Any] | None:
+    """How a leased trainer ended ({"status": success | failed | lost | timeout, ...}), or None while it runs.
+
+    Read from files only (result and lease), so the waiting side may be another process: a retried task,
+    or the triggerer of a deferred one."""
+    if not Path(job_dir).is_dir():
+        return {"status": "unobservable", "job_name": owner,
+                "message": f"{job_dir} is not visible here: the triggerer needs the stage folder (a file:// "
+                           "artifact root it can read, or RFTFLOW_LOCAL_WORK_DIR on a shared volume)"}
+    payload = read_result(kind, job_dir)
+    if payload is not None and payload.get("owner") == owner:
+        if payload.get("ok"):
+            return {"status": "success", "job_name": owner}
+        err = payload.get("error") or {}
+        return {"status": "failed", "job_name": owner, "message": f"{err.get('type')}: {err.get('message')}"}
+    current = lease.read_lease(job_dir)
+    if current is None or current.owner != owner:
+        return {"status": "lost", "job_name": owner,
+                "message": "another trainer took over the stage folder; a retry adopts or resumes it"}
+    state = current.state()
+    if state == "finished":  # finished between the two reads: its result is there now
+        return trainer_event(kind, job_dir, owner, deadline) if read_result(kind, job_dir) else {
+            "status": "lost", "job_name": owner, "message": "the trainer finished without writing a result"}
+    if state == "stale":
+        return {"status": "lost", "job_name": owner,
+                "message": f"{current.describe()} stopped without a result (killed, or hung past "
+                           f"{current.stale_after_s:g} s without a heartbeat); a retry resumes from its last checkpoint"}
+    if deadline is not None and time.time() > deadline:
+        return {"status": "timeout", "job_name": owner, "message": f"{current.describe()} ran past its timeout"}
+    return None
+
+
+def wait_trainer(trainer: Trainer, *, timeout_s: float, poll_s: float = 1.0) -> dict[str, Any]:
+    """Wait for a trainer this process launched (as its parent) or adopted (by watching its files)."""
+    if trainer.proc is not None:
+        return wait_child(trainer.proc, trainer.kind, job_dir=trainer.job_dir, timeout_s=timeout_s)
+    log_path = trainer.job_dir / f"{trainer.kind}.log"
+    try:
+        while (event := trainer_event(trainer.kind, trainer.job_dir, trainer.owner,
+                                      trainer.started_at + timeout_s)) is None:
+            time.sleep(poll_s)
+    except BaseException:  # the caller is being stopped: stop the trainer it adopted, as it would its own
+        stop_trainer(trainer.kind, trainer.job_dir, trainer.owner)
+        raise
+    return finished_trainer(trainer.kind, trainer.job_dir, event, log_path)
+
+
+def finished_trainer(kind: str, job_dir: str | Path, event: dict[str, Any], log_path: Path | None = None
+                     ) -> dict[str, Any]:
+    """The result dict for a `trainer_event`; a clear WorkerError (WorkerTimeout) for any other ending."""
+    job_dir = Path(job_dir)
+    log_path = log_path or job_dir / f"{kind}.log"
+    (job_dir / f"{kind}.pid").unlink(missing_ok=True)  # the launcher of a detached trainer never waited on it
+    status = event.get("status")
+    if status == "success":
+        payload = read_result(kind, job_dir)
+        if payload is None:
+            raise WorkerError(f"{kind} trainer reported success but left no result; log: {log_path}",
+                              kind=kind, returncode=None, log_path=log_path)
+        return result_of(kind, payload, job_dir)
+    if status == "timeout":
+        stop_trainer(kind, job_dir, str(event.get("job_name")))
+        raise WorkerTimeout(f"{kind} trainer {event.get('message', 'ran past its timeout')} and was stopped; "
+                            f"log: {log_path}", kind=kind, returncode=None, log_path=log_path)
+    error = TrainerLost if status == "lost" else WorkerError
+    raise error(f"{kind} trainer {status}: {event.get('message', '')}; log: {log_path}\n{_tail(log_path)}",
+                kind=kind, returncode=None, log_path=log_path)
+
+
+def stop_trainer(kind: str, job_dir: str | Path, owner: str) -> str:
+    """Stop the trainer holding the lease when it is `owner` (a task stopping the trainer it started)."""
+    with lease.locked(job_dir):
+        current = lease.read_lease(job_dir)
+        if current is None or current.owner != owner or current.finished:
+            return "no trainer of this task is running"
+        done = lease.ensure_dead(current)
+    log.warning("%s", done)
+    return done

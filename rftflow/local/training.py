@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rftflow.config import RFTConfig, SFTConfig
 
 CHECKPOINTS = "checkpoints"
+LEASE_LOST = 75  # exit status of a trainer whose lease was taken over (as rftflow.local.worker uses it)
 FINAL_MODEL = "model"
 METRICS = "metrics.jsonl"
 
@@ -130,9 +133,22 @@ class TrainClock:
 
 def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock, *,
                    max_train_seconds: float | None = None, train_clock: str = "wall", window: Any = None,
-                   sync_uri: str | None = None, finish_row: Any = None) -> list[Any]:
-    """Metrics logger, optional time limit and optional checkpoint upload, as TrainerCallbacks."""
+                   sync_uri: str | None = None, finish_row: Any = None,
+                   fence: Callable[[], bool] | None = None) -> list[Any]:
+    """Metrics logger, optional time limit and optional checkpoint upload, as TrainerCallbacks.
+
+    `fence()` is False once this trainer's lease was taken over: it then writes no row and no checkpoint
+    and stops (its process exits at the next heartbeat anyway)."""
     from transformers import TrainerCallback
+
+    last_logged = [_last_step(metrics_path)]
+
+    def fenced(control: Any) -> bool:
+        if fence is None or fence():
+            return False
+        # Stopping gracefully would still save the final model over the new owner's: leave at once.
+        print("trainer lease was taken over by another trainer; stopping without writing more", flush=True)
+        os._exit(LEASE_LOST)
 
     class MetricsLogger(TrainerCallback):
         """Append each logging step, as floats from the trainer's logs (not its string-formatted stdout)."""
@@ -140,10 +156,15 @@ def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock,
         def on_train_begin(self, args, state, control, **kwargs):
             clock.restart()
 
+        def on_step_end(self, args, state, control, **kwargs):
+            fenced(control)
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
             if "train_runtime" in logs:  # the end-of-training summary, not a step
                 return
+            if fenced(control) or state.global_step <= last_logged[0]:
+                return  # one row per step, whatever resumed or replaced this trainer
             row: dict[str, Any] = {"step": state.global_step, "elapsed_s": round(clock.elapsed(), 3),
                                    "cpu_s": round(clock.cpu(), 3), "training/global_step": state.global_step}
             row.update(_floats(logs, names))
@@ -153,6 +174,7 @@ def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock,
                 finish_row(row)
             with metrics_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
+            last_logged[0] = state.global_step
 
     class TimeLimit(TrainerCallback):
         """Stop once training has run max_train_seconds on its clock (the equal-compute control's budget)."""
@@ -166,6 +188,9 @@ def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock,
 
         def on_save(self, args, state, control, **kwargs):
             from rftflow import store
+
+            if fence is not None and not fence():
+                return
 
             name = f"checkpoint-{state.global_step}"
             local = Path(args.output_dir) / name
@@ -213,6 +238,29 @@ def _save_final(trainer: Any, tokenizer: Any, out_dir: Path) -> Path:
     model.save_pretrained(str(final))
     tokenizer.save_pretrained(str(final))
     return final
+
+
+def _last_step(metrics_path: Path) -> int:
+    """The highest step in metrics.jsonl (0 when empty): rows at or below it are never written twice."""
+    if not metrics_path.exists():
+        return 0
+    steps = [0]
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        try:
+            steps.append(int(json.loads(line).get("step", 0)))
+        except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
+            continue
+    return max(steps)
+
+
+def lease_fence(params: dict[str, Any]) -> Callable[[], bool] | None:
+    """True while this trainer holds its stage's lease (None when it runs without one)."""
+    held = params.get("lease")
+    if not held:
+        return None
+    from rftflow.local import lease
+
+    return lambda: lease.holds(held["dir"], held["owner"])
 
 
 def _prepare(params: dict[str, Any]) -> tuple[Path, Path, Path | None, tuple[float, float]]:
@@ -278,7 +326,8 @@ def run_sft(params: dict[str, Any]) -> dict[str, Any]:
                         **_common_args(cfg, out_dir))
     clock = TrainClock(offset)
     callbacks = make_callbacks(metrics_path, _SFT_NAMES, clock, max_train_seconds=cfg.max_train_seconds,
-                               train_clock=cfg.train_clock, sync_uri=params.get("sync_uri"))
+                               train_clock=cfg.train_clock, sync_uri=params.get("sync_uri"),
+                               fence=lease_fence(params))
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns), processing_class=tokenizer,
                          peft_config=_peft_config(cfg), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -400,7 +449,8 @@ def run_grpo(params: dict[str, Any]) -> dict[str, Any]:
 
     clock = TrainClock(offset)
     callbacks = make_callbacks(metrics_path, _GRPO_NAMES, clock, max_train_seconds=cfg.max_train_seconds,
-                               train_clock=cfg.train_clock, window=window, sync_uri=params.get("sync_uri"), finish_row=finish_row)
+                               train_clock=cfg.train_clock, window=window, sync_uri=params.get("sync_uri"),
+                               finish_row=finish_row, fence=lease_fence(params))
     trainer = GRPOTrainer(model=model, reward_funcs=[window], args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=_peft_config(cfg), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)

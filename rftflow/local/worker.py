@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -86,6 +87,34 @@ def _write_result(path: Path, payload: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+LEASE_LOST = 75  # exit status of a trainer whose lease was taken over (EX_TEMPFAIL)
+
+
+def _hold_lease(spec: dict[str, Any]) -> None:
+    """Renew the trainer lease every heartbeat_s in a daemon thread; exit at once when it was taken over,
+    so a trainer presumed dead (hung, or cut off on another machine) never trains beside its successor."""
+    from rftflow.local import lease
+
+    job_dir, owner, every = spec["dir"], spec["owner"], float(spec.get("heartbeat_s", lease.HEARTBEAT_S))
+    if not lease.renew(job_dir, owner):
+        print(f"trainer lease in {job_dir} is held by another trainer; exiting", flush=True)
+        os._exit(LEASE_LOST)
+
+    def beat() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                held = lease.renew(job_dir, owner)
+            except Exception as exc:  # an unreadable lease is not a takeover: keep training, say so
+                print(f"trainer lease not renewed: {exc}", flush=True)
+                continue
+            if not held:
+                print("trainer lease was taken over by another trainer; stopping without writing more", flush=True)
+                os._exit(LEASE_LOST)
+
+    threading.Thread(target=beat, name="trainer-lease", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -93,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     result_path = Path(job["result_path"])
+    held = job["params"].get("lease")
+    # The result names the lease owner and the job, so whoever waits (a retry, the triggerer) knows it is
+    # this trainer's, and a finished stage whose manifest was lost is recognised instead of trained again.
+    stamp = {"owner": held["owner"], "job_digest": job["params"].get("job_digest")} if held else {}
+    if held:
+        _hold_lease(held)
     started = time.time()
     try:
         if job["kind"] not in JOBS:
@@ -101,11 +136,30 @@ def main(argv: list[str] | None = None) -> int:
         result = JOBS[job["kind"]](job["params"])
     except Exception as exc:
         traceback.print_exc()
-        _write_result(result_path, {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}})
+        _write_result(result_path, {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)},
+                                    **stamp})
+        _release(held)
         return 1
     result["worker_seconds"] = round(time.time() - started, 3)
-    _write_result(result_path, {"ok": True, "result": result})
+    if held and not _still_held(held):
+        print("trainer lease was taken over by another trainer; not writing a result", flush=True)
+        return LEASE_LOST
+    _write_result(result_path, {"ok": True, "result": result, **stamp})
+    _release(held)
     return 0
+
+
+def _still_held(held: dict[str, Any]) -> bool:
+    from rftflow.local import lease
+
+    return lease.holds(held["dir"], held["owner"])
+
+
+def _release(held: dict[str, Any] | None) -> None:
+    if held:
+        from rftflow.local import lease
+
+        lease.finish(held["dir"], held["owner"])
 
 
 if __name__ == "__main__":
