@@ -208,6 +208,13 @@ def test_a_finished_stage_whose_manifest_was_lost_is_not_trained_again(env):
     assert hashlib.sha256((stage / "model" / "model.safetensors").read_bytes()).hexdigest() == weights
     assert (stage / "metrics.jsonl").read_text() == rows
     assert again.metrics["steps"] == first.metrics["steps"] == 20
+    # Manifest and result both lost: the trainer starts, finds the checkpoint at max_steps and trains no further.
+    (stage / "manifest.json").unlink()
+    (stage / "logs" / "sft-result.json").unlink()
+    third = backend.sft(ctx, base, sft_path, {**CFG, "max_steps": 20})
+    assert third.metrics["steps"] == 20 and third.metrics["resumed_from_step"] == 20
+    assert hashlib.sha256((stage / "model" / "model.safetensors").read_bytes()).hexdigest() == weights
+    assert (stage / "metrics.jsonl").read_text() == rows
 
 
 # ------------------------------------------------------------------------------------ lease states

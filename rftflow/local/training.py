@@ -272,6 +272,17 @@ def _prepare(params: dict[str, Any]) -> tuple[Path, Path, Path | None, tuple[flo
     return out_dir, metrics_path, resume, offset
 
 
+def train(trainer: Any, resume: Path | None, max_steps: int) -> None:
+    """Train, resuming from `resume`. A checkpoint already at max_steps (the stage finished, then lost its
+    manifest and result) is loaded, not trained on: resuming there would train one step past max_steps and
+    replace a model that may already have been evaluated or promoted."""
+    if resume is not None and checkpoint_step(resume) >= max_steps:
+        trainer._load_from_checkpoint(str(resume))
+        trainer.state.global_step = checkpoint_step(resume)
+        return
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+
 def _quiet_datasets() -> None:
     from datasets.utils.logging import disable_progress_bar
 
@@ -330,7 +341,7 @@ def run_sft(params: dict[str, Any]) -> dict[str, Any]:
                                fence=lease_fence(params))
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns), processing_class=tokenizer,
                          peft_config=_peft_config(cfg), callbacks=callbacks)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train(trainer, resume, cfg.max_steps)
     train_seconds, cpu_seconds = clock.elapsed(), clock.cpu()
     final = _save_final(trainer, tokenizer, out_dir)
     steps = trainer.state.global_step
@@ -453,7 +464,7 @@ def run_grpo(params: dict[str, Any]) -> dict[str, Any]:
                                finish_row=finish_row, fence=lease_fence(params))
     trainer = GRPOTrainer(model=model, reward_funcs=[window], args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=_peft_config(cfg), callbacks=callbacks)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train(trainer, resume, cfg.max_steps)
     train_seconds, cpu_seconds = clock.elapsed(), clock.cpu()
     final = _save_final(trainer, tokenizer, out_dir)
     steps = trainer.state.global_step
