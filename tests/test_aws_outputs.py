@@ -110,3 +110,15 @@ def test_costs_from_billable_seconds_and_an_overridable_price_table(tmp_path):
     bad.write_text("[1]")
     with pytest.raises(ValueError, match="price table must be a mapping"):
         pricing.load_price_table(str(bad))
+
+
+def test_other_jsonl_files_in_the_eval_output_are_not_mistaken_for_scores():
+    out = sagemaker_jobs.parse_eval_members({
+        "eval-result/results_2026-11-25T10-00-00.json": b'{"results": {"all": {"lambda_reward_score": 0.5}}}',
+        "logs/trace.jsonl": b"not json at all\n",
+        "eval-result/other.jsonl": b'{"step": 1, "loss": 0.3}\n',
+        "eval-result/scores.jsonl": b'{"id": "a", "aggregate_reward_score": 1, "metrics_list": '
+                                    b'[{"name": "acc", "value": 1, "type": "Metric"}]}\n'}, "s3://b/o")
+    assert out.sample_scores == [{"id": "a", "aggregate_reward_score": 1.0, "metrics": {"acc": 1.0}}]
+    with pytest.raises(JobOutputError, match="aggregate_reward_score: expected a number"):
+        sagemaker_jobs.parse_eval_members({"s.jsonl": b'{"id": "a", "aggregate_reward_score": "high"}\n'}, "s3://b/o")

@@ -380,6 +380,8 @@ def parse_eval_members(members: dict[str, bytes], source: str) -> EvalOutput:
             try:
                 row = json.loads(line)
             except ValueError as exc:
+                if base != "inference_output.jsonl":
+                    break  # another JSONL the job left (logs, traces): not a per-sample score file
                 raise JobOutputError(f"{source}!{path}:{n}: not valid JSON: {exc}") from None
             if base == "inference_output.jsonl":
                 rows.append(row)
