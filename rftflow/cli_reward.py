@@ -6,14 +6,18 @@ Lets a user debug a reward handler (built-in or their own file) on real replies 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from rftflow.rewards import RewardError, RewardLoadError, RewardResult, load_reward, score
+from rftflow.rewards import RewardError, RewardLoadError, RewardResult, load_reward, score, score_range
 
 ROLLOUT_FIELDS = ("completion", "rollouts", "completions")
 _RESERVED = ("id", "messages", "reference_answer", "tools", "metadata", *ROLLOUT_FIELDS)
@@ -60,6 +64,31 @@ class RewardTestReport:
     mean: float | None
     metric_means: dict[str, float] = field(default_factory=dict)
     by_group: dict[str, dict[str, float]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class _HardExit(SystemExit):
+    """os._exit() called by a handler scored in this process, turned into an error instead of ending rftflow."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.call = f"os._exit({code!r})"
+
+
+@contextlib.contextmanager
+def _exits_are_errors() -> Iterator[None]:
+    """While an in-process handler runs, os._exit raises instead of ending this process with its status (0 would
+    look like success). Only for this command: nothing else runs in the process meanwhile."""
+    real = os._exit
+
+    def refuse(code: int) -> None:
+        raise _HardExit(code)
+
+    os._exit = refuse  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        os._exit = real
 
 
 def _message_issue(messages: Any) -> str | None:
@@ -205,17 +234,26 @@ def _summarise(samples: list[dict], results: list[RewardResult], by: str | None)
 
 def cmd_test(reward_spec: str, rollouts_path: str, *, workers: int = 0, timeout_s: float = 60.0,
              batch_size: int = 128, max_rows: int = 50, by: str | None = None, out_path: str | None = None,
-             stream: TextIO | None = None) -> RewardTestReport:
-    """Score every rollout in ``rollouts_path`` with ``reward_spec``; print the table and a summary."""
+             stream: TextIO | None = None, strict: bool = False, bounds: tuple[float, float] | None = None,
+             err: TextIO | None = None) -> RewardTestReport:
+    """Score every rollout in ``rollouts_path`` with ``reward_spec``; print the table and a summary.
+
+    Extra fields in the handler's output are printed as warnings (to ``err``) and kept in ``--out``; ``strict``
+    refuses them. Scores outside ``bounds`` (default [-10, 10]) are errors."""
     out = stream or sys.stdout
     reward = load_reward(reward_spec)
     samples = read_rollouts(rollouts_path)
+    warnings: list[str] = []
     started = time.perf_counter()
     try:
-        results = score(reward, samples, workers=workers, timeout_s=timeout_s, batch_size=batch_size)
+        with _exits_are_errors() if workers <= 0 else contextlib.nullcontext():
+            results = score(reward, samples, workers=workers, timeout_s=timeout_s, batch_size=batch_size,
+                            strict=strict, bounds=bounds, warnings=warnings)
     finally:
         reward.close()
     elapsed = time.perf_counter() - started
+    for warning in dict.fromkeys(warnings):
+        print(f"rftflow test: warning: reward {reward.name}: {warning}", file=err or sys.stderr)
     mean, metric_means, by_group, by = _summarise(samples, results, by)
 
     print_table(samples, results, out, max_rows)
@@ -237,7 +275,8 @@ def cmd_test(reward_spec: str, rollouts_path: str, *, workers: int = 0, timeout_
                 row = {"id": r.id, "completion": s["messages"][-1]["content"], **r.model_dump(exclude={"id"})}
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         out.write(f"scored rows written to {out_path}\n")
-    return RewardTestReport(reward.name, samples, results, elapsed, mean, metric_means, by_group)
+    return RewardTestReport(reward.name, samples, results, elapsed, mean, metric_means, by_group,
+                            list(dict.fromkeys(warnings)))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -246,8 +285,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "shaped_<name>) or a handler file path[:function]")
     parser.add_argument("rollouts", help="JSONL of RFT rows, each ending with the assistant's reply or carrying a "
                                          "\"completion\" string or a \"rollouts\" list")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="worker processes (0: score in this process; >= 1: a hung handler is stopped)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes (default 1: a handler that hangs, crashes, exits or kills its "
+                             "process is stopped and reported; 0: score in this process, faster to start)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per batch before giving up")
     parser.add_argument("--batch-size", type=int, default=128, help="samples per handler call (services: 128)")
     parser.add_argument("--rows", type=int, default=50, help="table rows to print (0: all)")
@@ -255,13 +295,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="also write the scored rows to this JSONL file")
     parser.add_argument("--fail-under", type=float, default=None,
                         help="exit with status 1 when the mean score is below this")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse fields beyond the reward contract in the handler's output (default: warn "
+                             "and keep them in --out)")
+    parser.add_argument("--score-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                        help="allowed range of aggregate_reward_score (default -10 10, or "
+                             "RFTFLOW_REWARD_SCORE_RANGE)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``rftflow test``; returns the exit status (0 ok, 1 reward failure or --fail-under, 2 bad input)."""
+    bounds = tuple(args.score_range) if args.score_range else None
+    if bounds is not None and not (all(math.isfinite(v) for v in bounds) and bounds[0] < bounds[1]):
+        print(f"rftflow test: --score-range needs two finite numbers, LOW < HIGH; got {bounds}", file=sys.stderr)
+        return 2
     try:
+        if bounds is None:
+            score_range()  # a bad RFTFLOW_REWARD_SCORE_RANGE is a usage error, said before any scoring
         report = cmd_test(args.reward, args.rollouts, workers=args.workers, timeout_s=args.timeout,
-                          batch_size=args.batch_size, max_rows=args.rows, by=args.by, out_path=args.out)
+                          batch_size=args.batch_size, max_rows=args.rows, by=args.by, out_path=args.out,
+                          strict=args.strict, bounds=bounds)  # type: ignore[arg-type]
     except (RewardLoadError, RolloutFileError) as exc:  # the command line names something unusable
         print(f"rftflow test: {exc}", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 MAX_BATCH = 128  # lambda_batch_size in the service recipes
+SCORE_RANGE = (-10.0, 10.0)  # default bounds of aggregate_reward_score; RFTFLOW_REWARD_SCORE_RANGE="lo,hi" overrides
 HANDLER = "lambda_handler"
 _BUILTIN_FILES = {
     "numeric": "numeric.py",
@@ -47,18 +48,23 @@ _module_counter = itertools.count(1)
 
 
 class RewardMetric(BaseModel):
-    """One named number in a result's ``metrics_list``: a reward component or a plain metric."""
+    """One named number in a result's ``metrics_list``: a reward component or a plain metric.
 
-    model_config = ConfigDict(extra="forbid")
+    Fields beyond the contract (validate_output warns about them unless strict) are kept as extra fields."""
+
+    model_config = ConfigDict(extra="allow")
     name: str
     value: float
     type: Literal["Reward", "Metric"]
 
 
 class RewardResult(BaseModel):
-    """A handler's verdict on one sample; ``id`` echoes the sample's id."""
+    """A handler's verdict on one sample; ``id`` echoes the sample's id.
 
-    model_config = ConfigDict(extra="forbid")
+    Fields beyond the contract (e.g. the ``reward_components`` of AWS's sample graders) are kept as extra fields:
+    ``model_dump()`` includes them, so they reach the per-sample output of ``rftflow test --out``."""
+
+    model_config = ConfigDict(extra="allow")
     id: str
     aggregate_reward_score: float
     metrics_list: list[RewardMetric] = []
@@ -185,14 +191,46 @@ def _number_problem(value: Any) -> str | None:
     return None
 
 
-def _unknown_fields(item: dict, allowed: tuple[str, ...], where: str) -> list[str]:
+def _unknown_fields(item: dict, allowed: tuple[str, ...], where: str, strict: bool,
+                    extras: dict[str, list[str]]) -> list[str]:
+    """Problems for fields outside the contract. A near miss of a contract field (``metric_list``) is a typo and
+    always a problem; any other extra field is a problem only when ``strict``, else recorded in ``extras``
+    (field -> where) for a warning."""
     problems = []
     for key in item:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f"; allowed: {', '.join(allowed)}"
-            problems.append(f"{where}: unknown field {key!r}{hint}")
+            if close:
+                problems.append(f"{where}: unknown field {key!r} (did you mean {close[0]!r}?)")
+            elif strict:
+                problems.append(f"{where}: unknown field {key!r}; allowed: {', '.join(allowed)} (extra fields are "
+                                "refused because of --strict)")
+            else:
+                extras.setdefault(str(key), []).append(where)
     return problems
+
+
+def score_range() -> tuple[float, float]:
+    """The allowed range of aggregate_reward_score: RFTFLOW_REWARD_SCORE_RANGE ("lo,hi") or [-10, 10]."""
+    text = os.environ.get("RFTFLOW_REWARD_SCORE_RANGE", "").strip()
+    if not text:
+        return SCORE_RANGE
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"RFTFLOW_REWARD_SCORE_RANGE must be 'low,high'; got {text!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"RFTFLOW_REWARD_SCORE_RANGE must be two finite numbers, low < high; got {text!r}")
+    return low, high
+
+
+def _extra_warnings(extras: dict[str, list[str]], n: int) -> list[str]:
+    lines = []
+    for key, wheres in extras.items():
+        shown = ", ".join(wheres[:3]) + (f" and {len(wheres) - 3} more" if len(wheres) > 3 else "")
+        lines.append(f"extra field {key!r} in {len(wheres)} of {n} results ({shown}): not part of the reward "
+                     "contract, kept in the per-sample output; --strict refuses it")
+    return lines
 
 
 def _wrapper_problem(raw: Any, n: int) -> str:
@@ -222,13 +260,17 @@ def _wrapper_problem(raw: Any, n: int) -> str:
     return f"expected the bare list of {n} results; got {_show(raw)}"
 
 
-def validate_output(samples: Sequence[dict], raw_output: Any) -> list[RewardResult]:
+def validate_output(samples: Sequence[dict], raw_output: Any, *, strict: bool = False,
+                    bounds: tuple[float, float] | None = None, warnings: list[str] | None = None) -> list[RewardResult]:
     """Check a handler's raw output against the contract; return typed results in the samples' order.
 
     Raises RewardContractError listing every problem: not a bare list (e.g. a {statusCode, body} wrapper),
-    wrong length, ids not echoed / missing / duplicated, a missing or non-finite score, wrong types,
-    unknown fields, bad metrics.
+    wrong length, ids not echoed / missing / duplicated, a missing or non-finite score or one outside ``bounds``
+    (default: score_range(), [-10, 10]), wrong types, misspelt fields, bad metrics. Other extra fields (AWS's
+    sample graders add ``reward_components``) are kept and reported in ``warnings``, or refused when ``strict``.
     """
+    low, high = bounds if bounds is not None else score_range()
+    extras: dict[str, list[str]] = {}
     n = len(samples)
     if not isinstance(raw_output, list):
         raise RewardContractError("reward output does not follow the contract", [_wrapper_problem(raw_output, n)])
@@ -244,7 +286,7 @@ def validate_output(samples: Sequence[dict], raw_output: Any) -> list[RewardResu
             problems.append(f"{where}: expected an object {{id, aggregate_reward_score, metrics_list}}; "
                             f"got {_show(item)}")
             continue
-        problems += _unknown_fields(item, _RESULT_FIELDS, where)
+        problems += _unknown_fields(item, _RESULT_FIELDS, where, strict, extras)
         ok = True
         if "id" not in item:
             problems.append(f"{where}.id: missing (echo the sample's id)")
@@ -269,6 +311,12 @@ def validate_output(samples: Sequence[dict], raw_output: Any) -> list[RewardResu
         elif (p := _number_problem(item["aggregate_reward_score"])) is not None:
             problems.append(f"{where}.aggregate_reward_score: {p}")
             ok = False
+        elif not low <= item["aggregate_reward_score"] <= high:
+            problems.append(f"{where}.aggregate_reward_score: {item['aggregate_reward_score']!r} is outside the "
+                            f"allowed range [{low:g}, {high:g}] (a score that far out would swamp every other "
+                            "sample's; widen the range with --score-range or RFTFLOW_REWARD_SCORE_RANGE if it is "
+                            "meant)")
+            ok = False
         metrics = item.get("metrics_list")
         if metrics is None:
             metrics = []
@@ -282,7 +330,7 @@ def validate_output(samples: Sequence[dict], raw_output: Any) -> list[RewardResu
                 problems.append(f"{mwhere}: expected an object {{name, value, type}}; got {_show(m)}")
                 ok = False
                 continue
-            problems += _unknown_fields(m, _METRIC_FIELDS, mwhere)
+            problems += _unknown_fields(m, _METRIC_FIELDS, mwhere, strict, extras)
             if not isinstance(m.get("name"), str) or not m.get("name"):
                 problems.append(f"{mwhere}.name: expected a non-empty string; got {_show(m.get('name'))}")
                 ok = False
@@ -294,14 +342,15 @@ def validate_output(samples: Sequence[dict], raw_output: Any) -> list[RewardResu
                                 f"got {_show(m.get('type'))}")
                 ok = False
         if ok:
-            clean[item["id"]] = {"id": item["id"], "aggregate_reward_score": item["aggregate_reward_score"],
-                                 "metrics_list": metrics}
+            clean[item["id"]] = {**item, "metrics_list": metrics}
     missing = [sid for sid in wanted if sid not in found]
     if missing:
         shown = ", ".join(repr(m) for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         problems.append(f"no result for sample id{'s' if len(missing) > 1 else ''} {shown}")
     if problems:
         raise RewardContractError("reward output does not follow the contract", problems)
+    if warnings is not None:
+        warnings += _extra_warnings(extras, n)
     return [RewardResult.model_validate(clean[s["id"]]) for s in samples]
 
 
@@ -485,6 +534,10 @@ def _worker_main(conn: Connection, path: str, handler: str, settings: dict[str, 
         context = LocalLambdaContext(name, time.monotonic() + timeout_s, uuid.uuid4().hex)
         try:
             raw = fn(json.loads(payload), context)
+        except SystemExit as exc:
+            conn.send(("error", index, f"the handler exited with sys.exit({exc.code!r}) instead of returning its "
+                                       f"results:\n{traceback.format_exc()}"))
+            continue
         except BaseException:
             conn.send(("error", index, traceback.format_exc()))
             continue
@@ -614,6 +667,22 @@ def _describe_batch(batches: list[list[dict]], b: int) -> str:
     return f"batch {b + 1}/{len(batches)} (samples {start}-{start + len(batch) - 1}, {ids})"
 
 
+def _handler_failure(exc: BaseException, path: str) -> str:
+    """What a handler did instead of returning, and where in its file: ``raised KeyError: 'x' (at
+    /path/my_reward.py:3, in lambda_handler: raise KeyError('x'))``."""
+    if isinstance(exc, SystemExit):
+        call = getattr(exc, "call", None) or f"sys.exit({exc.code!r})"
+        text = (f"exited with {call} instead of returning its results (on Lambda the invocation would fail with "
+                "no scores)")
+    else:
+        text = f"raised {type(exc).__name__}: {exc}"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == path]
+    if frames:
+        last = frames[-1]
+        text += f" (at {last.filename}:{last.lineno}, in {last.name}" + (f": {last.line}" if last.line else "") + ")"
+    return text
+
+
 def _call_in_thread(fn: Callable[[], Any], timeout_s: float, what: str) -> Any:
     box: dict[str, Any] = {}
 
@@ -635,12 +704,15 @@ def _call_in_thread(fn: Callable[[], Any], timeout_s: float, what: str) -> Any:
 
 
 def score(reward: RewardFunction | str, samples: Sequence[dict], *, workers: int = 0, timeout_s: float = 60,
-          batch_size: int = MAX_BATCH) -> list[RewardResult]:
+          batch_size: int = MAX_BATCH, strict: bool = False, bounds: tuple[float, float] | None = None,
+          warnings: list[str] | None = None) -> list[RewardResult]:
     """Score samples through a handler in batches of ``batch_size`` (the services send up to 128).
 
-    ``workers`` = 0 runs in this process (a hung call raises after ``timeout_s`` but its thread lingers);
-    ``workers`` >= 1 uses that many spawned processes, kept for later calls, and kills one that overruns.
-    Results come back in the samples' order; any contract breach raises RewardContractError.
+    ``workers`` = 0 runs in this process (a hung call raises after ``timeout_s`` but its thread lingers; a call
+    to sys.exit() is an error naming the handler's file and line); ``workers`` >= 1 uses that many spawned
+    processes, kept for later calls, and kills one that overruns (a worker that exits or is killed is an error).
+    Results come back in the samples' order; any contract breach raises RewardContractError. ``strict``,
+    ``bounds`` and ``warnings`` are passed to validate_output for every batch.
     """
     if isinstance(reward, str):
         reward = load_reward(reward)
@@ -662,14 +734,14 @@ def score(reward: RewardFunction | str, samples: Sequence[dict], *, workers: int
                     raws.append(reward.invoke(payloads[b]))
             except RewardError:
                 raise
-            except Exception as exc:
-                raise RewardError(f"{what} raised {type(exc).__name__}: {exc}") from exc
+            except (Exception, SystemExit) as exc:  # SystemExit: a handler calling sys.exit() (or exit())
+                raise RewardError(f"{what} {_handler_failure(exc, reward.path)}") from exc
     else:
         raws = reward.pool(workers).run(batches, payloads, timeout_s) if batches else []
     results: list[RewardResult] = []
     for b, (batch, raw) in enumerate(zip(batches, raws, strict=True)):
         try:
-            results += validate_output(batch, raw)
+            results += validate_output(batch, raw, strict=strict, bounds=bounds, warnings=warnings)
         except RewardContractError as exc:
             raise RewardContractError(f"reward {reward.name!r} ({reward.path}), {_describe_batch(batches, b)}: "
                                       f"{exc.summary}", exc.problems) from None

@@ -363,3 +363,140 @@ def test_rftflow_test_exit_codes_and_line_numbered_errors(tmp_path, capsys):
     broken = handler_file(tmp_path, "def lambda_handler(event, context):\n    return {'statusCode': 200}\n")
     assert cli_reward.run(parser.parse_args([str(broken), str(good)])) == 1
     assert "{statusCode, body}" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ bounds, extras, exits
+
+
+def test_scores_outside_the_allowed_range_are_refused(monkeypatch):
+    # a forged 1000.0 (what a rollout once got past the code_tests grader) must not pass the contract check
+    with pytest.raises(RewardContractError) as info:
+        validate_output(samples(2), [ok("s0", 1000.0), ok("s1", -10.5)])
+    text = str(info.value)
+    assert "result[0].aggregate_reward_score: 1000.0 is outside the allowed range [-10, 10]" in text
+    assert "result[1].aggregate_reward_score: -10.5 is outside" in text
+    assert [r.aggregate_reward_score for r in validate_output(samples(2), [ok("s0", -10), ok("s1", 10)])] == [-10, 10]
+    assert validate_output(samples(1), [ok("s0", 50)], bounds=(0, 100))[0].aggregate_reward_score == 50
+    monkeypatch.setenv("RFTFLOW_REWARD_SCORE_RANGE", "0,1")
+    with pytest.raises(RewardContractError, match=r"2\.0 is outside the allowed range \[0, 1\]"):
+        validate_output(samples(1), [ok("s0", 2.0)])
+    monkeypatch.setenv("RFTFLOW_REWARD_SCORE_RANGE", "1")
+    with pytest.raises(ValueError, match="must be 'low,high'"):
+        validate_output(samples(1), [ok("s0", 0.5)])
+
+
+# Shaped like the reward functions AWS publishes for Bedrock RFT, which return an extra ``reward_components``
+# object and no metrics_list: aws-samples/amazon-bedrock-samples,
+# custom-models/bedrock-reinforcement-fine-tuning/reward-functions/gsm8k_rew_func.py (lambda_handler).
+GSM8K_STYLE = """
+    import re
+
+    def lambda_handler(event, context):
+        results = []
+        for item in event:
+            truth = item.get("metadata", {}).get("reference_answer", {}).get("final_answer")
+            found = re.findall(r"#### (\\-?[0-9\\.\\,]+)", item["messages"][-1]["content"])
+            score = 1.0 if found and found[-1].replace(",", "") == truth else 0.0
+            results.append({"id": item.get("id", "unknown"), "aggregate_reward_score": score,
+                            "reward_components": {"correctness": score}})
+        return results
+"""
+
+
+def gsm8k_rows(path: Path) -> Path:
+    rows = [{"id": "r", "messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "#### 4"}],
+             "metadata": {"reference_answer": {"final_answer": "4"}}},
+            {"id": "w", "messages": [{"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "#### 6"}],
+             "metadata": {"reference_answer": {"final_answer": "5"}}}]
+    return write_rollouts(path, rows)
+
+
+def test_extra_fields_are_a_warning_kept_in_the_output_unless_strict(tmp_path, capsys):
+    handler = handler_file(tmp_path, GSM8K_STYLE, name="gsm8k_rew_func.py")
+    rollouts = gsm8k_rows(tmp_path / "gsm8k.jsonl")
+    scored = tmp_path / "scored.jsonl"
+    report = cli_reward.cmd_test(str(handler), str(rollouts), out_path=str(scored))
+    assert [(r.id, r.aggregate_reward_score) for r in report.results] == [("r", 1.0), ("w", 0.0)]
+    assert report.results[0].model_dump()["reward_components"] == {"correctness": 1.0}
+    assert report.warnings == ["extra field 'reward_components' in 2 of 2 results (result[0], result[1]): not part "
+                               "of the reward contract, kept in the per-sample output; --strict refuses it"]
+    assert "warning: reward gsm8k_rew_func: extra field 'reward_components'" in capsys.readouterr().err
+    rows = [json.loads(line) for line in scored.read_text().splitlines()]
+    assert rows[0]["reward_components"] == {"correctness": 1.0} and rows[1]["reward_components"] == {"correctness": 0.0}
+
+    parser = argparse.ArgumentParser()
+    cli_reward.add_arguments(parser)
+    assert cli_reward.run(parser.parse_args([str(handler), str(rollouts), "--workers", "0"])) == 0
+    assert cli_reward.run(parser.parse_args([str(handler), str(rollouts), "--strict", "--workers", "0"])) == 1
+    err = capsys.readouterr().err
+    assert "result[0]: unknown field 'reward_components'" in err and "because of --strict" in err
+    # a near miss of a contract field is a typo, not an extra: an error either way
+    with pytest.raises(RewardContractError, match="unknown field 'metric_list' \\(did you mean 'metrics_list'\\?\\)"):
+        validate_output(samples(1), [{"id": "s0", "aggregate_reward_score": 1, "metric_list": []}])
+    warnings: list[str] = []
+    [result] = validate_output(samples(1), [{"id": "s0", "aggregate_reward_score": 1, "metrics_list": [
+        {"name": "m", "value": 1, "type": "Metric", "unit": "%"}]}], warnings=warnings)
+    assert result.metrics_list[0].model_dump()["unit"] == "%"
+    assert warnings == ["extra field 'unit' in 1 of 1 results (result[0].metrics_list[0]): not part of the reward "
+                        "contract, kept in the per-sample output; --strict refuses it"]
+
+
+CRASHES_AT_LINE_5 = """
+    def helper(sample):
+        return sample["nope"]
+
+    def lambda_handler(event, context):
+        return [helper(s) for s in event]
+"""
+
+
+def test_an_in_process_crash_names_the_handler_file_and_line(tmp_path):
+    path = handler_file(tmp_path, CRASHES_AT_LINE_5)
+    with pytest.raises(RewardError) as info:
+        score(load_reward(str(path)), samples(1), workers=0)
+    text = str(info.value)
+    assert "raised KeyError: 'nope'" in text
+    assert f"(at {path}:3, in helper: return sample[\"nope\"])" in text  # the innermost line of the handler's file
+    with pytest.raises(RewardError, match=f"at {path}:3, in helper"):
+        score(load_reward(str(path)), samples(1), workers=0, timeout_s=0)  # without the timeout thread too
+
+
+@pytest.mark.parametrize(("body", "workers", "expected"), [
+    ("import sys\ndef lambda_handler(event, context):\n    sys.exit(0)\n", 0,
+     "exited with sys.exit(0) instead of returning its results"),
+    ("def lambda_handler(event, context):\n    exit()\n", 0, "exited with sys.exit(None)"),
+    ("import sys\ndef lambda_handler(event, context):\n    sys.exit(0)\n", 1,
+     "the handler exited with sys.exit(0) instead of returning its results"),
+    ("import os\ndef lambda_handler(event, context):\n    os._exit(0)\n", 1,
+     "its worker died while scoring batch 1/1 (samples 0-1, ids 's0'..'s1') (exit code 0"),
+    ("import os, signal\ndef lambda_handler(event, context):\n    os.kill(os.getpid(), signal.SIGKILL)\n", 1,
+     "(exit code -9"),
+])
+def test_a_handler_that_exits_or_kills_its_worker_is_an_error(tmp_path, body, workers, expected):
+    reward = load_reward(str(handler_file(tmp_path, body)))
+    try:
+        with pytest.raises(RewardError) as info:
+            score(reward, samples(2), workers=workers, timeout_s=30)
+    finally:
+        reward.close()
+    assert expected in str(info.value)
+
+
+@pytest.mark.parametrize("body", [
+    "import sys\ndef lambda_handler(event, context):\n    sys.exit(0)\n",
+    "import os\ndef lambda_handler(event, context):\n    os._exit(0)\n",
+    "import os, signal\ndef lambda_handler(event, context):\n    os.kill(os.getpid(), signal.SIGKILL)\n",
+])
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_rftflow_test_never_exits_0_for_a_handler_that_exits(tmp_path, body, workers):
+    """Run as its own process, as a user would: the status is 1 with a message, never a silent 0."""
+    if "SIGKILL" in body and workers == "0":
+        pytest.skip("in-process, a handler that kills the process kills rftflow too (status 137, not 0)")
+    import subprocess
+    import sys
+    handler = handler_file(tmp_path, body)
+    rollouts = write_rollouts(tmp_path / "r.jsonl", ROWS)
+    proc = subprocess.run([sys.executable, "-m", "rftflow.cli", "test", str(handler), str(rollouts), "--workers",
+                           workers], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert "rftflow test:" in proc.stderr and ("exit" in proc.stderr or "died" in proc.stderr)
