@@ -96,12 +96,14 @@ def breakdown(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> dict[str
 
 
 def summarize(rows: Sequence[dict[str, Any]], breakdown_fields: Sequence[str] = ("category",)) -> dict[str, Any]:
-    """The eval manifest's metrics: pass_at_1, mean_reward, mean_response_tokens, n, pass_at_k, k,
+    """The eval manifest's metrics: pass_at_1, mean_reward, mean_response_tokens, mean_response_words, n, pass_at_k, k,
     sampled_pass_at_1, reward_metrics (mean of each metrics_list entry) and breakdown."""
     if not rows:
         raise ValueError("no eval rows to summarize: the eval set is empty")
     overall = _group_stats(rows)
     tokens = [r["response_tokens"] for r in rows if r.get("response_tokens") is not None]
+    # Words are known on every backend (AWS evals return text, not token counts): the length guard's fallback.
+    words = [len(str(r.get("completion") or "").split()) for r in rows]
     k = len(rows[0]["sample_passed"]) if rows[0].get("sample_passed") else 0
     reward_metrics: dict[str, list[float]] = {}
     for r in rows:
@@ -111,6 +113,7 @@ def summarize(rows: Sequence[dict[str, Any]], breakdown_fields: Sequence[str] = 
         "pass_at_1": overall["pass_at_1"],
         "mean_reward": overall["mean_reward"],
         "mean_response_tokens": _mean(tokens),
+        "mean_response_words": _mean(words),
         "n": len(rows),
         "pass_at_k": overall.get("pass_at_k"),
         "k": k,

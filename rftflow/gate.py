@@ -339,8 +339,9 @@ def _slices(versus: str, ref_rows: list[dict], cand_rows: list[dict], cfg: GateC
             if not ref_sel:
                 continue
             r, c, _, paired = pair_rows(ref_sel, cand_sel, cfg.metric)
+            # A fifth of the resamples per slice still resolves p-values far below alpha / (number of slices).
             tested.append((name, compare(f"{versus}: {name}", cfg.metric, r, c, paired=paired,
-                                         confidence=cfg.confidence, resamples=cfg.resamples,
+                                         confidence=cfg.confidence, resamples=max(1000, cfg.resamples // 5),
                                          seed=cfg.seed), is_protected))
     missing_protected = protected - {name for name, _, _ in tested}
     rejected = holm([c.p_worse for _, c, _ in tested], alpha)
@@ -417,13 +418,14 @@ def _reward_hacking(reference: EvalEvidence, candidate: EvalEvidence, rows: Sequ
                       detail=detail)
 
 
-def _ratio_guard(check: str, what: str, before: float, after: float, cfg: GateConfig, note: str) -> GateReason:
+def _ratio_guard(check: str, what: str, before: float, after: float, cfg: GateConfig, note: str,
+                 unit: str = "tokens") -> GateReason:
     required = f"{cfg.length_ratio_min:g} <= ratio <= {cfg.length_ratio_max:g}"
     if before <= 0:
-        return _skipped(check, required, f"{what} starts at {before:g} tokens, so no ratio", missing=False)
+        return _skipped(check, required, f"{what} starts at {before:g} {unit}, so no ratio", missing=False)
     ratio = after / before
     low, high = ratio < cfg.length_ratio_min - _EPS, ratio > cfg.length_ratio_max + _EPS
-    detail = f"{what} {before:.1f} -> {after:.1f} tokens (x{ratio:.2f}{note})"
+    detail = f"{what} {before:.1f} -> {after:.1f} {unit} (x{ratio:.2f}{note})"
     if low:
         detail += ": length collapsed"
     elif high:
@@ -433,17 +435,21 @@ def _ratio_guard(check: str, what: str, before: float, after: float, cfg: GateCo
 
 
 def _eval_length(reference: EvalEvidence, candidate: EvalEvidence, cfg: GateConfig) -> GateReason:
-    check, key = "eval_length_ratio", "mean_response_tokens"
+    check = "eval_length_ratio"
     required = f"{cfg.length_ratio_min:g} <= ratio <= {cfg.length_ratio_max:g}"
-    b, c = _values(reference, key), _values(candidate, key)
-    if b is None or c is None:
+    for key, unit in (("mean_response_tokens", "tokens"), ("mean_response_words", "words")):  # noqa: B007
+        b, c = _values(reference, key), _values(candidate, key)
+        if b is not None and c is not None:
+            break
+    else:
         side = reference.label if b is None else "candidate"
-        return _skipped(check, required, f"'{key}' missing from the {side} eval metrics", missing=True)
+        return _skipped(check, required, f"neither 'mean_response_tokens' nor 'mean_response_words' in the {side} "
+                        "eval metrics", missing=True)
     answers = _values(reference, "pass_at_1"), _values(reference, "mean_reward")
     if all(v is not None and v <= 0 for v in answers):
         return _skipped(check, required, f"the {reference.label} answers nothing (pass@1 0), so its length is "
                         "noise, not a reference", missing=False)
-    return _ratio_guard(check, f"eval response length {reference.label} -> candidate", b, c, cfg, "")
+    return _ratio_guard(check, f"eval response length {reference.label} -> candidate", b, c, cfg, "", unit)
 
 
 def _train_length(rows: Sequence[dict], cfg: GateConfig) -> GateReason:

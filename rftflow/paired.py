@@ -161,7 +161,7 @@ def _bootstrap_means(d: np.ndarray, resamples: int, rng: np.random.Generator) ->
     out = np.empty(resamples)
     for start in range(0, resamples, _CHUNK):
         size = min(_CHUNK, resamples - start)
-        out[start:start + size] = d[rng.integers(0, n, size=(size, n))].mean(axis=1)
+        out[start:start + size] = d[rng.integers(0, n, size=(size, n), dtype=np.int32)].mean(axis=1)
     return out
 
 

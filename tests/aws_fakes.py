@@ -110,12 +110,14 @@ ACCOUNT = "123456789012"
 
 def _answer_for(model: str, reference: str, prompt_id: str, sample: int, temperature: float) -> str:
     """How each fake model answers: the base never, an SFT checkpoint once per prompt when sampling (so its
-    rollouts are mixed) and always when greedy, an RFT checkpoint nine prompts in ten."""
+    rollouts are mixed) and six prompts in ten when greedy, an RFT checkpoint nine prompts in ten."""
     right, wrong = f"The change is {reference}. #### {reference}", "#### -1"
     if "-rft-c" in model:
         return wrong if sum(map(ord, prompt_id)) % 10 == 0 else right
     if "-sft-c" in model:
-        return right if (sample == 0 or temperature == 0) else wrong
+        if temperature == 0:
+            return right if sum(map(ord, prompt_id)) % 10 < 6 else wrong
+        return right if sample == 0 else wrong
     return wrong
 
 

@@ -47,17 +47,35 @@ def root(tmp_path: Path) -> str:
     return (tmp_path / "artifacts").as_uri()
 
 
-def test_all_fail_base_takes_the_sft_branch_and_reports(airflow_db, dagbag, root):
+def test_all_fail_base_takes_the_sft_branch_and_obeys_the_recheck(airflow_db, dagbag, root):
+    """12 SFT steps leave the tiny model failing everything: the recheck says sft_first again, and the
+    cycle stops there instead of running GRPO on rollouts that cannot teach it anything."""
     dr = _run(dagbag, root)
     states = _states(dr)
     assert str(dr.state) == "success", states
     assert states["sft"] == "success" and states["diversity_recheck"] == "success"
-    assert states["stop"] == "skipped"
     diversity = _stage(root, dr, "diversity_check")
     assert diversity.decision["decision"] == "sft_first"
     assert diversity.metrics["all_fail"] == 1.0
-    sft, rft = _stage(root, dr, "sft"), _stage(root, dr, "rft")
+    sft = _stage(root, dr, "sft")
     assert sft.checkpoint_uri and store.exists(sft.checkpoint_uri)
+    assert _stage(root, dr, "diversity_recheck").decision["decision"] == "sft_first"
+    assert states["plan_rft"] == "success" and states["rft"] == "skipped" and states["gate"] == "skipped"
+    assert states["stop"] == "success" and states["report"] == "success"
+    assert _stage(root, dr, "stop").decision["decision"] == "stop_sft_insufficient"
+    summary = store.read_json(store.join(stage_uri(root, "rft_cycle", dr.run_id, 1, "report"), "cycle.json"))
+    assert summary["outcome"] == "stopped" and "after SFT" in summary["outcome_reason"]
+
+
+def test_a_mixed_recheck_goes_on_to_rft_gate_and_report(airflow_db, dagbag, root):
+    # sft_policy=always on a base whose rollouts are judged mixed enough (thresholds at the extremes)
+    # on_missing_evidence=reject: a held run would wait in dag.test() for a person forever
+    dr = _run(dagbag, root, sft_policy="always", min_mixed_fraction=0.0, max_all_fail_fraction=1.0,
+              on_missing_evidence="reject")
+    states = _states(dr)
+    assert str(dr.state) == "success", states
+    assert states["sft"] == "success" and states["rft"] == "success" and states["stop"] == "skipped"
+    sft, rft = _stage(root, dr, "sft"), _stage(root, dr, "rft")
     assert rft.inputs.get("model_uri", sft.checkpoint_uri) == sft.checkpoint_uri
     rows = [json.loads(line) for line in store.read_text(rft.outputs["metrics_uri"]).splitlines()]
     assert rows and "critic/rewards/mean" in rows[0]
