@@ -232,7 +232,11 @@ def gate_message(summary: dict[str, Any]) -> Message:
     ]
     if gate:
         lines.append(f"Gate: {str(gate.get('decision', '-')).upper()} - {gate.get('reason', '')}")
-    models = [(name, s.get(name)) for name in ("baseline", "candidate", "champion") if isinstance(s.get(name), dict)]
+        lines += [f"Warning: {w}" for w in gate.get("warnings") or []]
+        if gate.get("split"):
+            lines.append(f"Eval set: {gate['split']}")
+    models = [(name, s.get(name)) for name in ("baseline", "sft_checkpoint", "candidate", "champion")
+              if isinstance(s.get(name), dict)]
     if models:
         lines += ["", f"{'':22}" + "".join(f"{name:>12}" for name, _ in models)]
         for key, label in (("pass_at_1", "pass@1"), ("mean_reward", "mean reward"),

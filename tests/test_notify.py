@@ -68,6 +68,7 @@ def test_gate_message_has_decision_reasons_metrics_and_report_link(cycles):
     assert sent["subject"].startswith("[rftflow] tiny-finqa cycle 1/1: REJECTED")
     text = sent["text"]
     assert "Gate: REJECT - guard fired: reward_hacking" in text
+    assert "Eval set: 200 prompts, not split" in text and "Warning: the eval set (200 prompts)" in text
     assert "[FAIL] gain_vs_baseline: observed -0.0500, required 97.0% lower bound > 0, gain >= 0.02 - " \
            "pass_at_1 0.400 -> 0.350 (-5.0 points, n=200, 0/10 discordant)" in text
     assert "[skip] format_penalty: required rise <= 0.05 - skipped" in text
