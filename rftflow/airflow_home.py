@@ -63,15 +63,18 @@ def dags_test(dag_id: str, conf: dict[str, Any], env: dict[str, str], log_path: 
     with log_path.open("w") as log:
         proc = subprocess.Popen([airflow_bin(), "dags", "test", dag_id, "--conf", json.dumps(conf)],
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
-        answered = False
+        told = answered = False
         while proc.poll() is None:
             time.sleep(2)
             if answer and not answered and HITL_WAITING in log_path.read_text(errors="replace")[-20000:]:
-                answered = True
-                if on_answer is not None:
+                if on_answer is not None and not told:
                     on_answer(answer)
-                subprocess.run([sys.executable, "-c", _ANSWER, dag_id, answer], env=env, check=False,
-                               stdout=log, stderr=subprocess.STDOUT)
+                    told = True
+                done = subprocess.run([sys.executable, "-c", _ANSWER, dag_id, answer], env=env, check=False,
+                                      capture_output=True, text=True)
+                log.write(done.stdout + done.stderr)
+                log.flush()
+                answered = done.returncode == 0 and "answered " in done.stdout
         return proc.returncode
 
 
@@ -89,10 +92,12 @@ from airflow.triggers.base import TriggerEvent
 from airflow.utils.session import create_session
 from airflow.utils.state import TaskInstanceState
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 dag_id, answer = sys.argv[1], sys.argv[2]
 with create_session() as session:
-    tis = session.scalars(select(TI).where(TI.dag_id == dag_id, TI.state == TaskInstanceState.AWAITING_INPUT)).all()
+    tis = session.scalars(select(TI).where(TI.dag_id == dag_id, TI.state == TaskInstanceState.AWAITING_INPUT)
+                          .options(joinedload(TI.hitl_detail))).unique().all()
     for ti in tis:
         detail = ti.hitl_detail
         detail.responded_by = HITLUser(id="rftflow-demo", name="rftflow demo")

@@ -190,7 +190,9 @@ def validate_data(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
     key = validation_cache_key(p)
     if (cached := _from_cache(p, ctx, "validation", key)) is not None:
         return {"manifest_uri": store.join(ctx.uri, "manifest.json"), **cached.metrics}
-    report = validate_dataset(p.train_uri, p.eval_uri, backend=p.backend, report_dir_uri=ctx.uri)
+    region, flavour = _aws_target(p)
+    report = validate_dataset(p.train_uri, p.eval_uri, backend=p.backend, report_dir_uri=ctx.uri, reward=p.reward,
+                              region=region, flavour=flavour)
     metrics: dict[str, Any] = {"ok": report.ok}
     if _uses_sft_data(p):
         metrics["sft_rows"] = len(read_records(p.sft_uri, kind="sft"))
@@ -207,15 +209,30 @@ def _uses_sft_data(p: CycleParams) -> bool:
     return bool(p.sft_uri) and p.sft_policy != "never"
 
 
+def _aws_target(p: CycleParams) -> tuple[str | None, str | None]:
+    """(region, flavour) an AWS backend would submit to, so validate_data can refuse a region the chosen
+    models and images are not published in; (None, None) on the local backend or when no region is set."""
+    if p.backend == "local":
+        return None, None
+    try:
+        backend = backend_for(p)
+        options = getattr(backend, "options", None)
+        return backend.region, getattr(options, "flavour", None)
+    except Exception as err:  # no connection or region configured: the submit path says so later
+        log.info("validate_data: no AWS region to check (%s)", err)
+        return None, None
+
+
 def validation_cache_key(p: CycleParams) -> str:
     """Content hash of (train, eval and SFT data, backend, the checks' own code): data that passed once
     is not re-validated while none of these changes."""
     rules = hashlib.sha256()
-    for module in ("validation.py", "dataset.py"):
+    for module in ("validation.py", "dataset.py", "aws/availability.py"):
         rules.update((Path(__file__).parent / module).read_bytes())
     parts = {
         "backend": p.backend, "train": _file_digest(p.train_uri), "eval": _file_digest(p.eval_uri),
         "sft": _file_digest(p.sft_uri) if _uses_sft_data(p) else None, "rules": rules.hexdigest(),
+        "reward": p.reward, "target": _aws_target(p),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
