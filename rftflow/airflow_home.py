@@ -85,6 +85,7 @@ _ANSWER = """
 import sys
 import time
 from airflow._shared.timezones import timezone
+from airflow.models.dagrun import DagRun
 from airflow.models.hitl import HITLUser
 from airflow.models.taskinstance import TaskInstance as TI
 from airflow.models.trigger import handle_event_submit
@@ -96,7 +97,12 @@ from sqlalchemy.orm import joinedload
 
 dag_id, answer = sys.argv[1], sys.argv[2]
 with create_session() as session:
-    tis = session.scalars(select(TI).where(TI.dag_id == dag_id, TI.state == TaskInstanceState.AWAITING_INPUT)
+    # Only the newest running run is the one `airflow dags test` is waiting on; an older run parked by an
+    # interrupted test stays as it is.
+    run_id = session.scalar(select(DagRun.run_id).where(DagRun.dag_id == dag_id, DagRun.state == "running")
+                            .order_by(DagRun.start_date.desc()).limit(1))
+    tis = session.scalars(select(TI).where(TI.dag_id == dag_id, TI.run_id == run_id,
+                                           TI.state == TaskInstanceState.AWAITING_INPUT)
                           .options(joinedload(TI.hitl_detail))).unique().all()
     for ti in tis:
         detail = ti.hitl_detail
