@@ -62,8 +62,10 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
             body="{{ ti.xcom_pull(task_ids='gate')['table'] }}",
             defaults="Reject", response_timeout=timedelta(days=7),  # no answer in a week: not promoted
         )
+        # Upstreams: the gate's branch and the approval only. A cycle that stopped before the gate skips
+        # them all, so the join skips promote too (an upstream that ran, e.g. baseline_eval, would start it).
         promote = CycleTask(task_id="promote", trigger_rule=JOIN, outlets=[AssetAlias(CHAMPION_ALIAS)],
-                            inputs={"baseline": baseline_eval.output, "decision": gate.output})
+                            inputs={"decision": gate.output})
         iterate = CycleTask(task_id="iterate", inputs={"decision": gate.output})
         start_next_cycle = StartNextCycleOperator(task_id="start_next_cycle", trigger_dag_id=dag_id,
                                                   conf=iterate.output)

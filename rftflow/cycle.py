@@ -534,6 +534,14 @@ def gate(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
     return decision
 
 
+def baseline_champion_token(ctx: StageContext) -> str | None:
+    """The champion pointer's token when this cycle's baseline was taken (promote swaps only from it)."""
+    baseline = load_complete(ctx.for_stage("baseline_eval").uri)
+    if baseline is None:
+        raise RuntimeError("promote: baseline_eval has no complete manifest in this run")
+    return (baseline.outputs.get("xcom") or {}).get("champion_token")
+
+
 def promote(p: CycleParams, ctx: StageContext, candidate_uri: str, champion_token: str | None) -> dict[str, Any]:
     """Compare-and-swap the champion pointer to the candidate; a race is reported, never lost."""
     if (m := _reused(ctx)) is not None:

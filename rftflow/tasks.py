@@ -59,8 +59,11 @@ def choose_outcome(context: Any, decision: dict) -> str | list[str]:
     return cycle.choose_outcome(cycle.for_task(context, "choose_outcome")[0], decision)
 
 
-def promote(context: Any, baseline: dict, decision: dict) -> dict:
-    result = cycle.promote(*cycle.for_task(context, "promote"), decision["candidate_uri"], baseline["champion_token"])
+def promote(context: Any, decision: dict, baseline: dict | None = None) -> dict:
+    # `baseline` is what DAG versions that passed the baseline's XCom still send; the token is read from
+    # the baseline stage's manifest either way.
+    p, ctx = cycle.for_task(context, "promote")
+    result = cycle.promote(p, ctx, decision["candidate_uri"], cycle.baseline_champion_token(ctx))
     if result["promoted"]:  # the Asset event a deployment DAG schedules on
         alias = AssetAlias(CHAMPION_ALIAS)
         context["outlet_events"][alias].add(Asset(result["asset_uri"]), extra=result["asset_extra"])

@@ -13,7 +13,7 @@ HEAVY = ("torch", "transformers", "trl", "peft", "great_expectations", "sagemake
 
 EXPECTED_EDGES = {
     "validate_data": {"baseline_eval"},
-    "baseline_eval": {"diversity_check", "promote"},
+    "baseline_eval": {"diversity_check"},
     "diversity_check": {"plan_training"},
     "plan_training": {"sft", "rft", "stop"},
     "sft": {"diversity_recheck"},
