@@ -7,14 +7,28 @@ cycle 2 starts from the champion (SFT skipped). Ends with what each stage decide
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import time
+from pathlib import Path
 
-from rftflow.airflow_home import airflow_env, dags_test, ensure_db
+from rftflow.airflow_home import airflow_bin, airflow_env, dags_test, ensure_db
 from rftflow.params import PROJECT_ROOT
 
 DEMO_DIR = PROJECT_ROOT / ".demo"
 FAMILY = "tiny-demo"
+# --fast (also `rftflow run --fast`): a smoke run, the same path in a fraction of the time, without the learning.
+FAST = {
+    "recipe_overrides": {
+        "sft": {"max_steps": 40, "warmup_steps": 2},
+        "rft": {"max_steps": 4, "prompts_per_step": 8},
+        "eval": {"max_prompts": 64},
+    },
+    "diversity_prompts": 32,
+}
+# What `airflow standalone` needs from the demo's environment to show its runs, plugin page and champion.
+_UI_ENV = ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER",
+           "AIRFLOW__CORE__LOAD_EXAMPLES", "RFTFLOW_ARTIFACT_ROOT")
 
 
 def cycles(fast: bool) -> list[tuple[str, dict]]:
@@ -26,16 +40,44 @@ def cycles(fast: bool) -> list[tuple[str, dict]]:
                                    "rft": {"max_steps": 30, "learning_rate": 1.0e-4}}}
     first, second = {**first, **budget}, {**second, **budget}
     if fast:  # a smoke run: the same path in a fraction of the time, without the learning
-        small = {
-            "recipe_overrides": {
-                "sft": {"max_steps": 40, "warmup_steps": 2},
-                "rft": {"max_steps": 4, "prompts_per_step": 8},
-                "eval": {"max_prompts": 64},
-            },
-            "diversity_prompts": 32,
-        }
-        first, second = {**first, **small}, {**second, **small}
+        first, second = {**first, **FAST}, {**second, **FAST}
     return [("cycle 1: from the tiny base model", first), ("cycle 2: from the champion", second)]
+
+
+def local_path(uri: str | None) -> str | None:
+    """A file:// URI as the path a person can open; any other URI as it is."""
+    if uri and uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(uri).path)
+    return uri
+
+
+def ui_command(airflow_home: Path, artifact_root: str) -> str:
+    """The shell command that serves this Airflow home in the UI, with the env the demo ran its runs with."""
+    env = airflow_env(airflow_home, artifact_root)
+    airflow = Path(airflow_bin())
+    # standalone starts its scheduler, API server ... as `airflow` from PATH: the venv's bin goes first.
+    path = f'PATH={shlex.quote(str(airflow.parent))}:"$PATH" ' if airflow.is_absolute() else ""
+    return path + " ".join(f"{k}={shlex.quote(env[k])}" for k in _UI_ENV) + f" {shlex.quote(str(airflow))} standalone"
+
+
+def how_to_see(logs: list[Path], airflow_home: Path, artifact_root: str) -> str:
+    """Where the demo's task logs are, and how to open its runs in the Airflow UI.
+
+    `airflow dags test` runs the tasks inside its own process and prints their logs to its output, which the
+    demo writes to .demo/cycle-N.log; nothing lands in the log folder the UI reads, so the UI lists these
+    runs without task logs.
+    """
+    shown = ", ".join(str(log.relative_to(PROJECT_ROOT)) if log.is_relative_to(PROJECT_ROOT) else str(log)
+                      for log in logs)
+    return "\n".join([
+        f"task logs: {shown} (`airflow dags test` writes every task's log there; the Airflow UI lists "
+        "these runs without task logs)",
+        "to browse the runs, the RFT cycles page and the reports in the Airflow UI, run (it prints the "
+        "admin password; then open http://localhost:8080):",
+        f"  {ui_command(airflow_home, artifact_root)}",
+    ])
 
 
 def _held(answer: str) -> None:
@@ -77,9 +119,13 @@ def main(argv: list[str] | None = None) -> int:
             return rc
     print()
     for summary in read_index(artifacts.as_uri(), FAMILY):
-        print(summary_text(summary))
+        # The index entry names the report it wrote (report_html_uri / report_md_uri); print it as a path.
+        report = local_path(summary.get("report_html_uri") or summary.get("report_md_uri"))
+        print(summary_text(summary, report_uri=report))
         print()
-    print(f"demo finished in {time.time() - t0:.0f} s")
+    logs = [DEMO_DIR / f"cycle-{i}.log" for i in range(1, len(cycles(args.fast)) + 1)]
+    print(how_to_see(logs, DEMO_DIR / "airflow", artifacts.as_uri()))
+    print(f"\ndemo finished in {time.time() - t0:.0f} s")
     return 0
 
 

@@ -1,11 +1,21 @@
-"""The `rftflow` command: each subcommand reaches its implementation and returns a useful exit code."""
+"""The `rftflow` command: each subcommand reaches its implementation and returns a useful exit code; run,
+champion and history explain every option, print tables (or --json), and end quietly on a closed pipe."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-from rftflow import cli
+import pytest
+
+from rftflow import cli, demo
+from rftflow.params import DEFAULTS, PROJECT_ROOT
 from rftflow.registry import Champion, ChampionRegistry
+from rftflow.summary import read_index
 
 
 def test_validate_sample_data_passes(capsys, tmp_path):
@@ -45,3 +55,161 @@ def test_champion_and_history(capsys, tmp_path):
     assert cli.main(["champion", "--family", "fam", "--artifact-root", root, "--history"]) == 0
     assert "file:///m" in capsys.readouterr().out
     assert cli.main(["history", "--artifact-root", root]) == 0
+
+
+# --------------------------------------------------------------------------- run / champion / history
+OWN = ("run", "champion", "history")
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    ap = cli.build_parser()
+    (action,) = [a for a in ap._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("command", OWN)
+def test_every_option_has_help(command, capsys):
+    parser = _subparsers()[command]
+    for action in parser._actions:
+        assert action.help and action.help != argparse.SUPPRESS, f"rftflow {command} {action.option_strings}"
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--help"])
+    assert exit_.value.code == 0
+    shown = capsys.readouterr().out
+    for action in parser._actions:
+        for option in action.option_strings:
+            assert option in shown
+
+
+def test_set_with_an_unknown_name_lists_the_valid_ones(capsys):
+    assert cli.main(["run", "--set", "max_cycle=2"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown parameter(s) max_cycle" in err
+    assert "valid names:" in err and all(name in err for name in DEFAULTS)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--conf", "{not json"], "--conf: not JSON"),
+    (["--conf", "[1, 2]"], "expected a JSON object"),
+    (["--set", "max_cycles"], "expected KEY=VALUE"),
+    (["--set", "rollouts_per_prompt=99"], "rollouts_per_prompt"),
+])
+def test_run_rejects_bad_params_before_starting_airflow(argv, expected, capsys, tmp_path):
+    home = tmp_path / "home"
+    assert cli.main(["run", "--airflow-home", str(home), *argv]) == 2
+    assert expected in capsys.readouterr().err
+    assert not home.exists(), "nothing was started"
+
+
+def test_run_fast_uses_the_demo_smoke_settings_and_set_wins():
+    args = argparse.Namespace(fast=True, conf='{"base_model": "tiny"}', set=["diversity_prompts=64"])
+    conf = cli._conf_from(args)
+    assert conf["recipe_overrides"] == demo.FAST["recipe_overrides"]
+    assert conf["diversity_prompts"] == 64 and conf["base_model"] == "tiny"
+
+
+@pytest.fixture
+def two_cycles(tmp_path, monkeypatch):
+    """A promoted and a rejected cycle of the default family in a tmp artifact root (no MLflow)."""
+    from test_plugin import write_finished_cycle
+
+    monkeypatch.setenv("RFTFLOW_TRACKING", "off")
+    root = (tmp_path / "art").as_uri()
+    write_finished_cycle(root, "manual__2026-11-25T09:00:00+00:00", family=DEFAULTS["model_family"])
+    write_finished_cycle(root, "manual__2026-11-26T09:00:00+00:00", family=DEFAULTS["model_family"],
+                         improved=False)
+    return root
+
+
+def test_champion_table_by_default_and_json_on_request(two_cycles, capsys):
+    assert cli.main(["champion", "--artifact-root", two_cycles]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith(f"champion of {DEFAULTS['model_family']} (in {two_cycles})")
+    assert "pass_at_1 0.550" in table and "manual__2026-11-25T09:00:00+00:00, cycle 1" in table
+    assert len(table.splitlines()) <= 8 and "{" not in table
+    assert cli.main(["champion", "--artifact-root", two_cycles, "--history", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["champion"]["run_id"] == "manual__2026-11-25T09:00:00+00:00"
+    assert data["artifact_root"] == two_cycles and len(data["history"]) == 1
+
+
+def test_history_table_and_json(two_cycles, capsys):
+    assert cli.main(["history", "--artifact-root", two_cycles]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"2 finished cycles in {two_cycles}, oldest first:"
+    assert lines[1].split() == ["finished", "family", "run", "cycle", "outcome", "pass@1", "why"]
+    assert "PROMOTED  0.400 -> 0.550" in lines[2] and "REJECTED  0.400 -> 0.350" in lines[3]
+    assert cli.main(["history", "--artifact-root", two_cycles, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [c["outcome"] for c in data] == ["promoted", "rejected"]
+    assert cli.main(["history", "--artifact-root", two_cycles, "-v"]) == 0
+    verbose = capsys.readouterr().out
+    report = demo.local_path(data[0]["report_html_uri"])
+    assert f"report: {report}" in verbose and Path(report).exists()
+
+
+def test_champion_and_history_also_look_where_the_demo_wrote(two_cycles, tmp_path, monkeypatch, capsys):
+    empty = (tmp_path / "empty").as_uri()
+    monkeypatch.setenv("RFTFLOW_ARTIFACT_ROOT", empty)
+    demo_dir = tmp_path / "demo"
+    demo_dir.mkdir()
+    (tmp_path / "art").rename(demo_dir / "artifacts")  # the cycles now sit where a demo writes them
+    monkeypatch.setattr(demo, "DEMO_DIR", demo_dir)
+    demo_root = (demo_dir / "artifacts").as_uri()
+    assert cli.main(["champion"]) == 0
+    assert f"(in {demo_root})" in capsys.readouterr().out
+    assert cli.main(["history"]) == 0
+    assert f"2 finished cycles in {demo_root}" in capsys.readouterr().out
+    assert cli.main(["champion", "--family", "nobody"]) == 1
+    assert f"no champion registered for nobody in {empty} or {demo_root}" in capsys.readouterr().out
+
+
+def _many_cycles(root: Path, n: int) -> str:
+    """n indexed cycle summaries (index entries only: what `history` reads)."""
+    index = root / "index" / "fam"
+    index.mkdir(parents=True)
+    for i in range(n):
+        (index / f"rft_cycle__run{i:04d}__cycle-1.json").write_text(json.dumps({
+            "dag_id": "rft_cycle", "run_id": f"run{i:04d}", "cycle": 1, "model_family": "fam",
+            "outcome": "rejected", "outcome_reason": "x" * 200}))
+    return root.as_uri()
+
+
+@pytest.mark.parametrize("command", [["history"], ["history", "--json"], ["history", "-v"]])
+def test_a_closed_pipe_ends_quietly(command, tmp_path):
+    """The reader is gone before the first write: every write hits a closed pipe (EPIPE)."""
+    root = _many_cycles(tmp_path / "art", 400)
+    read, write = os.pipe()
+    os.close(read)
+    proc = subprocess.run([sys.executable, "-m", "rftflow.cli", *command, "--artifact-root", root],
+                          stdout=write, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT, timeout=120)
+    os.close(write)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0
+
+
+def test_history_piped_into_head(tmp_path):
+    root = _many_cycles(tmp_path / "art", 400)  # ~100 KB of table: more than a pipe buffer holds
+    rftflow = Path(sys.executable).parent / "rftflow"
+    proc = subprocess.run(f"{rftflow} history --artifact-root {root} | head -n 2", shell=True, cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.splitlines()[0] == f"400 finished cycles in {root}, oldest first:"
+    assert len(proc.stdout.splitlines()) == 2
+    assert proc.stderr == "", proc.stderr
+
+
+@pytest.mark.slow
+def test_run_prints_the_outcome_and_report_path_at_the_end(tmp_path, monkeypatch, capsys):
+    """A real `rftflow run --fast` (SFT off: the shortest path to the report task), then its last lines."""
+    monkeypatch.setenv("RFTFLOW_TRACKING", "off")
+    root = (tmp_path / "art").as_uri()
+    rc = cli.main(["run", "--fast", "--set", "sft_policy=never", "--set", "base_model=tiny",
+                   "--airflow-home", str(tmp_path / "home"), "--artifact-root", root])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    (summary,) = read_index(root, DEFAULTS["model_family"])
+    report = demo.local_path(summary["report_html_uri"])
+    assert Path(report).exists()
+    assert f"report: {report}\n" in out
+    assert f"cycle 1 of run {summary['run_id']}: {summary['outcome'].upper()} - " in out
+    assert f"AIRFLOW_HOME={tmp_path / 'home'}" in out  # how to see the run in the UI
