@@ -80,6 +80,9 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
         choose_outcome >> [approve_promotion, promote, iterate, reject]
         approve_promotion >> promote
         [promote, start_next_cycle, reject, stop] >> report
+        # A held candidate that the reviewer rejects skips promote; the branch itself still leads to the
+        # report (a branch never skips a task that is also downstream of the branch it chose).
+        choose_outcome >> report
     return dag
 
 

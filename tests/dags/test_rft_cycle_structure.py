@@ -23,7 +23,7 @@ EXPECTED_EDGES = {
     "stop": {"report"},
     "checkpoint_eval": {"gate"},
     "gate": {"choose_outcome", "promote", "iterate"},
-    "choose_outcome": {"approve_promotion", "promote", "iterate", "reject"},
+    "choose_outcome": {"approve_promotion", "promote", "iterate", "reject", "report"},
     "approve_promotion": {"promote"},
     "promote": {"report"},
     "iterate": {"start_next_cycle"},
