@@ -16,8 +16,8 @@ from rftflow.gate import GateConfig, decide
 from rftflow.gate_simulation import (
     HEALTHY_DRIFT,
     HEALTHY_TRAINING,
-    _evidence,
     chained_promotions,
+    evidence_of,
     promotion_rate,
     simulate_pairs,
 )
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         times = []
         for _ in range(5):
             t0 = time.perf_counter()
-            decide(_evidence(base, "baseline"), _evidence(cand, "candidate"), None, HEALTHY_TRAINING, cfg,
+            decide(evidence_of(base, "baseline"), evidence_of(cand, "candidate"), None, HEALTHY_TRAINING, cfg,
                    cycle=1, max_cycles=1, drift=HEALTHY_DRIFT)
             times.append(time.perf_counter() - t0)
         print(f"  {metric:12} median {np.median(times) * 1000:7.1f} ms  (5 runs; mean_reward: "

@@ -41,19 +41,16 @@ def _uri(text: str) -> str:
     return Path(text).resolve().as_uri()
 
 
-def _read_rows(uri: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in store.read_text(uri).splitlines() if line.strip()]
-
-
 def load_eval(text: str, label: str) -> tuple[Any, str | None, Any]:
     """(EvalEvidence, the stage folder URI or None, the stage manifest or None) from any of the three forms."""
+    from rftflow.cycle import stage_evidence
     from rftflow.evaluation import summarize
     from rftflow.gate import EvalEvidence
     from rftflow.manifest import read_manifest
 
     uri = _uri(text)
     if uri.endswith(".jsonl"):
-        rows = _read_rows(uri)
+        rows = store.read_jsonl(uri)
         fields = sorted({k for r in rows for k, v in (r.get("metadata") or {}).items()
                          if not isinstance(v, dict | list)})
         return EvalEvidence(summarize(rows, fields), rows, label), None, None
@@ -62,9 +59,7 @@ def load_eval(text: str, label: str) -> tuple[Any, str | None, Any]:
         raise ValueError(f"{text}: expected an eval stage folder, its manifest.json or a rows.jsonl; "
                          f"found no {manifest_uri}")
     manifest = read_manifest(manifest_uri)
-    rows_uri = manifest.outputs.get("rows_uri")
-    rows = _read_rows(rows_uri) if rows_uri and store.exists(rows_uri) else None
-    return EvalEvidence(manifest.metrics, rows, label), manifest_uri.rsplit("/", 1)[0], manifest
+    return stage_evidence(manifest, label), manifest_uri.rsplit("/", 1)[0], manifest
 
 
 def _sibling(stage_uri: str | None, stage: str) -> Any:
@@ -76,6 +71,7 @@ def _sibling(stage_uri: str | None, stage: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rftflow.cycle import DRIFT, RFT_START_EVAL, eval_rows, stage_evidence
     from rftflow.gate import EvalEvidence, GateConfig, decide
 
     try:
@@ -85,24 +81,17 @@ def run(args: argparse.Namespace) -> int:
         if args.champion:
             champion = load_eval(args.champion, "champion")[0]
         elif base_manifest is not None and (base_manifest.decision or {}).get("champion") is not None:
-            rows_uri = base_manifest.outputs.get("champion_rows_uri")
             champion = EvalEvidence(base_manifest.decision["champion"],
-                                    _read_rows(rows_uri) if rows_uri and store.exists(rows_uri) else None, "champion")
+                                    eval_rows(base_manifest.outputs.get("champion_rows_uri")), "champion")
         stored = _sibling(cand_stage, "gate")
         stored_decision = (stored.decision or {}) if stored else {}
         if args.metrics:
-            train_rows = _read_rows(_uri(args.metrics))
+            train_rows = store.read_jsonl(_uri(args.metrics))
         else:
             rft = _sibling(cand_stage, "rft")
-            metrics_uri = rft.outputs.get("metrics_uri") if rft else None
-            train_rows = _read_rows(metrics_uri) if metrics_uri and store.exists(metrics_uri) else []
-        sft = _sibling(cand_stage, "checkpoint_eval.rft_start")
-        rft_start = None
-        if sft is not None:
-            rows_uri = sft.outputs.get("rows_uri")
-            rft_start = EvalEvidence(sft.metrics, _read_rows(rows_uri) if rows_uri and store.exists(rows_uri)
-                                     else None, "SFT checkpoint")
-        drift = _sibling(cand_stage, "checkpoint_eval.drift")
+            train_rows = eval_rows(rft.outputs.get("metrics_uri") if rft else None) or []
+        rft_start = stage_evidence(_sibling(cand_stage, RFT_START_EVAL), "SFT checkpoint")
+        drift = _sibling(cand_stage, DRIFT)
         settings: dict[str, Any] = json.loads(args.guards) if args.guards else {}
         for key, value in (("metric", args.metric or stored_decision.get("metric")), ("margin", args.margin),
                            ("confidence", args.confidence), ("min_abs_gain", args.min_abs_gain),

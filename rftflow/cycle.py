@@ -467,7 +467,7 @@ def _train_rows(ctx: StageContext, stage: str) -> list[dict[str, Any]]:
     uri = manifest.outputs.get("metrics_uri") if manifest else None
     if not uri or not store.exists(uri):
         return []
-    rows = [json.loads(line) for line in store.read_text(uri).splitlines() if line.strip()]
+    rows = store.read_jsonl(uri)
     # One row per step: a resumed trainer may have logged a step twice; the later row is the one that counts.
     by_step: dict[Any, dict[str, Any]] = {}
     for i, row in enumerate(rows):
@@ -475,18 +475,18 @@ def _train_rows(ctx: StageContext, stage: str) -> list[dict[str, Any]]:
     return list(by_step.values())
 
 
-def _eval_rows(uri: str | None) -> list[dict[str, Any]] | None:
-    if not uri or not store.exists(uri):
-        return None
-    return [json.loads(line) for line in store.read_text(uri).splitlines() if line.strip()]
+def eval_rows(uri: str | None) -> list[dict[str, Any]] | None:
+    """An eval's per-prompt rows, or None when it wrote none (the gate then holds instead of guessing)."""
+    return store.read_jsonl(uri) if uri and store.exists(uri) else None
 
 
-def _evidence(manifest: StageManifest | None, label: str, rows_uri: str | None = None) -> Any:
+def stage_evidence(manifest: StageManifest | None, label: str) -> Any:
+    """The gate's EvalEvidence for an eval stage's manifest (None for a stage that did not run)."""
     from rftflow.gate import EvalEvidence
 
     if manifest is None:
         return None
-    return EvalEvidence(manifest.metrics, _eval_rows(rows_uri or manifest.outputs.get("rows_uri")), label)
+    return EvalEvidence(manifest.metrics, eval_rows(manifest.outputs.get("rows_uri")), label)
 
 
 def record_look(p: CycleParams, ctx: StageContext) -> int:
@@ -521,12 +521,12 @@ def gate(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
     if champion_metrics is not None:
         from rftflow.gate import EvalEvidence
 
-        champion = EvalEvidence(champion_metrics, _eval_rows(baseline.outputs.get("champion_rows_uri")), "champion")
+        champion = EvalEvidence(champion_metrics, eval_rows(baseline.outputs.get("champion_rows_uri")), "champion")
     drift = load_complete(ctx.for_stage(DRIFT).uri)
     look = record_look(p, ctx)
-    result = decide(_evidence(baseline, "baseline"), _evidence(candidate, "candidate"), champion,
+    result = decide(stage_evidence(baseline, "baseline"), stage_evidence(candidate, "candidate"), champion,
                     _train_rows(ctx, "rft"), p.gate_config(), cycle=p.cycle, max_cycles=p.max_cycles,
-                    rft_start=_evidence(load_complete(ctx.for_stage(RFT_START_EVAL).uri), "SFT checkpoint"),
+                    rft_start=stage_evidence(load_complete(ctx.for_stage(RFT_START_EVAL).uri), "SFT checkpoint"),
                     look=look, drift=drift.metrics if drift else None)
     log.info("gate decision: %s\n%s", result.decision, result.table())
     decision = {**result.to_dict(), "candidate_uri": candidate.checkpoint_uri, "table": result.table()}

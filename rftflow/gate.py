@@ -717,14 +717,3 @@ def decide(
                       champion_value=h, cycle=cycle, max_cycles=max_cycles, look=look, alpha=alpha,
                       split=split_text, reasons=reasons, comparisons=[x.to_dict() for x in comparisons],
                       warnings=warnings)
-
-
-def evidence_from_metrics(metrics: dict[str, Any], rows: list[dict[str, Any]] | None,
-                          label: str) -> EvalEvidence:
-    """An EvalEvidence from a stage manifest's metrics and its rows (None when the backend wrote none)."""
-    return EvalEvidence(dict(metrics or {}), rows, label)
-
-
-def comparison_table(result: GateResult) -> list[Comparison]:
-    """The result's comparisons as objects (for the report's forest plot)."""
-    return [Comparison.from_dict(c) for c in result.comparisons]

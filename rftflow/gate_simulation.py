@@ -45,13 +45,13 @@ def _rows(passed: np.ndarray) -> list[dict]:
     return [{"id": f"p{i}", "passed": bool(v), "reward": float(v), "metadata": {}} for i, v in enumerate(passed)]
 
 
-def _evidence(rows: list[dict], label: str) -> EvalEvidence:
+def evidence_of(rows: list[dict], label: str) -> EvalEvidence:
     rate = float(np.mean([r["passed"] for r in rows]))
     return EvalEvidence({"pass_at_1": rate, "mean_reward": rate, "mean_response_tokens": 12.0}, rows, label)
 
 
 def _decide(base: list[dict], cand: list[dict], cfg: GateConfig, look: int) -> str:
-    return decide(_evidence(base, "baseline"), _evidence(cand, "candidate"), None, HEALTHY_TRAINING, cfg,
+    return decide(evidence_of(base, "baseline"), evidence_of(cand, "candidate"), None, HEALTHY_TRAINING, cfg,
                   cycle=1, max_cycles=1, look=look, drift=HEALTHY_DRIFT).decision
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "put_file",
     "read_bytes",
     "read_json",
+    "read_jsonl",
     "read_text",
     "s3_client",
     "s3_endpoint_url",
@@ -367,6 +368,11 @@ def read_json(uri: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{uri}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+
+
+def read_jsonl(uri: str) -> list[Any]:
+    """One JSON value per non-empty line (rows.jsonl, metrics.jsonl)."""
+    return [json.loads(line) for line in read_text(uri).splitlines() if line.strip()]
 
 
 def write_json(uri: str, obj: Any) -> None:

@@ -6,7 +6,6 @@ as `cycle.json` beside the report and indexed under `{artifact_root}/index/{mode
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ SUMMARY_STAGES = ("validate_data", "baseline_eval", "diversity_check", "stop", "
 def _rows(uri: str | None) -> list[dict[str, Any]]:
     if not uri or not store.exists(uri):
         return []
-    return [json.loads(line) for line in store.read_text(uri).splitlines() if line.strip()]
+    return store.read_jsonl(uri)
 
 
 def _failing(gate: dict[str, Any]) -> str:

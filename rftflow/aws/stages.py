@@ -124,10 +124,6 @@ def write_jsonl(uri: str, rows: list[dict[str, Any]]) -> None:
     store.write_text(uri, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
 
 
-def read_jsonl(uri: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in store.read_text(uri).splitlines() if line.strip()]
-
-
 def sft_converse_row(record: Any) -> dict[str, Any]:
     """A demonstration in the Converse format Nova SFT reads (schemaVersion bedrock-conversation-2024)."""
     system = [{"text": m["content"]} for m in record.messages if m["role"] == "system"]

@@ -248,7 +248,7 @@ class LocalBackend(Backend):
         from rftflow.dataset import read_records
 
         prompts = {r.id: r.prompt_messages() for r in read_records(eval_uri, kind="rft")}
-        rows = [json.loads(line) for line in store.read_text(rows_uri).splitlines() if line.strip()]
+        rows = store.read_jsonl(rows_uri)
         pairs = [{"messages": prompts[str(r["id"])], "completion": r["completion"]} for r in rows
                  if str(r["id"]) in prompts and r.get("completion")]
         if not pairs:
