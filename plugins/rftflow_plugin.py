@@ -167,10 +167,11 @@ def cycle_view(root: str, summary: dict[str, Any]) -> dict[str, Any]:
 _RUN_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
 
-def _recency(summary: dict[str, Any]) -> tuple[str, int]:
+def _recency(summary: dict[str, Any]) -> tuple[str, str, int]:
+    """Finish time, then the run's own time (two cycles can finish within one second), then cycle."""
     found = _RUN_TIME.search(str(summary.get("run_id", "")))
-    when = summary.get("finished_at") or (found.group(0) if found else str(summary.get("run_id", "")))
-    return str(when), int(summary.get("cycle") or 0)
+    started = found.group(0) if found else str(summary.get("run_id", ""))
+    return str(summary.get("finished_at") or started), started, int(summary.get("cycle") or 0)
 
 
 def families_view(root: str, summaries: list[dict[str, Any]], family: str | None = None) -> list[dict[str, Any]]:
