@@ -192,7 +192,8 @@ def validate_data(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
         return {"manifest_uri": store.join(ctx.uri, "manifest.json"), **cached.metrics}
     region, flavour = _aws_target(p)
     report = validate_dataset(p.train_uri, p.eval_uri, backend=p.backend, report_dir_uri=ctx.uri, reward=p.reward,
-                              region=region, flavour=flavour)
+                              region=region, flavour=flavour, model=_configured_model(p),
+                              customizations=("SFT", "RFT") if _uses_sft_data(p) else ("RFT",))
     metrics: dict[str, Any] = {"ok": report.ok}
     if _uses_sft_data(p):
         metrics["sft_rows"] = len(read_records(p.sft_uri, kind="sft"))
@@ -207,6 +208,11 @@ def validate_data(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
 
 def _uses_sft_data(p: CycleParams) -> bool:
     return bool(p.sft_uri) and p.sft_policy != "never"
+
+
+def _configured_model(p: CycleParams) -> str:
+    """The model the params name (the fallback stands for the champion, which continues from it)."""
+    return p.fallback_model if p.base_model == "champion" else p.base_model
 
 
 def _aws_target(p: CycleParams) -> tuple[str | None, str | None]:
@@ -232,7 +238,7 @@ def validation_cache_key(p: CycleParams) -> str:
     parts = {
         "backend": p.backend, "train": _file_digest(p.train_uri), "eval": _file_digest(p.eval_uri),
         "sft": _file_digest(p.sft_uri) if _uses_sft_data(p) else None, "rules": rules.hexdigest(),
-        "reward": p.reward, "target": _aws_target(p),
+        "reward": p.reward, "target": _aws_target(p), "model": _configured_model(p),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -233,6 +233,8 @@ def validate_dataset(
     reward: str | None = None,
     region: str | None = None,
     flavour: str | None = None,
+    model: str | None = None,
+    customizations: tuple[str, ...] = ("SFT", "RFT"),
 ) -> ValidationReport:
     """Validate a training file (and optionally its held-out eval file) for ``backend``.
 
@@ -244,7 +246,8 @@ def validate_dataset(
     For the AWS backends a ``region`` check fails when the backend cannot train Nova there
     (rftflow.aws.availability); ``region``/``flavour`` default to the backend's options from the environment or
     Airflow Variables (RFTFLOW_<BACKEND>_REGION_NAME, rftflow_aws_region_name, ...), then AWS_REGION /
-    AWS_DEFAULT_REGION; with no region known the check is left out.
+    AWS_DEFAULT_REGION; with no region known the check is left out. ``model`` picks the table's row (Nova 2
+    Lite unless it names one of Bedrock's open-weight models); ``customizations`` are the ones the cycle may run.
     """
     _check_settings(backend, kind, max_prompt_chars, min_reference_share)
     splits: dict[str, tuple[str, Kind]] = {"train": (train_uri, kind)}
@@ -274,7 +277,7 @@ def validate_dataset(
             names={split: display_name(uri) for split, (uri, _) in splits.items()},
             reward=reward,
         )
-    region_check = _region_check(backend, region, flavour)
+    region_check = _region_check(backend, region, flavour, model, customizations)
     if region_check is not None:
         checks.append(region_check)
     report = ValidationReport(
@@ -451,26 +454,30 @@ def _aws_setting(backend: str, name: str) -> str | None:
     return value or None
 
 
-def _region_check(backend: str, region: str | None, flavour: str | None) -> Check | None:
-    """Fail when the AWS backend cannot run the cycle (SFT, RFT and eval) in the region; None off AWS."""
+def _region_check(backend: str, region: str | None, flavour: str | None, model: str | None = None,
+                  customizations: tuple[str, ...] = ("SFT", "RFT")) -> Check | None:
+    """Fail when the AWS backend cannot run the cycle (its customizations and eval) in the region, or has no
+    path for them on the model; None off AWS."""
     if backend not in ("sagemaker", "bedrock"):
         return None
-    from rftflow.aws.availability import region_problems, supported_regions
+    from rftflow.aws.availability import NOVA_2_LITE, region_problems, supported_regions
+    from rftflow.aws.bedrock_openai import open_weight_model
 
     region = region or _aws_setting(backend, "region_name")
     if not region:
         return None
     flavour = flavour or _aws_setting(backend, "flavour") or "training_job"
-    problems = region_problems(backend, region, flavour=flavour)
+    target = (open_weight_model(model or "") if backend == "bedrock" else None) or NOVA_2_LITE
+    problems = region_problems(backend, region, flavour=flavour, customizations=customizations, model=target)
     where = f"{backend} ({flavour})" if backend == "sagemaker" else backend
-    supported = ", ".join(supported_regions(backend, flavour=flavour))
+    supported = ", ".join(supported_regions(backend, flavour=flavour, customizations=customizations, model=target))
     return Check(
         "region",
         "setup",
         "fail" if problems else "pass",
         region,
-        supported,
-        f"regions where {where} can customize Amazon Nova 2 Lite (rftflow/aws/availability.py)",
+        supported or "none",
+        f"regions where {where} can customize {target} (rftflow/aws/availability.py)",
         None,
         problems,
         region,

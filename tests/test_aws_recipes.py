@@ -38,7 +38,7 @@ def test_every_sagemaker_recipe_renders(name):
 @pytest.mark.parametrize("name", recipes.BEDROCK_RECIPES)
 def test_every_bedrock_recipe_renders(name):
     r = recipes.render_bedrock(name)
-    assert r.base_model.startswith("amazon.nova-2-lite")
+    assert r.base_model.startswith("amazon.nova-2-lite" if name != "rft_open_weight" else "openai.gpt-oss")
     assert all(isinstance(v, int | float | str) for v in r.hyper_parameters.values())
 
 

@@ -51,12 +51,12 @@ TABLE: tuple[Availability, ...] = (
                  "Bedrock user guide: Supported models and Regions for fine-tuning"),
     Availability(NOVA_2_LITE, "bedrock", "-", ("us-east-1",), ("RFT",), ("service-managed",),
                  "Bedrock user guide: reinforcement fine-tuning supported models"),
-    Availability("openai.gpt-oss-20b", "bedrock", "-", ("us-west-2",), ("RFT",),
-                 ("service-managed",), "Bedrock user guide: reinforcement fine-tuning supported models (open-weight)",
-                 False),
-    Availability("qwen.qwen3-32b", "bedrock", "-", ("us-west-2",), ("RFT",),
-                 ("service-managed",), "Bedrock user guide: reinforcement fine-tuning supported models (open-weight)",
-                 False),
+    Availability("openai.gpt-oss-20b", "bedrock", "-", ("us-west-2",), ("RFT",), ("service-managed",),
+                 "Bedrock user guide: reinforcement fine-tuning supported models (open-weight); OpenAI-compatible "
+                 "fine-tuning API (fine-tuning-openai-job-create)"),
+    Availability("qwen.qwen3-32b", "bedrock", "-", ("us-west-2",), ("RFT",), ("service-managed",),
+                 "Bedrock user guide: reinforcement fine-tuning supported models (open-weight); OpenAI-compatible "
+                 "fine-tuning API (fine-tuning-openai-job-create)"),
     Availability("open-weight hub models (Qwen3, Llama, ...)", "sagemaker", "serverless", SDK_V3_OPEN_WEIGHT_REGIONS,
                  ("SFT", "DPO", "RLVR", "RLAIF"), ("lora", "full"),
                  "SageMaker docs model-customize-open-weight; SDK v3 finetune_utils.OPEN_WEIGHTS_REGIONS", False),

@@ -28,11 +28,16 @@ DEFAULT_PRICES: dict[str, Any] = {
     "sagemaker_serverless_million_tokens": {"default": 8.00},
     # USD per hour of job time, Bedrock model customization (RFT is billed on training time; estimate)
     "bedrock_customization_hour": {"REINFORCEMENT_FINE_TUNING": 100.00},
-    # USD per million tokens trained, Bedrock fine-tuning (tokens in the data x epochs)
-    "bedrock_customization_million_tokens": {"FINE_TUNING": 2.00},
-    # USD per million tokens, Bedrock on-demand inference (base and custom Nova 2 Lite)
+    # USD per million tokens trained, Bedrock fine-tuning (tokens in the data x epochs), and open-weight RFT
+    # (the job's trained_tokens). The open-weight rates are placeholders: no list price was published in the
+    # sources we read; put yours in the override file.
+    "bedrock_customization_million_tokens": {"FINE_TUNING": 2.00, "openai.gpt-oss-20b": 5.00,
+                                             "qwen.qwen3-32b": 8.00},
+    # USD per million tokens, Bedrock on-demand inference (base and custom models)
     "bedrock_inference_million_tokens": {
         "amazon.nova-2-lite": {"input": 0.30, "output": 2.50},
+        "openai.gpt-oss-20b": {"input": 0.07, "output": 0.30},
+        "qwen.qwen3-32b": {"input": 0.15, "output": 0.60},
     },
 }
 

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 SAGEMAKER_RECIPES = ("sft_lora", "sft_full", "rft_lora", "rft_full", "eval_gen_qa", "eval_rft",
                      "serverless_rlvr", "serverless_sft")
-BEDROCK_RECIPES = ("rft", "sft")
+BEDROCK_RECIPES = ("rft", "sft", "rft_open_weight")
 
 LAMBDA_ARN = re.compile(
     r"arn:(aws[a-zA-Z-]*)?:lambda:[a-z]{2}(-gov)?-[a-z]+-\d{1}:\d{12}:function:[a-zA-Z0-9-_.]+"
@@ -75,6 +75,11 @@ ALIASES: dict[str, dict[str, str]] = {
         "batch_size": "hyper_parameters.batchSize",
         "max_new_tokens": "hyper_parameters.inferenceMaxTokens",
         "epochs": "hyper_parameters.epochCount",
+    },
+    "bedrock_rft_open_weight": {
+        "prompts_per_step": "hyper_parameters.batch_size",
+        "batch_size": "hyper_parameters.batch_size",
+        "epochs": "hyper_parameters.n_epochs",
     },
     "bedrock_sft": {
         "learning_rate": "hyper_parameters.learningRate",
@@ -396,6 +401,20 @@ class BedrockRftHyperParameters(_Model):
     evalInterval: int | None = Field(None, ge=1, le=100)
 
 
+class OpenWeightRftHyperParameters(_Model):
+    """method.reinforcement.hyperparameters of Bedrock's OpenAI-compatible fine-tuning API. Bedrock documents
+    n_epochs, batch_size and learning_rate_multiplier; the others are OpenAI's reinforcement-method fields,
+    sent only when set."""
+
+    n_epochs: int = Field(1, ge=1, le=50)
+    batch_size: int = Field(4, ge=1, le=512)
+    learning_rate_multiplier: float = Field(1.0, gt=0, le=10)
+    eval_interval: int | None = Field(None, ge=1)
+    eval_samples: int | None = Field(None, ge=1)
+    compute_multiplier: float | None = Field(None, gt=0)
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+
+
 class BedrockSftHyperParameters(_Model):
     """Nova fine-tuning hyperparameters on Bedrock (sent as strings, as the API's map requires)."""
 
@@ -607,10 +626,11 @@ def render_bedrock(name: str, overrides: dict[str, Any] | None = None, *, path: 
     merged = deep_merge(load_yaml(path), recipe_overrides)
     source = f"{path} (with overrides)" if recipe_overrides else str(path)
     recipe = _validate(BedrockRecipe, merged, source, "")
-    hp_model = BedrockRftHyperParameters if name == "rft" else BedrockSftHyperParameters
+    hp_model = {"rft": BedrockRftHyperParameters, "rft_open_weight": OpenWeightRftHyperParameters}.get(
+        name, BedrockSftHyperParameters)
     hyper = _validate(hp_model, recipe.hyper_parameters, source, "hyper_parameters.")
     values = {k: v for k, v in hyper.model_dump().items() if v is not None}
-    customization = "REINFORCEMENT_FINE_TUNING" if name == "rft" else "FINE_TUNING"
+    customization = "FINE_TUNING" if name == "sft" else "REINFORCEMENT_FINE_TUNING"
     return RenderedBedrock(name, str(path), customization, recipe.base_model, values, recipe.job, notes)
 
 

@@ -74,6 +74,11 @@ class AwsOptions(BaseModel):
     reward_timeout_s: float = Field(60.0, gt=0)
     eval_poll_s: float = Field(60.0, gt=0, description="Polling interval when an eval job is waited for in-task.")
     deployment_wait_s: float = Field(3600.0, gt=0)
+    api_key: str | None = Field(None, description="Bedrock API key for open-weight RFT (the OpenAI-compatible "
+                                                  "endpoint); default: a short-term key made from the AWS "
+                                                  "connection's credentials.")
+    openai_base_url: str | None = Field(None, description="The OpenAI-compatible endpoint (default "
+                                                          "https://bedrock-mantle.<region>.api.aws/v1).")
 
 
 def _option_value(backend: str, name: str) -> str | None:
@@ -312,19 +317,31 @@ class AwsBackend(Backend):
                           overrides: dict[str, Any] | None, extra_jobs: list[dict[str, Any]] | None = None
                           ) -> StageManifest:
         """Greedy pass@1 (and pass@k when asked) over the eval set, scored with the stage's reward."""
-        from rftflow import evaluation
         from rftflow.dataset import read_records
 
-        started_at = now_iso()
         cfg, notes = self._split(EvalConfig, overrides, AWS_EVAL_DEFAULTS)
         records = read_records(eval_uri, kind="rft")[:cfg.max_prompts or None]
+
+        def generate(k: int, temperature: float) -> tuple[list[list[dict[str, Any]]], dict[str, Any]]:
+            return self._converse(model_id, records, k, temperature, 1.0, cfg.max_new_tokens, cfg.seed)
+
+        return self.score_evaluation(ctx, model_uri, model_id, eval_uri, reward, cfg, notes, records, generate,
+                                     extra_jobs)
+
+    def score_evaluation(self, ctx: StageContext, model_uri: str, model_id: str, eval_uri: str, reward: str,
+                         cfg: EvalConfig, notes: list[str], records: list[Any], generate: Any,
+                         extra_jobs: list[dict[str, Any]] | None = None) -> StageManifest:
+        """An eval stage over any generator: `generate(k, temperature)` -> (k completions per record, job record).
+        Greedy answers give pass@1; k samples at the eval temperature give pass@k when asked."""
+        from rftflow import evaluation
+
+        started_at = now_iso()
         reward_fn = self.reward_function(reward)
-        greedy, job = self._converse(model_id, records, 1, 0.0, 1.0, cfg.max_new_tokens, cfg.seed)
+        greedy, job = generate(1, 0.0)
         jobs = [*(extra_jobs or []), job]
         sampled = None
         if cfg.pass_at_k:
-            sampled, sjob = self._converse(model_id, records, cfg.pass_at_k, cfg.sample_temperature, 1.0,
-                                           cfg.max_new_tokens, cfg.seed)
+            sampled, sjob = generate(cfg.pass_at_k, cfg.sample_temperature)
             jobs.append(sjob)
         rows = evaluation.score_rows(records, [g[0] for g in greedy], reward_fn, pass_threshold=cfg.pass_threshold,
                                      sampled=sampled, workers=self.reward_workers(reward_fn),

@@ -1,5 +1,7 @@
 """The `bedrock` backend: Amazon Nova reinforcement fine-tuning (and fine-tuning) as Bedrock model customization
-jobs, with evaluation and the diversity check through Bedrock runtime `converse`.
+jobs, with evaluation and the diversity check through Bedrock runtime `converse`; and reinforcement fine-tuning
+of the open-weight models Bedrock customizes (openai.gpt-oss-20b, qwen.qwen3-32b) through its OpenAI-compatible
+fine-tuning API, evaluated with chat completions on the same endpoint (rftflow.aws.bedrock_openai).
 
 Evaluation of a custom model: an on-demand deployment of it answers the eval prompts through `converse`, and
 the answers are scored here with the same reward handler the job trained on. A Bedrock evaluation job was
@@ -10,6 +12,7 @@ that the gate and the per-category breakdown need; converse keeps baseline and c
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from typing import Any, ClassVar
 
@@ -32,6 +35,7 @@ from rftflow.manifest import StageManifest
 log = logging.getLogger(__name__)
 
 KIND = "bedrock_customization"
+OPEN_WEIGHT_KIND = "bedrock_open_weight_rft"
 BEDROCK_WAITER_DELAY_S = 300
 
 
@@ -43,13 +47,43 @@ class BedrockBackend(AwsBackend):
 
     def resolve_model(self, model: str, ctx: StageContext) -> str:
         """Nova 2 Lite by any of its names -> its Bedrock model id; custom-model ARNs as they are."""
+        from rftflow.aws import bedrock_openai
+
         m = model.strip()
         if m in NOVA_2_LITE:
             return BEDROCK_MODEL
         if m.startswith("arn:aws") and ":bedrock:" in m:
             return m
-        raise ValueError(f"model {model!r}: the bedrock backend customizes Amazon Nova 2 Lite; expected nova-2-lite "
-                         "(or another of its names) or a Bedrock custom-model ARN ('tiny' is the local backend's)")
+        open_weight = bedrock_openai.open_weight_model(m)
+        if open_weight:
+            return open_weight
+        if bedrock_openai.parse_checkpoint(m):
+            return m
+        raise ValueError(f"model {model!r}: the bedrock backend customizes Amazon Nova 2 Lite (nova-2-lite or "
+                         f"another of its names, or a Bedrock custom-model ARN) and the open-weight "
+                         f"{', '.join(bedrock_openai.OPEN_WEIGHT_MODELS)} (or a {bedrock_openai.CHECKPOINT_SCHEME} "
+                         "checkpoint of an earlier stage); 'tiny' is the local backend's model")
+
+    @staticmethod
+    def is_open_weight(model: str) -> bool:
+        from rftflow.aws import bedrock_openai
+
+        m = model.strip()
+        return bool(bedrock_openai.open_weight_model(m) or m.startswith(bedrock_openai.CHECKPOINT_SCHEME))
+
+    def open_weight_client(self, region: str | None = None) -> Any:
+        """The OpenAI-compatible endpoint's client, authenticated with the configured Bedrock API key or a
+        short-term key signed with the AWS connection's credentials."""
+        from rftflow.aws.bedrock_openai import OpenWeightClient
+
+        region = region or self.region
+        credentials = None
+        if not self.options.api_key:
+            hook = self.aws.hook("bedrock")
+            if hook is not None:
+                credentials = hook.get_session(region_name=region).get_credentials()
+        return OpenWeightClient(region, url=self.options.openai_base_url, api_key=self.options.api_key,
+                                credentials=credentials)
 
     @staticmethod
     def _is_custom(model: str) -> bool:
@@ -59,12 +93,19 @@ class BedrockBackend(AwsBackend):
 
     def rft(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
             overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
-        """REINFORCEMENT_FINE_TUNING with the reward Lambda as grader; hyperparameters from bedrock/rft.yaml."""
+        """REINFORCEMENT_FINE_TUNING with the reward Lambda as grader; hyperparameters from bedrock/rft.yaml
+        (bedrock/rft_open_weight.yaml and the OpenAI-compatible API for an open-weight model)."""
+        if self.is_open_weight(model_uri):
+            return self._open_weight_rft(ctx, model_uri, train_uri, reward, overrides)
         return self._customize(ctx, "rft", model_uri, train_uri, reward, overrides)
 
     def sft(self, ctx: StageContext, model_uri: str, sft_uri: str,
             overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
         """FINE_TUNING on demonstrations in the Converse format; hyperparameters from bedrock/sft.yaml."""
+        if self.is_open_weight(model_uri):
+            raise ValueError(f"model {model_uri!r}: Bedrock customizes its open-weight models with reinforcement "
+                             "fine-tuning only (no SFT path); set sft_policy to 'never', or run the SFT stage on "
+                             "the local backend first")
         return self._customize(ctx, "sft", model_uri, sft_uri, None, overrides)
 
     def _customize(self, ctx: StageContext, stage: str, model_uri: str, data_uri: str, reward: str | None,
@@ -112,6 +153,101 @@ class BedrockBackend(AwsBackend):
             return self.complete(ctx, pending, {"status": "success", "job_name": submitted.name})
         return pending
 
+    def _open_weight_rft(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
+                         overrides: dict[str, Any] | None) -> StageManifest | PendingJob:
+        """Upload the prompts (Files API, purpose fine-tune), create the reinforcement job with the reward Lambda
+        as grader, save the pending job; a retry finds the job by its stage-unique training file."""
+        import time
+
+        from rftflow.aws import bedrock_openai as ow
+        from rftflow.aws.naming import stage_job_base
+        from rftflow.aws.recipes import render_bedrock
+        from rftflow.dataset import read_records
+
+        started_at = now_iso()
+        overrides = dict(overrides or {})
+        recipe = render_bedrock("rft_open_weight", overrides, local_fields=set(RFTConfig.model_fields))
+        model = self.resolve_model(model_uri, ctx)
+        checkpoint = ow.parse_checkpoint(model)
+        if checkpoint:
+            raise ValueError(f"{model_uri}: continuing RFT from a fine-tuned open-weight model is not offered by "
+                             "Bedrock's fine-tuning API (a job starts from openai.gpt-oss-20b or qwen.qwen3-32b); "
+                             "start the cycle from the base model")
+        self._check_region(model, "RFT")
+        records = read_records(train_uri, kind="rft")
+        if not ow.MIN_ROWS <= len(records) <= ow.MAX_ROWS:
+            raise ValueError(f"{train_uri}: {len(records)} prompts; Bedrock open-weight RFT takes "
+                             f"{ow.MIN_ROWS:,} to {ow.MAX_ROWS:,} (rft-prepare-data-open-weight)")
+        reward_arn = self.reward_lambda(reward)
+        content = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ow.training_rows(records)).encode()
+        base = stage_job_base(ctx.uri, ctx.dag_id, ctx.stage, ctx.cycle)
+        filename = f"{base}-{hashlib.sha256(content).hexdigest()[:12]}.jsonl"
+        client = self.open_weight_client()
+        file_id, uploaded = client.upload(filename, content)
+        body = ow.job_request(model, file_id, reward_arn, recipe.hyper_parameters)
+        submitted = client.find_or_create(body)
+        hours = recipe.job.max_wait_hours
+        pending = PendingJob(OPEN_WEIGHT_KIND, submitted.job_id, details={
+            "stage_kind": "rft", "customization_type": "REINFORCEMENT_FINE_TUNING", "api": "openai-compatible",
+            "region": self.region, "endpoint": client.url, "model_uri": model_uri, "base_model": model,
+            "data_uri": train_uri, "training_file": file_id, "training_file_name": filename,
+            "training_file_uploaded": uploaded, "rows": len(records), "reward": reward,
+            "reward_lambda_arn": reward_arn, "started_at": started_at, "hyper_parameters": recipe.hyper_parameters,
+            "max_wait_hours": hours, "created": submitted.created, "request_digest": submitted.digest,
+            "overrides": overrides, "notes": recipe.notes,
+            "deadline": time.time() + self._attempts(hours) * BEDROCK_WAITER_DELAY_S,
+            "wait_timeout_s": self._attempts(hours) * BEDROCK_WAITER_DELAY_S,
+        })
+        self.save_pending(ctx, pending)
+        if submitted.status == "succeeded":
+            return self.complete(ctx, pending, {"status": "success", "job_name": submitted.job_id})
+        return pending
+
+    def _complete_open_weight(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any]) -> StageManifest:
+        from rftflow.aws import bedrock_openai as ow
+        from rftflow.aws.pricing import bedrock_job_cost
+
+        details = pending.details
+        client = self.open_weight_client(details.get("region"))
+        if event.get("status") != "success":
+            running = False
+            detail = ""
+            try:
+                job = client.retrieve(pending.job_name)
+                running = job.get("status") in ow.ACTIVE
+                detail = f"(job status {job.get('status')}: {(job.get('error') or {}).get('message', '')})"
+            except Exception:  # the description only enriches the message
+                pass
+            raise self.failed_event(pending, event, detail, still_running=running)
+        job = client.retrieve(pending.job_name)
+        if job.get("status") != "succeeded" or not job.get("fine_tuned_model"):
+            raise RuntimeError(f"{pending.job_name}: expected succeeded with a fine_tuned_model; got "
+                               f"{job.get('status')} ({job.get('error')})")
+        model = job["fine_tuned_model"]
+        checkpoint = ow.checkpoint_uri(details["region"], model)
+        seconds = ow.job_seconds(job)
+        tokens = int(job.get("trained_tokens") or 0)
+        cost = bedrock_job_cost(details["base_model"], seconds, tokens, self.prices)
+        record = {"service": "bedrock", "api": "openai-compatible", "kind": "REINFORCEMENT_FINE_TUNING",
+                  "name": pending.job_name, "status": job["status"], "fine_tuned_model": model,
+                  "created_by_this_run": details.get("created"), "request_digest": details.get("request_digest"),
+                  **cost}
+        rows = [{"step": i, "message": e.get("message"), **(e.get("data") or {})}
+                for i, e in enumerate(reversed(client.events(pending.job_name)))]
+        metrics_uri = store.join(ctx.uri, METRICS)
+        write_jsonl(metrics_uri, rows)
+        metrics = {"steps_logged": len(rows), "trained_tokens": tokens, "billable_seconds": record["billable_seconds"],
+                   "estimated_cost_usd": record["estimated_cost_usd"]}
+        return self.finish(
+            ctx, details["started_at"], checkpoint_uri=checkpoint, metrics=metrics, jobs=[record],
+            inputs={"model_uri": details["model_uri"], "base_model": details["base_model"],
+                    "data_uri": details["data_uri"], "reward": details.get("reward"),
+                    "reward_lambda_arn": details.get("reward_lambda_arn"), "training_file": details["training_file"],
+                    "hyper_parameters": details["hyper_parameters"], "overrides": details.get("overrides", {}),
+                    "notes": details.get("notes", [])},
+            outputs={"metrics_uri": metrics_uri, "fine_tuned_model": model, "endpoint": details.get("endpoint")},
+        )
+
     def _check_region(self, base_model: str, customization: str) -> None:
         """Fail before any upload where Bedrock does not customize the model (it would answer the create call
         with a ValidationException); the table and its sources are in rftflow.aws.availability."""
@@ -133,6 +269,14 @@ class BedrockBackend(AwsBackend):
 
     def trigger_for(self, pending: PendingJob) -> Any:
         """The provider's BedrockCustomizeModelCompletedTrigger with a wait of days, not its 2.5 h default."""
+        if pending.kind == OPEN_WEIGHT_KIND:
+            from rftflow.aws.open_weight_trigger import OpenWeightJobTrigger
+
+            keep = {k: v for k, v in self.options.model_dump().items()
+                    if k in ("aws_conn_id", "region_name", "openai_base_url") and v is not None}
+            return OpenWeightJobTrigger(job_id=pending.job_name, region=pending.details["region"],
+                                        deadline=float(pending.details["deadline"]),
+                                        poll_s=float(BEDROCK_WAITER_DELAY_S), options=keep)
         from airflow.providers.amazon.aws.triggers.bedrock import BedrockCustomizeModelCompletedTrigger
 
         return BedrockCustomizeModelCompletedTrigger(
@@ -142,6 +286,9 @@ class BedrockBackend(AwsBackend):
         )
 
     def stop(self, pending: PendingJob) -> None:
+        if pending.kind == OPEN_WEIGHT_KIND:
+            self.open_weight_client(pending.details.get("region")).cancel(pending.job_name)
+            return
         jobs.stop_job(self.aws.client("bedrock"), pending.job_name)
 
     def complete(self, ctx: StageContext, pending: PendingJob | None, event: dict[str, Any]) -> StageManifest:
@@ -152,6 +299,8 @@ class BedrockBackend(AwsBackend):
         from rftflow.aws.pricing import bedrock_job_cost
 
         pending = self.resolve_pending(ctx, pending, event)
+        if pending.kind == OPEN_WEIGHT_KIND:
+            return self._complete_open_weight(ctx, pending, event)
         client = self.aws.client("bedrock")
         details = pending.details
         if event.get("status") != "success":
@@ -216,14 +365,73 @@ class BedrockBackend(AwsBackend):
                       "model_arn": model, "estimated_cost_usd": 0.0,
                       "note": "on-demand deployment: billed per token through converse, nothing while idle"}]
 
+    def _open_weight_target(self, model_uri: str) -> tuple[Any, str]:
+        """(client, model id) for chat completions: the base model by its id, a fine-tuned one by what its job
+        returned, on the endpoint of the region it was trained in."""
+        from rftflow.aws import bedrock_openai as ow
+
+        found = ow.parse_checkpoint(model_uri.strip())
+        if found:
+            region, model = found
+            return self.open_weight_client(region), model
+        return self.open_weight_client(), ow.open_weight_model(model_uri) or model_uri
+
+    def _open_weight_sample(self, model_uri: str, records: list[Any], k: int, temperature: float, top_p: float,
+                            max_tokens: int, seed: int) -> tuple[list[list[dict[str, Any]]], dict[str, Any]]:
+        import time
+
+        from rftflow.aws import bedrock_openai as ow
+        from rftflow.aws.pricing import inference_cost
+
+        client, model = self._open_weight_target(model_uri)
+        started = time.time()
+        out, usage = ow.sample(client, model, records, k, temperature=temperature, top_p=top_p,
+                               max_tokens=max_tokens, seed=seed, concurrency=self.options.converse_concurrency)
+        base = model if ow.open_weight_model(model) else next(
+            (m for m in ow.OPEN_WEIGHT_MODELS if m in model), model)  # a fine-tuned id names its base
+        cost = inference_cost(base, usage["input_tokens"], usage["output_tokens"], self.prices)
+        job = {"service": "bedrock", "api": "openai-compatible", "kind": "chat_completions", "model_id": model,
+               "endpoint": client.url, "samples": len(records) * k, "temperature": temperature,
+               "seconds": round(time.time() - started, 3), "requests": usage["requests"], **cost}
+        return out, job
+
+    def _open_weight_evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
+                              overrides: dict[str, Any] | None) -> StageManifest:
+        from rftflow.aws.stages import AWS_EVAL_DEFAULTS
+        from rftflow.config import EvalConfig
+        from rftflow.dataset import read_records
+
+        cfg, notes = self._split(EvalConfig, overrides, AWS_EVAL_DEFAULTS)
+        records = read_records(eval_uri, kind="rft")[:cfg.max_prompts or None]
+
+        def generate(k: int, temperature: float) -> tuple[list[list[dict[str, Any]]], dict[str, Any]]:
+            return self._open_weight_sample(model_uri, records, k, temperature, 1.0, cfg.max_new_tokens, cfg.seed)
+
+        return self.score_evaluation(ctx, model_uri, self._open_weight_target(model_uri)[1], eval_uri, reward,
+                                     cfg, notes, records, generate)
+
     def evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
                  overrides: dict[str, Any] | None = None) -> StageManifest:
-        """Greedy converse answers on the eval set, scored with the stage's reward handler."""
+        """Greedy converse answers on the eval set, scored with the stage's reward handler (chat completions on
+        the OpenAI-compatible endpoint for an open-weight model)."""
+        if self.is_open_weight(model_uri):
+            return self._open_weight_evaluate(ctx, model_uri, eval_uri, reward, overrides)
         model_id, extra = self._inference_target(ctx, model_uri)
         return self.converse_evaluate(ctx, model_uri, model_id, eval_uri, reward, overrides, extra)
 
     def diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
                   overrides: dict[str, Any] | None = None) -> StageManifest:
         """k converse samples per prompt at the configured temperature; shared analysis and decision."""
+        if self.is_open_weight(model_uri):
+            from rftflow.dataset import read_records
+
+            started_at = now_iso()
+            cfg, notes = self.diversity_config(overrides)
+            records = self.diversity_sample(read_records(train_uri, kind="rft"), cfg)
+            self.reward_function(reward)  # a bad reward spec fails before any paid call
+            completions, job = self._open_weight_sample(model_uri, records, cfg.k, cfg.temperature, cfg.top_p,
+                                                        cfg.max_new_tokens, cfg.seed)
+            return self.finish_diversity(ctx, started_at, model_uri, train_uri, reward, records, completions, cfg,
+                                         [job], notes)
         model_id, extra = self._inference_target(ctx, model_uri)
         return self.converse_diversity(ctx, model_uri, model_id, train_uri, reward, overrides, extra)
