@@ -32,6 +32,8 @@ import html
 import io
 import json
 import math
+import re
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict
@@ -224,6 +226,13 @@ class _Doc:
     def img(self, src: str, alt: str) -> None:
         self.blocks.append(("img", (src, alt)))
 
+    def pre(self, text: str, lead: str | None = None) -> None:
+        """Verbatim text (a model's answer): a fenced block in Markdown, an escaped <pre> in HTML."""
+        self.blocks.append(("pre", (lead, text)))
+
+    def link(self, lead: str, text: str, href: str) -> None:
+        self.blocks.append(("link", (lead, text, href)))
+
     def markdown(self) -> str:
         out: list[str] = []
         for kind, data in self.blocks:
@@ -241,6 +250,13 @@ class _Doc:
                 ))
             elif kind == "img":
                 out.append(f"![{data[1]}]({data[0]})")
+            elif kind == "pre":
+                lead, text = data
+                fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+                out.append((f"*{lead}*\n" if lead else "") + f"{fence}text\n{text}\n{fence}")
+            elif kind == "link":
+                lead, text, href = data
+                out.append(f"**{lead}** [{text}]({href.replace(')', '%29').replace(' ', '%20')})")
         return "\n\n".join(out) + "\n"
 
     def html(self, title: str) -> str:
@@ -259,12 +275,21 @@ class _Doc:
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
             elif kind == "img":
                 body.append(f'<figure><img src="{e(data[0])}" alt="{e(data[1])}"></figure>')
+            elif kind == "pre":
+                lead, text = data
+                body.append((f'<div class="lead">{e(lead)}</div>' if lead else "") + f"<pre>{e(text)}</pre>")
+            elif kind == "link":
+                lead, text, href = data
+                body.append(f'<p><strong>{e(lead)}</strong> <a href="{e(href)}">{e(text)}</a></p>')
         style = (
             "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
             "table{border-collapse:collapse;margin:.5em 0 1.5em}"
             "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top;"
             "font-size:.9em}"
             "th{background:#f3f3f3}img{max-width:100%}figure{margin:1em 0}"
+            "pre{background:#f6f6f6;border:1px solid #ddd;padding:.5em .7em;white-space:pre-wrap;"
+            "overflow-wrap:anywhere;font-size:.85em;margin:.2em 0 .8em}"
+            ".lead{font-size:.85em;color:#555;margin-top:.6em}"
         )
         return (
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -346,9 +371,10 @@ def _plot_diversity(diversity: Sequence[dict[str, Any]]) -> bytes | None:
     return _png(fig)
 
 
-def _plot_eval(models: dict[str, dict[str, Any]]) -> bytes | None:
+def _plot_eval(models: dict[str, dict[str, Any]], pass_fail: bool = False) -> bytes | None:
+    """One bar panel per eval metric; a pass/fail reward (mean reward = pass@1) gets one panel, not two alike."""
     groups = [("overall", None, None)] + [(f"{f}={v}", f, v) for f, v in _breakdown_keys(*models.values())]
-    metrics = [(m, label) for m, label in (("pass_at_1", "pass@1"), ("mean_reward", "mean reward"))
+    metrics = [(m, label) for m, label in _eval_metrics(pass_fail)
                if any(_num(ev.get(m)) is not None for ev in models.values())]
     if not metrics:
         return None
@@ -373,6 +399,173 @@ def _plot_eval(models: dict[str, dict[str, Any]]) -> bytes | None:
     return _png(fig)
 
 
+def _plot_pass_rates(histograms: list[tuple[str, int, list[int], list[float]]]) -> bytes | None:
+    """Per diversity check: prompts per number of passing rollouts, and the binomial curve at the mean rate."""
+    if not histograms:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.2 * len(histograms), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(histograms), squeeze=False).ravel()
+    for ax, (stage, k, counts, expected) in zip(axes, histograms, strict=True):
+        xs = list(range(k + 1))
+        colors = [_COLORS["all_fail"] if j == 0 else _COLORS["all_pass"] if j == k else _COLORS["mixed"]
+                  for j in xs]
+        bars = ax.bar(xs, counts, 0.7, color=colors, label="observed")
+        ax.bar_label(bars, fontsize=7)
+        ax.plot(xs, expected, "o--", color="#333333", markersize=4, linewidth=1.2,
+                label="expected at the mean rate")
+        ax.set_xticks(xs, [f"{j}/{k}" for j in xs], fontsize=8 if k <= 10 else 6)
+        ax.set_xlabel("rollouts that pass")
+        ax.set_ylabel("prompts")
+        ax.set_title(f"{stage}: per-prompt pass rate")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.margins(y=0.15)
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------- per-prompt rows
+
+SAMPLE_LIMIT = 5  # prompts shown where the baseline and the candidate disagree
+_CLIP = 600  # characters of an answer, reference or prompt shown in a sample
+
+
+def _eval_metrics(pass_fail: bool) -> list[tuple[str, str]]:
+    if pass_fail:
+        return [("pass_at_1", "pass@1 (= mean reward: the reward is pass/fail)")]
+    return [("pass_at_1", "pass@1"), ("mean_reward", "mean reward")]
+
+
+def _is_pass_fail(models: dict[str, dict[str, Any]], rows: dict[str, list[dict[str, Any]]]) -> bool:
+    """True when the reward is pass/fail: every eval row's reward equals its pass (1.0 or 0.0); without
+    rows, when mean reward equals pass@1 for every model, overall and in every category."""
+    evaluated = [r for name in _MODELS for r in rows.get(name) or []]
+    if evaluated:
+        return all(_num(r.get("reward")) is not None and "passed" in r
+                   and abs(float(r["reward"]) - float(bool(r["passed"]))) < 1e-9 for r in evaluated)
+    groups = [(None, None)] + _breakdown_keys(*models.values())
+    pairs = [(_num(_cell(ev, f, v, "pass_at_1")), _num(_cell(ev, f, v, "mean_reward")))
+             for ev in models.values() for f, v in groups]
+    pairs = [(a, b) for a, b in pairs if a is not None or b is not None]
+    return bool(pairs) and all(a is not None and b is not None and abs(a - b) < 1e-9 for a, b in pairs)
+
+
+def _pass_histogram(rows: Sequence[dict[str, Any]]) -> tuple[int, list[int], float] | None:
+    """(k, prompts per number of passing rollouts 0..k, mean pass rate) of a diversity check's rows."""
+    usable = [r for r in rows if _num(r.get("k")) and _num(r.get("pass_rate")) is not None]
+    if not usable:
+        return None
+    k = int(max(float(r["k"]) for r in usable))
+    counts = [0] * (k + 1)
+    for r in usable:
+        counts[min(k, max(0, round(float(r["pass_rate"]) * k)))] += 1
+    return k, counts, sum(float(r["pass_rate"]) for r in usable) / len(usable)
+
+
+def _binomial(n: int, k: int, p: float) -> list[float]:
+    """Expected prompts per number of passes if each of n prompts passed each of k rollouts with chance p."""
+    return [n * math.comb(k, j) * p ** j * (1.0 - p) ** (k - j) for j in range(k + 1)]
+
+
+def _mixed_gap(observed: float, expected: float, p: float, n: int) -> str:
+    """One sentence on the observed mixed share against the share expected at one common pass rate."""
+    seen = f"{observed:.0%} of prompts are mixed where {expected:.0%} would be if every prompt passed with " \
+           f"the mean rate {p:.2f}"
+    if expected - observed > 0.05:
+        return (f"{seen}: pass rates differ from prompt to prompt (some are nearly always solved, others nearly "
+                f"never), so fewer groups give GRPO a learning signal than the mean rate suggests.")
+    if observed - expected > 0.05:
+        return (f"{seen}: more than one common rate gives, which on {n} prompts is sampling noise (a spread of "
+                f"rates can only lower the expected mixed share).")
+    return f"{seen}: close, so the prompts' pass rates are alike and the mean rate describes them well."
+
+
+def _by_id(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {str(r.get("id")): r for r in rows if isinstance(r, dict) and "passed" in r}
+
+
+def sample_ids(baseline_rows: Sequence[dict[str, Any]] | None, candidate_rows: Sequence[dict[str, Any]] | None,
+               limit: int = SAMPLE_LIMIT) -> tuple[list[str], int, int]:
+    """Ids of up to `limit` prompts the two evals disagree on, spread through the eval set: candidate wins
+    first, then up to two losses (more when there are few wins); with how many wins and losses there are."""
+    base = _by_id(baseline_rows or [])
+    wins, losses = [], []
+    for c in candidate_rows or []:
+        if not isinstance(c, dict) or "passed" not in c or (b := base.get(str(c.get("id")))) is None:
+            continue
+        if bool(c["passed"]) != bool(b["passed"]):
+            (wins if c["passed"] else losses).append(str(c.get("id")))
+    n_losses = min(len(losses), 2)
+    n_wins = min(len(wins), limit - n_losses)
+    n_losses = min(len(losses), limit - n_wins)
+    return _spread(wins, n_wins) + _spread(losses, n_losses), len(wins), len(losses)
+
+
+def _spread(ids: list[str], n: int) -> list[str]:
+    """n of the ids evenly spaced through the list (not just its first n), in their order."""
+    return [ids[i * len(ids) // n] for i in range(n)] if n else []
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _clip(value: Any, limit: int = _CLIP) -> str:
+    text = _text(value).strip()
+    if len(text) <= limit:
+        return text
+    return text[:limit].rstrip() + f" ... [{len(text) - limit} more characters]"
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def _length_rows(rows: dict[str, list[dict[str, Any]]]) -> tuple[str, list[list[Any]]]:
+    """(unit, per-model rows of n / min / median / p90 / max / mean) of the eval answers' lengths: tokens
+    when every row has a token count, else words of the answer; no rows without eval rows."""
+    evaluated = {name: rows[name] for name in _MODELS if rows.get(name)}
+    tokens = all(_num(r.get("response_tokens")) is not None for rs in evaluated.values() for r in rs)
+    out = []
+    for name, rs in evaluated.items():
+        values = [float(r["response_tokens"]) if tokens else float(len(_text(r.get("completion")).split()))
+                  for r in rs]
+        out.append([name, len(values), _f(min(values), 0), _f(statistics.median(values), 1),
+                    _f(_percentile(values, 0.9), 0), _f(max(values), 0), _f(sum(values) / len(values), 1)])
+    return ("tokens" if tokens else "words"), out
+
+
+def _tail(uri: Any, parts: int = 2) -> str:
+    """The last `parts` path segments of a URI (`.../sft/model`; a file name alone for 1), for a sentence."""
+    if not uri:
+        return ""
+    segments = [s for s in str(uri).rstrip("/").split("/") if s]
+    return ("..." + "/" if 1 < parts < len(segments) else "") + "/".join(segments[-parts:])
+
+
+def configured_base_url() -> str:
+    """The Airflow API server's `api.base_url`, or '' when it is not set (or Airflow is not installed)."""
+    try:
+        from airflow.configuration import conf
+
+        return str(conf.get("api", "base_url", fallback="") or "").strip()
+    except Exception:  # a report must not fail over a link
+        return ""
+
+
+def airflow_run_url(base_url: str, dag_id: Any, run_id: Any) -> str | None:
+    """The run's page in the Airflow 3 UI, or None without a base URL or a run."""
+    if not base_url or not dag_id or not run_id:
+        return None
+    from urllib.parse import quote
+
+    return f"{base_url.rstrip('/')}/dags/{quote(str(dag_id), safe='')}/runs/{quote(str(run_id), safe='')}"
+
+
 # --------------------------------------------------------------------------- report sections
 
 
@@ -380,15 +573,77 @@ def _models(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: summary[name] for name in _MODELS if isinstance(summary.get(name), dict)}
 
 
+def _diversity_said(summary: dict[str, Any], stage: str) -> tuple[str | None, str]:
+    """(decision, 'N% all-fail, M% mixed, P% all-pass') of a diversity check in the summary."""
+    for d in summary.get("diversity") or []:
+        if d.get("stage") == stage:
+            frac = _fractions(d.get("metrics") or {})
+            shares = ", ".join(f"{_pct(frac[k])} {k.replace('_', '-')}" for k in ("all_fail", "mixed", "all_pass")
+                               if frac[k] is not None)
+            decision = _decision_of(d)[0]
+            return (decision if decision != "-" else None), shares
+    return None, ""
+
+
+def _on(stage: dict[str, Any]) -> str:
+    """' from <model> on <data>' of a training stage entry, from what its manifest recorded."""
+    model, data = _tail(stage.get("model_uri")), _tail(stage.get("data_uri"), 1)
+    return (f" from {model}" if model else "") + (f" on {data}" if data else "")
+
+
+def _training_why(summary: dict[str, Any], stage: dict[str, Any]) -> str:
+    """Why SFT ran or was skipped, and what RFT ran on, from the diversity checks and stage entries."""
+    name, status = stage.get("stage"), stage.get("status")
+    ran = status in ("done", "reused")
+    first, first_shares = _diversity_said(summary, "diversity_check")
+    policy = summary.get("sft_policy")
+    if name == "sft":
+        if ran:
+            why = ("sft_policy is always: SFT runs every cycle" if policy == "always" else
+                   f"diversity_check chose SFT first ({first_shares})" if first == "sft_first" else
+                   f"SFT ran after diversity_check decided {first}" if first else "SFT ran")
+            return why + _on(stage)
+        if first is None:
+            return "the cycle ended before the diversity check"
+        if first == "rft":
+            return f"not needed: diversity_check chose RFT directly ({first_shares})"
+        if first == "stop_saturated":
+            return f"the cycle stopped: the rollouts already pass ({first_shares})"
+        if first == "sft_first" and policy == "never":
+            return f"diversity_check asked for SFT first ({first_shares}) but sft_policy is never"
+        return f"not run (diversity_check decided {first})"
+    if ran:
+        sft = next((st for st in summary.get("stages") or [] if st.get("stage") == "sft"), {})
+        start = stage.get("model_uri")
+        from_sft = sft.get("status") in ("done", "reused") and (
+            not start or not sft.get("checkpoint_uri") or start == sft.get("checkpoint_uri"))
+        recheck, recheck_shares = _diversity_said(summary, "diversity_recheck")
+        after = (f"diversity_recheck decided {recheck} ({recheck_shares})" if recheck else
+                 f"diversity_check decided {first} ({first_shares})" if first else "")
+        data = _tail(stage.get("data_uri"), 1)
+        return ("GRPO from the SFT checkpoint" if from_sft else "GRPO from the start model") + \
+            (f" ({_tail(start)})" if start else "") + (f" on {data}" if data else "") + \
+            (f", after {after}" if after else "")
+    if summary.get("outcome") == "stopped":
+        return "the cycle stopped before RFT: " + _short(summary.get("outcome_reason") or "", 120)
+    return ""
+
+
 def _stage_rows(summary: dict[str, Any]) -> list[list[Any]]:
-    return [[s.get("stage", "-"), s.get("status", "-"), s.get("decision") or "", s.get("reason") or "",
-             _duration(s.get("duration_s"))] for s in summary.get("stages") or []]
+    rows = []
+    for s in summary.get("stages") or []:
+        why = s.get("reason") or ""
+        if not why and s.get("stage") in ("sft", "rft"):
+            why = _training_why(summary, s)
+        rows.append([s.get("stage", "-"), s.get("status", "-"), s.get("decision") or "", why,
+                     _duration(s.get("duration_s"))])
+    return rows
 
 
-def _eval_rows(models: dict[str, dict[str, Any]]) -> list[list[Any]]:
+def _eval_rows(models: dict[str, dict[str, Any]], skip: Sequence[str] = ()) -> list[list[Any]]:
     rows = []
     for key, label in _EVAL_ROWS:
-        if all(_num(ev.get(key)) is None for ev in models.values()):
+        if key in skip or all(_num(ev.get(key)) is None for ev in models.values()):
             continue
         if key == "pass_at_k":
             ks = {ev.get("k") for ev in models.values() if _num(ev.get("pass_at_k")) is not None}
@@ -402,12 +657,12 @@ def _eval_rows(models: dict[str, dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
-def _breakdown_rows(models: dict[str, dict[str, Any]]) -> list[list[Any]]:
+def _breakdown_rows(models: dict[str, dict[str, Any]], pass_fail: bool = False) -> list[list[Any]]:
     rows = []
     for fld, value in _breakdown_keys(*models.values()):
         n = next((n for ev in models.values() if (n := _cell(ev, fld, value, "n")) is not None), None)
         row: list[Any] = [fld, value, _f(n)]
-        for metric in ("pass_at_1", "mean_reward"):
+        for metric, _ in _eval_metrics(pass_fail):
             row += [_f(_cell(ev, fld, value, metric)) for ev in models.values()]
             if "baseline" in models and "candidate" in models:
                 row.append(_delta(_cell(models["baseline"], fld, value, metric),
@@ -416,10 +671,10 @@ def _breakdown_rows(models: dict[str, dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
-def _breakdown_headers(models: dict[str, dict[str, Any]]) -> list[str]:
+def _breakdown_headers(models: dict[str, dict[str, Any]], pass_fail: bool = False) -> list[str]:
     both = "baseline" in models and "candidate" in models
     headers = ["field", "value", "n"]
-    for label in ("pass@1", "reward"):
+    for label in (("pass@1",) if pass_fail else ("pass@1", "reward")):
         headers += [f"{name} {label}" for name in models] + ([f"change {label}"] if both else [])
     return headers
 
@@ -445,6 +700,54 @@ def _validation_section(doc: _Doc, validation: dict[str, Any]) -> None:
         if validation.get(key):
             doc.p(str(validation[key]), lead="Full validation report:")
             break
+
+
+def _pass_rate_section(doc: _Doc, histograms: list[tuple[str, int, list[int], list[float]]],
+                       plot: str | None) -> None:
+    doc.h(3, "Per-prompt pass rates")
+    doc.p("How many prompts passed 0, 1, ... k of their k rollouts, beside the counts expected if every prompt "
+          "passed with the check's mean pass rate (binomial). Bars at 0 and k are the all-fail and all-pass "
+          "prompts; only the bars between them carry a learning signal.")
+    for stage, k, counts, expected in histograms:
+        n = sum(counts)
+        observed_mixed = sum(counts[1:k]) / n
+        expected_mixed = sum(expected[1:k]) / n
+        p = sum(j * c for j, c in enumerate(counts)) / (n * k)
+        doc.table([f"{stage}: passing rollouts", "prompts", "share", "expected at the mean rate"],
+                  [[f"{j} of {k}", c, _pct(c / n), f"{e:.1f}"] for j, (c, e) in enumerate(zip(counts, expected,
+                                                                                               strict=True))])
+        doc.p(_mixed_gap(observed_mixed, expected_mixed, p, n), lead=f"{stage}:")
+    if plot:
+        doc.img(plot, "per-prompt pass-rate histogram with the binomial expectation")
+
+
+def _samples_section(doc: _Doc, rows: dict[str, list[dict[str, Any]]], prompts: dict[str, str]) -> None:
+    ids, wins, losses = sample_ids(rows.get("baseline"), rows.get("candidate"))
+    if not rows.get("baseline") or not rows.get("candidate"):
+        return
+    doc.h(3, "Sample outputs where the baseline and the candidate differ")
+    if not ids:
+        doc.p("The baseline and the candidate pass and fail the same prompts.")
+        return
+    doc.p(f"On {wins} prompt(s) the candidate passes where the baseline fails, on {losses} the reverse; "
+          f"{len(ids)} shown (answers cut at {_CLIP} characters).")
+    base, cand = _by_id(rows["baseline"]), _by_id(rows["candidate"])
+
+    def verdict(r: dict[str, Any]) -> str:
+        reward = _num(r.get("reward"))
+        return ("pass" if r.get("passed") else "fail") + (f", reward {reward:.3g}" if reward is not None else "")
+
+    for pid in ids:
+        b, c = base[pid], cand[pid]
+        meta = c.get("metadata") if isinstance(c.get("metadata"), dict) else {}
+        what = "candidate passes, baseline fails" if c.get("passed") else "baseline passes, candidate fails"
+        doc.h(4, f"Prompt {pid}: {what}" + (f" ({', '.join(f'{k}={v}' for k, v in meta.items())})"
+                                              if meta else ""))
+        if prompts.get(pid):
+            doc.pre(_clip(prompts[pid]), lead="prompt")
+        doc.pre(_clip(c.get("reference_answer", b.get("reference_answer"))), lead="reference answer")
+        doc.pre(_clip(b.get("completion")), lead=f"baseline ({verdict(b)})")
+        doc.pre(_clip(c.get("completion")), lead=f"candidate ({verdict(c)})")
 
 
 def _diversity_section(doc: _Doc, diversity: list[dict[str, Any]], plot: str | None) -> None:
@@ -538,8 +841,22 @@ def _training_table(rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
     return out
 
 
-def _build(summary: dict[str, Any], train_rows: dict[str, list[dict[str, Any]]],
-           plots: dict[str, str]) -> tuple[_Doc, str]:
+def _histograms(summary: dict[str, Any],
+                rows: dict[str, list[dict[str, Any]]]) -> list[tuple[str, int, list[int], list[float]]]:
+    """(check, k, observed counts, binomial expectation) per diversity check whose rows were kept."""
+    out = []
+    for d in summary.get("diversity") or []:
+        stage = str(d.get("stage") or "diversity_check")
+        found = _pass_histogram(rows.get(stage) or [])
+        if found is not None:
+            k, counts, p = found
+            out.append((stage, k, counts, _binomial(sum(counts), k, p)))
+    return out
+
+
+def _build(summary: dict[str, Any], train_rows: dict[str, list[dict[str, Any]]], plots: dict[str, str],
+           rows: dict[str, list[dict[str, Any]]], prompts: dict[str, str],
+           airflow_url: str | None) -> tuple[_Doc, str]:
     cycle, max_cycles = summary.get("cycle", "?"), summary.get("max_cycles", "?")
     dag_id, run_id = summary.get("dag_id", "rft_cycle"), summary.get("run_id", "?")
     title = f"{dag_id} - {run_id} - cycle {cycle} of {max_cycles}"
@@ -547,6 +864,8 @@ def _build(summary: dict[str, Any], train_rows: dict[str, list[dict[str, Any]]],
     doc.h(1, f"Cycle report: {title}")
     outcome = str(summary.get("outcome", "?")).upper()
     doc.p(str(summary.get("outcome_reason") or ""), lead=f"Outcome: {outcome}.")
+    if airflow_url:
+        doc.link("Airflow:", "open this run in Airflow", airflow_url)
     facts = [["model family", summary.get("model_family", "-")], ["backend", summary.get("backend", "-")],
              ["start model", summary.get("start_model") or "-"],
              ["candidate model", summary.get("candidate_model") or "-"],
@@ -562,20 +881,33 @@ def _build(summary: dict[str, Any], train_rows: dict[str, list[dict[str, Any]]],
         _validation_section(doc, summary["validation"])
     if summary.get("diversity"):
         _diversity_section(doc, summary["diversity"], plots.get("diversity"))
+        histograms = _histograms(summary, rows)
+        if histograms:
+            _pass_rate_section(doc, histograms, plots.get("pass_rates"))
 
     models = _models(summary)
     if models:
         doc.h(2, "Evaluation")
         if "candidate" not in models:
             doc.p("No candidate was evaluated in this cycle; the baseline is shown alone.")
+        pass_fail = _is_pass_fail(models, rows)
+        if pass_fail:
+            doc.p("The reward is pass/fail (every answer scores 1 or 0), so mean reward equals pass@1 and is "
+                  "shown once.")
+        unit, lengths = _length_rows(rows)
         headers = ["metric", *models] + (["change"] if {"baseline", "candidate"} <= set(models) else [])
-        doc.table(headers, _eval_rows(models))
-        breakdown = _breakdown_rows(models)
+        skip = (["mean_reward"] if pass_fail else []) + (["mean_response_tokens"] if lengths else [])
+        doc.table(headers, _eval_rows(models, skip))
+        if lengths:
+            doc.h(3, f"Response length ({unit})")
+            doc.table(["model", "answers", "min", "median", "p90", "max", "mean"], lengths)
+        breakdown = _breakdown_rows(models, pass_fail)
         if breakdown:
             doc.h(3, "By category")
-            doc.table(_breakdown_headers(models), breakdown)
+            doc.table(_breakdown_headers(models, pass_fail), breakdown)
         if plots.get("eval"):
             doc.img(plots["eval"], "baseline vs candidate")
+        _samples_section(doc, rows, prompts)
     if isinstance(summary.get("gate"), dict):
         _gate_section(doc, summary["gate"], plots.get("gate"))
 
@@ -596,23 +928,32 @@ def _build(summary: dict[str, Any], train_rows: dict[str, list[dict[str, Any]]],
 
 
 def write_cycle_report(
-    out_uri: str, summary: CycleSummary | dict[str, Any], train_rows: dict[str, list[dict[str, Any]]]
+    out_uri: str, summary: CycleSummary | dict[str, Any], train_rows: dict[str, list[dict[str, Any]]],
+    rows: dict[str, list[dict[str, Any]]] | None = None, prompts: dict[str, str] | None = None,
+    airflow_base_url: str | None = None,
 ) -> ReportResult:
     """Write report.md, report.html and plots/*.png into the folder `out_uri`; returns their URIs.
 
-    `train_rows` maps a train stage ("sft", "rft") to its metrics.jsonl rows. Absent metrics, stages
-    and sections are left out of the report, never an error.
+    `train_rows` maps a train stage ("sft", "rft") to its metrics.jsonl rows. `rows` maps "baseline" /
+    "candidate" to their eval's per-prompt rows and "diversity_check" / "diversity_recheck" to the checks'
+    per-prompt rollout rows (pass-rate histogram, sample outputs, answer lengths); `prompts` maps eval ids
+    to prompt text for the samples. `airflow_base_url` (default: Airflow's `api.base_url`) links the run.
+    Absent metrics, rows, stages and sections are left out of the report, never an error.
     """
     summary = dict(summary or {})
-    train_rows = {str(stage): [r for r in (rows or []) if isinstance(r, dict)]
-                  for stage, rows in (train_rows or {}).items()}
+    train_rows = {str(stage): [r for r in (rs or []) if isinstance(r, dict)]
+                  for stage, rs in (train_rows or {}).items()}
+    rows = {str(name): [r for r in (rs or []) if isinstance(r, dict)] for name, rs in (rows or {}).items()}
+    base_url = configured_base_url() if airflow_base_url is None else airflow_base_url
     images: dict[str, tuple[str, bytes | None]] = {}
-    for stage, rows in train_rows.items():
+    for stage, metric_rows in train_rows.items():
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in stage)
-        images[f"train:{stage}"] = (f"plots/training_{safe}.png", _plot_training(stage, rows))
+        images[f"train:{stage}"] = (f"plots/training_{safe}.png", _plot_training(stage, metric_rows))
     images["diversity"] = ("plots/diversity.png", _plot_diversity(summary.get("diversity") or []))
+    images["pass_rates"] = ("plots/pass_rates.png", _plot_pass_rates(_histograms(summary, rows)))
     models = _models(summary)
-    images["eval"] = ("plots/eval_comparison.png", _plot_eval(models) if models else None)
+    images["eval"] = ("plots/eval_comparison.png",
+                      _plot_eval(models, _is_pass_fail(models, rows)) if models else None)
     images["gate"] = ("plots/gate_forest.png", _plot_gate(summary.get("gate")))
 
     plots: dict[str, str] = {}
@@ -625,7 +966,8 @@ def write_cycle_report(
         plots[key] = rel
         plot_uris.append(uri)
 
-    doc, title = _build(summary, train_rows, plots)
+    doc, title = _build(summary, train_rows, plots, rows, prompts or {},
+                        airflow_run_url(base_url, summary.get("dag_id"), summary.get("run_id")))
     md_uri, html_uri = store.join(out_uri, "report.md"), store.join(out_uri, "report.html")
     store.write_text(md_uri, doc.markdown())
     store.write_text(html_uri, doc.html(title))

@@ -76,12 +76,18 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
                 stages.append({"stage": name, "status": "skipped"})
             continue
         decision = manifest.decision or {}
-        stages.append({
+        entry = {
             "stage": name, "status": "reused" if "cached_from" in manifest.inputs else "done",
             "decision": decision.get("decision"), "reason": decision.get("reason"),
             "manifest_uri": store.join(ctx.for_stage(name).uri, "manifest.json"),
             "duration_s": manifest.duration_s,
-        })
+        }
+        if name in ("sft", "rft"):  # what the stage trained from and on (the report's "why")
+            entry.update(model_uri=manifest.inputs.get("model_uri"), checkpoint_uri=manifest.checkpoint_uri,
+                         data_uri=manifest.inputs.get("sft_uri" if name == "sft" else "train_uri"))
+        if manifest.outputs.get("rows_uri"):  # per-prompt rows: histogram, samples, answer lengths
+            entry["rows_uri"] = manifest.outputs["rows_uri"]
+        stages.append(entry)
     baseline = m.get("baseline_eval")
     candidate = m.get("checkpoint_eval")
     diversity = [{"stage": s, "metrics": m[s].metrics, "decision": m[s].decision}
@@ -97,6 +103,7 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
     return {
         "dag_id": ctx.dag_id, "run_id": ctx.run_id, "cycle": ctx.cycle, "max_cycles": p.max_cycles,
         "parent_run_id": p.parent_run_id, "model_family": p.model_family, "backend": p.backend,
+        "sft_policy": p.sft_policy, "eval_uri": p.eval_uri,
         "start_model": baseline.checkpoint_uri if baseline else None,
         "candidate_model": candidate.checkpoint_uri if candidate else None,
         "stages": stages,
@@ -111,6 +118,44 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
         "cost_usd": round(cost, 2) if cost else None,
         "train_metrics_uris": {s: m[s].outputs.get("metrics_uri") for s in ("sft", "rft") if s in m},
     }
+
+
+# Per-prompt rows the report reads, by the name it knows them under: stage -> report key.
+_REPORT_ROWS = {"baseline_eval": "baseline", "checkpoint_eval": "candidate",
+                "diversity_check": "diversity_check", "diversity_recheck": "diversity_recheck"}
+
+
+def _report_rows(summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The eval and diversity stages' rows.jsonl; a missing or unreadable file leaves its section out."""
+    out = {}
+    for st in summary.get("stages") or []:
+        key = _REPORT_ROWS.get(str(st.get("stage")))
+        if key and st.get("rows_uri"):
+            try:
+                out[key] = _rows(st["rows_uri"])
+            except Exception as err:  # the report must still be written
+                log.warning("report: rows of %s unreadable: %s", st["stage"], err)
+    return out
+
+
+def _sample_prompts(p: CycleParams, rows: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """The question (last user turn) of each eval prompt the report shows as a sample; none when the eval
+    set is unreadable."""
+    from rftflow.report import sample_ids
+
+    ids = set(sample_ids(rows.get("baseline"), rows.get("candidate"))[0])
+    if not ids or not p.eval_uri:
+        return {}
+    try:
+        from rftflow.dataset import read_records_and_issues
+
+        records, _ = read_records_and_issues(p.eval_uri, "rft")
+    except Exception as err:
+        log.warning("report: eval set %s unreadable for sample prompts: %s", p.eval_uri, err)
+        return {}
+    # the last user turn: the question itself, without a system prompt every record repeats
+    return {r.id: str(next((m.get("content") for m in reversed(r.prompt_messages()) if m.get("role") == "user"),
+                           "") or "") for r in records if r.id in ids}
 
 
 def _safe(text: str) -> str:
@@ -132,7 +177,8 @@ def publish_summary(p: CycleParams, ctx: StageContext, summary: dict[str, Any]) 
 
     summary = redact(summary)  # no credential from a URI reaches the report, cycle.json or the UI's index
     train_rows = {s: _rows(uri) for s, uri in summary["train_metrics_uris"].items()}
-    written = write_cycle_report(ctx.uri, summary, train_rows)
+    rows = _report_rows(summary)
+    written = write_cycle_report(ctx.uri, summary, train_rows, rows, _sample_prompts(p, rows))
     summary = {**summary, **written, "cycle_json_uri": store.join(ctx.uri, "cycle.json"),
                "params": redact(p.model_dump(mode="json")),
                "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}

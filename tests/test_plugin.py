@@ -20,10 +20,58 @@ sys.path.insert(0, str(PROJECT / "plugins"))
 DAG_ID = "rft_cycle"
 
 
-def _eval_metrics(p1: float, reward: float, tokens: float, carry: float, no_carry: float) -> dict[str, Any]:
-    return {"pass_at_1": p1, "mean_reward": reward, "mean_response_tokens": tokens, "n": 40,
-            "breakdown": {"category": {"carry": {"pass_at_1": carry, "mean_reward": carry, "n": 20},
-                                       "no_carry": {"pass_at_1": no_carry, "mean_reward": no_carry, "n": 20}}}}
+# The eval set: 200 prompts in blocks of (first id, carry prompts, no_carry prompts), so that an eval where the
+# first 70 / 80 / 110 prompts pass scores pass@1 0.35 / 0.40 / 0.55 with carry 0.15 / 0.20 / 0.45 and
+# no_carry 0.55 / 0.60 / 0.65 (the rejected candidate, the baseline and the promoted candidate).
+_EVAL_BLOCKS = ((0, 15, 55), (70, 5, 5), (80, 25, 5), (110, 55, 35))
+EVAL_PROMPTS = 200
+
+
+def _category(i: int) -> str:
+    start, carry, _ = next(b for b in reversed(_EVAL_BLOCKS) if b[0] <= i)
+    return "carry" if i - start < carry else "no_carry"
+
+
+def _answer(i: int) -> str:
+    return str(17 * i + 3)
+
+
+def write_eval_set(root: str) -> str:
+    """The eval set the fixture's evals scored: one question per prompt id (the report quotes them)."""
+    from rftflow import store
+
+    uri = store.join(root, "data", "eval.jsonl")
+    store.write_text(uri, "".join(json.dumps({
+        "id": f"p{i}", "messages": [{"role": "user", "content": f"What is 17 * {i} + 3?"}],
+        "reference_answer": _answer(i), "metadata": {"category": _category(i)}}) + "\n"
+        for i in range(EVAL_PROMPTS)))
+    return uri
+
+
+def eval_rows(passing: int, model: str) -> list[dict[str, Any]]:
+    """Per-prompt eval rows as an eval stage writes them: the first `passing` prompts answered right,
+    the rest wrong; a pass/fail reward (reward 1.0 or 0.0); answers of varied length."""
+    rows = []
+    for i in range(EVAL_PROMPTS):
+        right = i < passing
+        words = 3 + (i * 7) % 11 + (4 if model == "candidate" else 0)
+        completion = " ".join(["step"] * words) + f" so the answer is {_answer(i) if right else _answer(i) + '1'}"
+        rows.append({"id": f"p{i}", "reference_answer": _answer(i), "metadata": {"category": _category(i)},
+                     "completion": f"[{model}] {completion}", "reward": float(right), "passed": right,
+                     "response_tokens": words + 6, "metrics": {"exact_match": float(right)}})
+    return rows
+
+
+def diversity_rows() -> list[dict[str, Any]]:
+    """20 prompts x 4 rollouts as the diversity check scores them: 4 all-fail, 11 mixed, 5 all-pass."""
+    from rftflow.diversity import outcome_rows
+
+    passes = [0] * 4 + [1, 2, 3, 1, 2, 3, 2, 2, 1, 3, 2] + [4] * 5
+    rows = outcome_rows([f"t{i}" for i in range(len(passes))],
+                        [[1.0] * n + [0.0] * (4 - n) for n in passes], threshold=1.0)
+    for row in rows:
+        row["completions"] = [f"rollout {j}" for j in range(4)]
+    return rows
 
 
 def _train_rows(steps: int = 8) -> list[dict[str, Any]]:
@@ -35,20 +83,24 @@ def _train_rows(steps: int = 8) -> list[dict[str, Any]]:
 
 def write_finished_cycle(root: str, run_id: str, *, family: str = "tiny-finqa", improved: bool = True,
                          mlflow: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A finished local cycle under `root`, written stage by stage as the DAG writes it; returns cycle.json.
+    """A finished local cycle under `root`, written stage by stage as the DAG writes it (manifests and the
+    eval and diversity stages' per-prompt rows.jsonl); returns cycle.json.
 
     improved=True: the candidate beats the baseline, the gate promotes and the champion moves.
     improved=False: the candidate is worse and the gate rejects it.
     mlflow: the `mlflow` entry (run id, URL) to record in cycle.json and the index.
     """
     from rftflow import cycle, store
+    from rftflow.config import DiversityConfig
+    from rftflow.diversity import decide as diversity_decision
+    from rftflow.diversity import summarize as diversity_summary
+    from rftflow.evaluation import summarize
     from rftflow.gate import EvalEvidence, GateConfig, decide
-    from rftflow.gate_simulation import nested_rows
     from rftflow.manifest import StageManifest, write_manifest
     from rftflow.registry import Champion, ChampionRegistry
     from rftflow.summary import build_summary, index_uri, publish_summary
 
-    p = cycle.parse_params({"artifact_root": root, "model_family": family})
+    p = cycle.parse_params({"artifact_root": root, "model_family": family, "eval_uri": write_eval_set(root)})
     ctx = cycle.stage_context(p, DAG_ID, run_id, "report")
     now = "2026-11-25T10:00:00+00:00"
     base_model = f"{root}/models/base"
@@ -59,26 +111,33 @@ def write_finished_cycle(root: str, run_id: str, *, family: str = "tiny-finqa", 
         write_manifest(ctx.for_stage(stage).uri, m)
         return m
 
-    baseline = _eval_metrics(0.40, 0.42, 14.0, 0.2, 0.6)
-    candidate = _eval_metrics(0.55, 0.57, 14.5, 0.45, 0.65) if improved else _eval_metrics(0.35, 0.36, 14.2,
-                                                                                           0.15, 0.55)
-    manifest("validate_data", metrics={"ok": True, "train_rows": 64, "eval_rows": 40})
-    manifest("baseline_eval", checkpoint_uri=base_model, metrics=baseline)
-    manifest("diversity_check", checkpoint_uri=base_model,
-             metrics={"k": 4, "n_prompts": 64, "all_pass": 0.25, "all_fail": 0.20, "mixed": 0.55,
-                      "mean_pass_rate": 0.5, "expected_mixed": 0.6},
-             decision={"decision": "rft", "reason": "55% of prompts have mixed outcomes"})
+    def rows_file(stage: str, rows: list[dict[str, Any]]) -> str:
+        uri = store.join(ctx.for_stage(stage).uri, "rows.jsonl")
+        store.write_text(uri, "".join(json.dumps(r) + "\n" for r in rows))
+        return uri
+
+    base_rows = eval_rows(80, "baseline")
+    cand_rows = eval_rows(110 if improved else 70, "candidate")
+    baseline, candidate = summarize(base_rows), summarize(cand_rows)
+    manifest("validate_data", metrics={"ok": True, "train_rows": 64, "eval_rows": EVAL_PROMPTS})
+    manifest("baseline_eval", checkpoint_uri=base_model, metrics=baseline,
+             outputs={"rows_uri": rows_file("baseline_eval", base_rows)})
+    div_rows = diversity_rows()
+    div_metrics = diversity_summary(div_rows)
+    manifest("diversity_check", checkpoint_uri=base_model, metrics=div_metrics,
+             decision=diversity_decision(div_metrics, DiversityConfig()),
+             outputs={"rows_uri": rows_file("diversity_check", div_rows)})
     rows = _train_rows()
     rft_uri = ctx.for_stage("rft").uri
     metrics_uri = store.join(rft_uri, "metrics.jsonl")
     store.write_text(metrics_uri, "".join(json.dumps(r) + "\n" for r in rows))
     candidate_model = store.join(rft_uri, "model")
     manifest("rft", checkpoint_uri=candidate_model, outputs={"metrics_uri": metrics_uri},
-             metrics={"steps": len(rows)})
-    manifest("checkpoint_eval", checkpoint_uri=candidate_model, metrics=candidate)
-    result = decide(EvalEvidence(baseline, nested_rows(200, baseline["pass_at_1"]), "baseline"),
-                    EvalEvidence(candidate, nested_rows(200, candidate["pass_at_1"]), "candidate"), None, rows,
-                    GateConfig(), cycle=1, max_cycles=1)
+             metrics={"steps": len(rows)}, inputs={"model_uri": base_model, "train_uri": p.train_uri})
+    manifest("checkpoint_eval", checkpoint_uri=candidate_model, metrics=candidate,
+             outputs={"rows_uri": rows_file("checkpoint_eval", cand_rows)})
+    result = decide(EvalEvidence(baseline, base_rows, "baseline"), EvalEvidence(candidate, cand_rows, "candidate"),
+                    None, rows, GateConfig(), cycle=1, max_cycles=1)
     manifest("gate", checkpoint_uri=candidate_model,
              decision={**result.to_dict(), "candidate_uri": candidate_model, "table": result.table()})
     if result.decision == "promote":

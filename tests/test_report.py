@@ -231,3 +231,126 @@ def test_summary_text_minimal():
                          "baseline": {"pass_at_1": 0.9}})
     assert "outcome: STOPPED - all prompts all-pass" in text
     assert "0.900" in text
+
+
+# --------------------------------------------------------------------------- per-prompt rows, link, stage why
+
+def finished_cycle_report(tmp_path: Path, monkeypatch, improved: bool = True) -> tuple[dict, str, str]:
+    """A cycle written stage by stage with its rows.jsonl files (tests/test_plugin.py); (summary, md, html)."""
+    from test_plugin import write_finished_cycle
+
+    monkeypatch.setenv("RFTFLOW_TRACKING", "off")
+    summary = write_finished_cycle((tmp_path / "artifacts").as_uri(), "manual__2026-11-24T09:00:00+00:00",
+                                   improved=improved)
+    return summary, store.read_text(summary["report_md_uri"]), store.read_text(summary["report_html_uri"])
+
+
+def test_pass_rate_histogram_from_the_diversity_rows(tmp_path: Path, monkeypatch):
+    summary, md, page = finished_cycle_report(tmp_path, monkeypatch)
+    # 20 prompts x 4 rollouts: 4 all-fail, 3 / 5 / 3 with one to three passes, 5 all-pass; mean rate 0.525
+    # expected at that rate: 20 * C(4, j) 0.525^j 0.475^(4-j)
+    for row in ("| 0 of 4 | 4 | 20% | 1.0 |", "| 1 of 4 | 3 | 15% | 4.5 |", "| 2 of 4 | 5 | 25% | 7.5 |",
+                "| 3 of 4 | 3 | 15% | 5.5 |", "| 4 of 4 | 5 | 25% | 1.5 |"):
+        assert row in md
+    assert ("55% of prompts are mixed where 87% would be if every prompt passed with the mean rate 0.53: "
+            "pass rates differ from prompt to prompt") in md
+    plot = summary["report_html_uri"].rsplit("/", 1)[0] + "/plots/pass_rates.png"
+    assert plot in summary["plots"]
+    assert_png(plot)
+    assert 'src="plots/pass_rates.png"' in page
+
+
+def test_samples_where_baseline_and_candidate_differ_come_from_the_eval_rows(tmp_path: Path, monkeypatch):
+    _, md, page = finished_cycle_report(tmp_path, monkeypatch)
+    # baseline passes p0..p79, candidate p0..p109: 30 wins, no loss; five shown, spread over the 30
+    assert "On 30 prompt(s) the candidate passes where the baseline fails, on 0 the reverse; 5 shown" in md
+    shown = re.findall(r"#### Prompt (p\d+): candidate passes, baseline fails \(category=(\w+)\)", md)
+    assert [pid for pid, _ in shown] == ["p80", "p86", "p92", "p98", "p104"]
+    # p86: its question from the eval set, the reference, and both answers as the evals wrote them
+    p86 = md.split("#### Prompt p86")[1].split("####")[0]
+    assert "What is 17 * 86 + 3?" in p86 and "\n1465\n" in p86
+    assert "*baseline (fail, reward 0)*" in p86 and "so the answer is 14651" in p86
+    assert "*candidate (pass, reward 1)*" in p86 and "so the answer is 1465\n" in p86
+    assert "<pre>[baseline] step" in page
+
+    _, rejected, _ = finished_cycle_report(tmp_path / "rejected", monkeypatch, improved=False)
+    assert "on 0 prompt(s) the candidate passes where the baseline fails, on 10 the reverse" in rejected.replace(
+        "On 0", "on 0")
+    assert rejected.count("baseline passes, candidate fails") == 5
+
+
+def test_samples_are_escaped_and_cut(tmp_path: Path):
+    rows = {"baseline": [{"id": "a", "passed": False, "reward": 0.0, "reference_answer": {"x": 1},
+                          "completion": "<script>alert(1)</script> " + "x" * 2000}],
+            "candidate": [{"id": "a", "passed": True, "reward": 1.0, "completion": "```fenced``` & fine"}]}
+    summary = {**full_summary(), "stages": []}
+    result = write_cycle_report(str(tmp_path), summary, {}, rows, prompts={"a": "Is 1 < 2?"})
+    page = store.read_text(result["report_html_uri"])
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Is 1 &lt; 2?" in page and "```fenced``` &amp; fine" in page and '{"x": 1}' in page.replace(
+        "&quot;", '"')
+    assert "[1426 more characters]" in page  # 600 of the 2,026 characters shown
+    md = store.read_text(result["report_md_uri"])
+    assert "````text\n```fenced``` & fine\n````" in md  # a fence longer than any backtick run inside
+
+
+def test_pass_fail_reward_gets_one_eval_panel(tmp_path: Path, monkeypatch):
+    summary, md, _ = finished_cycle_report(tmp_path, monkeypatch)
+    assert "mean reward equals pass@1 and is shown once" in md
+    assert "| mean reward |" not in md and "candidate reward" not in md
+    one = store.read_bytes(summary["report_html_uri"].rsplit("/", 1)[0] + "/plots/eval_comparison.png")
+    # a reward that is not pass/fail (mean reward = pass@1 + 0.05) keeps both panels
+    two = store.read_bytes(write_cycle_report(str(tmp_path / "graded"), full_summary(), {})["plots"][1])
+    assert "eval_comparison" in write_cycle_report(str(tmp_path / "graded"), full_summary(), {})["plots"][1]
+    height = lambda png: int.from_bytes(png[20:24], "big")  # noqa: E731
+    assert height(one) < 0.7 * height(two)
+    graded = store.read_text(str(tmp_path / "graded" / "report.md"))
+    assert "| mean reward | 0.150 | 0.670 | +0.520 |" in graded and "shown once" not in graded
+
+
+def test_response_length_as_a_distribution(tmp_path: Path, monkeypatch):
+    _, md, _ = finished_cycle_report(tmp_path, monkeypatch)
+    assert "### Response length (tokens)" in md
+    assert "| baseline | 200 | 9 | 14.0 | 18 | 19 | 14.0 |" in md
+    assert "| candidate | 200 | 13 | 18.0 | 22 | 23 | 18.0 |" in md
+    assert "| mean response tokens |" not in md  # the distribution replaces the single number
+    # rows without token counts (an AWS eval returns text): words of the answer
+    rows = {"baseline": [{"id": str(i), "passed": True, "reward": 1.0, "completion": "a b c"[: 2 * i + 1]}
+                         for i in range(3)]}
+    result = write_cycle_report(str(tmp_path / "words"), {"baseline": {"pass_at_1": 1.0}}, {}, rows)
+    words = store.read_text(result["report_md_uri"])
+    assert "### Response length (words)" in words and "| baseline | 3 | 1 | 2.0 | 3 | 3 | 2.0 |" in words
+
+
+def test_airflow_link_only_when_the_base_url_is_set(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com/")
+    with_link = write_cycle_report(str(tmp_path / "a"), full_summary(), {})
+    md = store.read_text(with_link["report_md_uri"])
+    url = "https://airflow.example.com/dags/rft_cycle/runs/manual__2025-01-01T00%3A00%3A00%2B00%3A00"
+    assert f"[open this run in Airflow]({url})" in md
+    assert f'<a href="{url}">open this run in Airflow</a>' in store.read_text(with_link["report_html_uri"])
+    monkeypatch.delenv("AIRFLOW__API__BASE_URL")
+    without = write_cycle_report(str(tmp_path / "b"), full_summary(), {})
+    assert "open this run in Airflow" not in store.read_text(without["report_md_uri"])
+    assert "<a " not in store.read_text(without["report_html_uri"])
+
+
+def test_stage_table_says_why_sft_ran_and_what_rft_ran_on(tmp_path: Path, monkeypatch):
+    md = store.read_text(write_cycle_report(str(tmp_path), full_summary(), {})["report_md_uri"])
+    assert "| sft | done |  | diversity_check chose SFT first (82% all-fail, 10% mixed, 8% all-pass) |" in md
+    assert ("| rft | done |  | GRPO from the SFT checkpoint, after diversity_recheck decided rft "
+            "(31% all-fail, 41% mixed, 28% all-pass) |") in md
+    _, finished, _ = finished_cycle_report(tmp_path / "finished", monkeypatch)
+    assert "| sft | skipped |  | not needed: diversity_check chose RFT directly (20% all-fail, 55% mixed" in finished
+    assert re.search(r"\| rft \| done \|  \| GRPO from the start model \(\.\.\./models/base\) on train\.jsonl, "
+                     r"after diversity_check decided rft", finished)
+
+
+def test_report_renders_when_rows_are_missing_or_odd(tmp_path: Path):
+    summary = full_summary()
+    odd = {"baseline": [{"id": 1}, {"passed": True}], "candidate": [], "diversity_check": [{"k": 0}],
+           "diversity_recheck": [{"k": 4, "pass_rate": "?"}]}
+    result = write_cycle_report(str(tmp_path), summary, {}, odd, prompts=None, airflow_base_url="")
+    md = store.read_text(result["report_md_uri"])
+    assert "## Evaluation" in md and "Per-prompt pass rates" not in md and "Sample outputs" not in md
+    assert "| mean reward |" in md  # no usable rows: the metrics decide, and they are not pass/fail
