@@ -8,6 +8,7 @@ and show only DAGs the user may read.
 from __future__ import annotations
 
 import logging
+import math
 import mimetypes
 import os
 import posixpath
@@ -111,6 +112,38 @@ def _pct(value: float | None) -> str:
 
 _METRICS = (("pass_at_1", "pass@1", 3), ("mean_reward", "mean reward", 3),
             ("mean_response_tokens", "response tokens", 1), ("n", "prompts", 0))
+# Outcomes in the order the filter lists them; each has its own badge color on the page.
+OUTCOMES = ("promoted", "held", "not_promoted", "iterating", "rejected", "stopped", "incomplete")
+_URI = re.compile(r"\b(?:file|s3|gs|hf|https?)://[^\s,;()]+")
+_RUN_ID = re.compile(r"^(?P<kind>[A-Za-z]+)__(?P<date>\d{4}-\d\d-\d\d)T(?P<time>\d\d:\d\d)")
+
+
+def short_id(value: Any, keep: int = 3) -> str:
+    """A run id or URI short enough for a table cell; the page puts the full value in a title.
+
+    `manual__2026-11-24T09:00:00+00:00` -> `manual 2026-11-24 09:00`; a URI -> its last `keep` path segments
+    (`.../cycle-1/rft/model`); anything else longer than 28 characters keeps its two ends.
+    """
+    text = "" if value is None else str(value)
+    if m := _RUN_ID.match(text):
+        return f"{m['kind']} {m['date']} {m['time']}"
+    if "://" in text:
+        segments = [p for p in text.split("://", 1)[1].rstrip("/").split("/") if p]
+        return text if len(segments) <= keep else ".../" + "/".join(segments[-keep:])
+    return text if len(text) <= 28 else f"{text[:12]}...{text[-12:]}"
+
+
+def text_parts(text: Any) -> list[dict[str, str]]:
+    """`text` split around the URIs in it: [{"text": ...}, {"text": short URI, "full": URI}, ...]."""
+    text, parts, at = str(text or ""), [], 0
+    for m in _URI.finditer(text):
+        if m.start() > at:
+            parts.append({"text": text[at:m.start()]})
+        parts.append({"text": short_id(m.group(0)), "full": m.group(0)})
+        at = m.end()
+    if at < len(text):
+        parts.append({"text": text[at:]})
+    return parts
 
 
 def cycle_view(root: str, summary: dict[str, Any]) -> dict[str, Any]:
@@ -125,13 +158,15 @@ def cycle_view(root: str, summary: dict[str, Any]) -> dict[str, Any]:
         b, c = _num(baseline.get(key)), _num(candidate.get(key))
         change = "-" if b is None or c is None else f"{c - b:+.{max(digits, 1)}f}"
         metrics.append({"label": label, "baseline": _fmt(b, digits), "candidate": _fmt(c, digits),
-                        "champion": _fmt(champion.get(key), digits), "change": change})
+                        "champion": _fmt(champion.get(key), digits), "change": change,
+                        "direction": "" if b is None or c is None or c == b else ("up" if c > b else "down")})
     diversity = []
     for d in s.get("diversity") or []:
         f = diversity_fractions(d.get("metrics") or {})
         decision = d.get("decision") if isinstance(d.get("decision"), dict) else {}
         diversity.append({"stage": d.get("stage", "diversity"), "all_fail": _pct(f.get("all_fail")),
                           "mixed": _pct(f.get("mixed")), "all_pass": _pct(f.get("all_pass")),
+                          "bar": {k: round(100 * (f.get(k) or 0.0), 1) for k in ("all_fail", "mixed", "all_pass")},
                           "decision": decision.get("decision", "-")})
     gate = None
     if isinstance(s.get("gate"), dict):
@@ -152,11 +187,22 @@ def cycle_view(root: str, summary: dict[str, Any]) -> dict[str, Any]:
         rel = relative_artifact_path(root, s.get(key))
         return "artifacts/" + quote(rel) if rel else None
 
+    metric, base_value, cand_value = gate_values(s)
+    first_mixed = _num(diversity_fractions((s.get("diversity") or [{}])[0].get("metrics") or {}).get("mixed"))
     return {
-        "dag_id": s.get("dag_id"), "run_id": s.get("run_id"), "cycle": s.get("cycle"),
-        "max_cycles": s.get("max_cycles"), "backend": s.get("backend"), "model_family": s.get("model_family"),
+        "dag_id": s.get("dag_id"), "run_id": s.get("run_id"), "run_short": short_id(s.get("run_id")),
+        "cycle": s.get("cycle"), "max_cycles": s.get("max_cycles"), "backend": s.get("backend"),
+        "model_family": s.get("model_family"), "finished_at": s.get("finished_at") or "",
+        "candidate_model": s.get("candidate_model"), "candidate_short": short_id(s.get("candidate_model"), keep=2),
         "outcome": s.get("outcome") or "unknown", "outcome_reason": s.get("outcome_reason") or "",
+        "outcome_parts": text_parts(s.get("outcome_reason")),
         "metrics": metrics, "diversity": diversity, "gate": gate,
+        # what the page's sortable columns order by (the row's data-sort-* attributes)
+        "sort": {"time": "|".join(str(k) for k in _recency(s)), "outcome": s.get("outcome") or "unknown",
+                 "candidate": "" if cand_value is None else f"{cand_value:.6f}",
+                 "change": "" if cand_value is None or base_value is None else f"{cand_value - base_value:.6f}",
+                 "mixed": "" if first_mixed is None else f"{first_mixed:.6f}"},
+        "gate_metric": metric,
         "mlflow_run_id": mlflow.get("mlflow_run_id"),
         "links": {"report_html": link("report_html_uri"), "report_md": link("report_md_uri"),
                   "cycle_json": link("cycle_json_uri"), "mlflow": mlflow.get("mlflow_url"),
@@ -174,8 +220,80 @@ def _recency(summary: dict[str, Any]) -> tuple[str, str, int]:
     return str(summary.get("finished_at") or started), started, int(summary.get("cycle") or 0)
 
 
+def gate_values(summary: dict[str, Any]) -> tuple[str, float | None, float | None]:
+    """(metric, baseline value, candidate value) the gate judged the cycle on; pass@1 of the evals when
+    the cycle has no gate (stopped, incomplete)."""
+    gate = summary.get("gate") if isinstance(summary.get("gate"), dict) else {}
+    metric = str(gate.get("metric") or "pass_at_1")
+    values = []
+    for role in ("baseline", "candidate"):
+        ev = summary.get(role) if isinstance(summary.get(role), dict) else {}
+        value = _num(gate.get(f"{role}_value"))
+        values.append(value if value is not None else _num(ev.get(metric)))
+    return metric, values[0], values[1]
+
+
+def _axis(low: float, high: float) -> tuple[float, float, float]:
+    """(bottom, top, tick step) of a y axis holding [low, high] with at most 6 round ticks."""
+    if high - low < 1e-9:
+        low, high = low - 0.05, high + 0.05
+    for step in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0):
+        bottom, top = math.floor(low / step + 1e-9) * step, math.ceil(high / step - 1e-9) * step
+        if top - bottom < 1e-9:
+            top = bottom + step
+        if (top - bottom) / step <= 6:
+            return bottom, top, step
+    span = high - low
+    return low, high, span / 4
+
+
+# The trend chart's drawing area in SVG user units (the SVG scales to its card).
+_CHART = {"width": 640, "height": 220, "left": 48, "right": 16, "top": 16, "bottom": 40, "inset": 20}
+
+
+def trend_view(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """An inline-SVG chart of a family's gate metric, oldest cycle first: baseline and candidate per cycle,
+    promoted candidates marked. None when no cycle has a value to draw."""
+    ordered = sorted(summaries, key=_recency)
+    rows = [(s, *gate_values(s)) for s in ordered]
+    values = [v for _, _, b, c in rows for v in (b, c) if v is not None]
+    if not values:
+        return None
+    metrics = sorted({m for _, m, b, c in rows if b is not None or c is not None})
+    low, high, tick = _axis(min(values), max(values))
+    c = _CHART
+    plot_w, plot_h = c["width"] - c["left"] - c["right"] - 2 * c["inset"], c["height"] - c["top"] - c["bottom"]
+    step = plot_w / max(1, len(rows) - 1) if len(rows) > 1 else 0.0
+
+    def x(i: int) -> float:
+        return round(c["left"] + c["inset"] + (i * step if len(rows) > 1 else plot_w / 2), 1)
+
+    def y(v: float) -> float:
+        return round(c["top"] + plot_h * (1 - (v - low) / (high - low)), 1)
+
+    points: dict[str, list[dict[str, Any]]] = {"baseline": [], "candidate": []}
+    labels = []
+    for i, (s, _, b, cand) in enumerate(rows):
+        run = short_id(s.get("run_id"))
+        for role, v in (("baseline", b), ("candidate", cand)):
+            if v is not None:
+                points[role].append({"x": x(i), "y": y(v), "value": f"{v:.3f}", "promoted":
+                                     role == "candidate" and s.get("outcome") == "promoted",
+                                     "title": f"{role} {v:.3f} - {run}, cycle {s.get('cycle')} "
+                                              f"({s.get('outcome') or 'unknown'})"})
+        labels.append({"x": x(i), "text": f"#{i + 1}", "title": f"{s.get('run_id')}, cycle {s.get('cycle')}"})
+    n_ticks = round((high - low) / tick)
+    ticks = [{"y": y(low + i * tick), "text": f"{low + i * tick:.2f}"} for i in range(n_ticks + 1)]
+    return {**c, "plot_right": c["width"] - c["right"], "plot_bottom": c["height"] - c["bottom"],
+            "metric": ", ".join(m.replace("pass_at_1", "pass@1").replace("mean_reward", "mean reward")
+                                for m in metrics),
+            "lines": {role: " ".join(f"{p['x']},{p['y']}" for p in pts) for role, pts in points.items()},
+            "points": points, "labels": labels, "ticks": ticks, "n": len(rows),
+            "promoted": sum(s.get("outcome") == "promoted" for s in ordered)}
+
+
 def families_view(root: str, summaries: list[dict[str, Any]], family: str | None = None) -> list[dict[str, Any]]:
-    """Per model family: its champion and its cycles, newest first."""
+    """Per model family: its champion, its trend across cycles and its cycles, newest first."""
     from rftflow.registry import ChampionRegistry
 
     by_family: dict[str, list[dict[str, Any]]] = {}
@@ -189,15 +307,26 @@ def families_view(root: str, summaries: list[dict[str, Any]], family: str | None
         try:
             current, _ = ChampionRegistry(root, name).current()
             if current is not None:
-                champion = {"model_uri": current.model_uri, "run_id": current.run_id, "cycle": current.cycle,
+                champion = {"model_uri": current.model_uri, "model_short": short_id(current.model_uri),
+                            "run_id": current.run_id, "run_short": short_id(current.run_id), "cycle": current.cycle,
                             "promoted_at": current.promoted_at,
-                            "metrics": [(k, _fmt(current.metrics.get(k), d)) for k, _, d in _METRICS
+                            "metrics": [(label, _fmt(current.metrics.get(k), d)) for k, label, d in _METRICS
                                         if _num(current.metrics.get(k)) is not None]}
         except Exception as err:  # an unreadable registry must not hide the cycle history
             log.warning("champion of %s unreadable: %s", name, err)
         cycles = sorted(by_family[name], key=_recency, reverse=True)
-        out.append({"name": name, "champion": champion, "cycles": [cycle_view(root, c) for c in cycles]})
+        counts = {o: sum(c.get("outcome") == o for c in cycles) for o in OUTCOMES}
+        views = [cycle_view(root, c) for c in cycles]
+        out.append({"name": name, "champion": champion, "cycles": views, "trend": trend_view(cycles),
+                    "counts": {o: n for o, n in counts.items() if n},
+                    "has_champion": any(m["champion"] != "-" for v in views for m in v["metrics"])})
     return out
+
+
+def outcome_choices(families: list[dict[str, Any]]) -> list[str]:
+    """The outcomes the filter offers: those on the page, known ones in OUTCOMES order first."""
+    seen = {c["outcome"] for f in families for c in f["cycles"]}
+    return [o for o in OUTCOMES if o in seen] + sorted(seen - set(OUTCOMES))
 
 
 # --------------------------------------------------------------------------- the FastAPI app
@@ -246,7 +375,8 @@ def create_app(root: str | None = None) -> Any:
 
             error = redact_text(f"The cycle index could not be read: {type(err).__name__}: {err}")
         page = env.get_template("cycles.html").render(
-            artifact_root=where, family=family, families=families, n_cycles=len(cycles), error=error)
+            artifact_root=where, family=family, families=families, n_cycles=len(cycles), error=error,
+            outcomes=outcome_choices(families))
         return HTMLResponse(page)
 
     @app.get("/api/cycles")

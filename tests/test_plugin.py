@@ -8,7 +8,9 @@ with the tracking, notification and browser tests.
 from __future__ import annotations
 
 import json
+import re
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -216,10 +218,112 @@ def test_page_lists_each_cycle_with_metrics_diversity_gate_and_links(two_cycles,
     assert "0.400" in html and "0.550" in html and "+0.150" in html  # pass@1 baseline, candidate, change
     assert "20% / 55% / 25%" in html  # diversity: all-fail / mixed / all-pass
     assert "gain_vs_baseline" in html and "FAIL" in html  # the rejected cycle's failed margin is shown
-    assert "Champion:</strong> <code>" + promoted["candidate_model"] in html
+    # the champion's model URI, short in the cell and whole in its title
+    assert f'Champion:</strong> <span class="idline"><code title="{promoted["candidate_model"]}">' in html
     assert 'href="http://mlflow.example:5000/#/experiments/1/runs/abc123"' in html
     assert 'class="report-link" href="artifacts/rft_cycle/' in html
     assert "../dags/rft_cycle/runs/manual__2026-11-24T09%3A00%3A00%2B00%3A00" in html
+
+
+class _Cells(HTMLParser):
+    """The visible text of each cycle row's cells, and every title attribute, of the cycles page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, list[str]] = {}
+        self.titles: list[str] = []
+        self._row: str | None = None
+        self._depth = 0  # <td> nesting inside the current row (the metrics cell holds a table)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("title"):
+            self.titles.append(a["title"] or "")
+        if tag == "tr" and "cycle" in (a.get("class") or "").split():
+            self._row = a["data-run-id"]
+            self.rows[self._row] = []
+        elif tag == "td" and self._row is not None:
+            if self._depth == 0:
+                self.rows[self._row].append("")
+            self._depth += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._row is not None:
+            self._depth -= 1
+        elif tag == "tr" and self._row is not None and self._depth == 0:
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._row is not None and self._depth > 0:
+            self.rows[self._row][-1] += data
+
+
+def test_page_shows_short_ids_badges_trend_sort_and_filter(two_cycles, viewer):
+    root, promoted, rejected = two_cycles
+    html = _client(root, viewer).get("/").text
+    cells = _Cells()
+    cells.feed(html)
+    run, outcome, metrics, diversity, gate, links = cells.rows[promoted["run_id"]]
+    # short ids in the cells, the full values in titles (and copy buttons)
+    assert "manual 2026-11-24 09:00" in run and promoted["run_id"] not in run
+    assert promoted["run_id"] in cells.titles and promoted["candidate_model"] in cells.titles
+    assert f'data-copy="{promoted["run_id"]}"' in html and f'data-copy="{promoted["candidate_model"]}"' in html
+    assert "file://" not in outcome and ".../rft/model" in outcome  # no full path in the outcome column
+    assert "champion of tiny-finqa is now" in outcome
+    # each metric's label shares its row with its values
+    assert re.search(r"pass@1\s*0\.400\s*0\.550\s*\+0\.150", metrics)
+    assert "20% / 55% / 25%" in diversity and "promote" in gate and "report" in links
+    # outcome badges in their own colors, for the cycle and the family's counts
+    assert '<span class="badge outcome promoted">promoted</span>' in html
+    assert '<span class="badge outcome rejected">rejected</span>' in html
+    assert '<span class="badge promoted">1 promoted</span>' in html
+    # sortable columns: each row carries what its columns sort by
+    assert re.search(rf'data-run-id="{re.escape(promoted["run_id"])}"[^>]*data-sort-change="0\.150000"', html)
+    assert re.search(rf'data-run-id="{re.escape(rejected["run_id"])}"[^>]*data-sort-change="-0\.050000"', html)
+    assert 'th data-sort="time" aria-sort="descending"' in html
+    # the filter lists the outcomes on the page; it is shown only where the script runs
+    assert re.search(r'<select id="filter-outcome">\s*<option value="">all</option>\s*'
+                     r'<option value="promoted">promoted</option>\s*<option value="rejected">rejected</option>', html)
+    assert 'class="toolbar js-only"' in html
+    # the trend: tiny-finqa's two cycles, oldest first, baseline and candidate, the promoted one marked
+    family = html.split('id="family-tiny-finqa"')[1].split("</section>")[0]
+    svg = family.split('<svg class="trend-chart"')[1].split("</svg>")[0]
+    assert "Gate metric (pass@1) per cycle, oldest first" in family
+    assert svg.count('<circle class="base"') == 2 and svg.count('<circle class="cand"') == 1
+    assert svg.count('<circle class="promoted"') == 1 and svg.count('<polyline class="cand"') == 1
+    titles = re.findall(r"<title>(candidate [^<]+)</title>", svg)
+    assert titles == ["candidate 0.550 - manual 2026-11-24 09:00, cycle 1 (promoted)",
+                      "candidate 0.350 - manual 2026-11-25 09:00, cycle 1 (rejected)"]
+    # a higher value is drawn higher: the promoted candidate above both baselines
+    ys = {t: float(y) for y, t in re.findall(r'cy="([\d.]+)" r="[\d.]+"><title>(\w+ [\d.]+)', svg)}
+    assert ys["candidate 0.550"] < ys["baseline 0.400"] < ys["candidate 0.350"]
+
+
+def test_short_ids_and_uris_in_text():
+    from rftflow_plugin import short_id, text_parts
+
+    assert short_id("scheduled__2026-01-02T03:04:05.123+00:00") == "scheduled 2026-01-02 03:04"
+    assert short_id("s3://bucket/root/rft_cycle/run/cycle-2/rft/model") == ".../cycle-2/rft/model"
+    assert short_id("file:///a/b", keep=3) == "file:///a/b"
+    assert short_id("a-custom-run-id-that-is-rather-long") == "a-custom-run...-rather-long"
+    parts = text_parts("champion is now s3://b/x/y/z/model; see file:///tmp/r.html")
+    assert parts == [{"text": "champion is now "}, {"text": ".../y/z/model", "full": "s3://b/x/y/z/model"},
+                     {"text": "; see "}, {"text": "file:///tmp/r.html", "full": "file:///tmp/r.html"}]
+
+
+def test_trend_axis_and_cycles_without_a_gate():
+    from rftflow_plugin import trend_view
+
+    stopped = {"run_id": "manual__2026-01-01T00:00:00+00:00", "cycle": 1, "outcome": "stopped",
+               "baseline": {"pass_at_1": 0.93}, "candidate": None, "gate": None}
+    graded = {"run_id": "manual__2026-01-02T00:00:00+00:00", "cycle": 1, "outcome": "held",
+              "gate": {"metric": "mean_reward", "baseline_value": 0.41, "candidate_value": 0.47}}
+    t = trend_view([graded, stopped])
+    assert t["metric"] == "mean reward, pass@1" and t["n"] == 2 and t["promoted"] == 0
+    assert [p["value"] for p in t["points"]["baseline"]] == ["0.930", "0.410"]  # oldest first
+    assert [p["value"] for p in t["points"]["candidate"]] == ["0.470"]
+    assert [tick["text"] for tick in t["ticks"]] == ["0.40", "0.50", "0.60", "0.70", "0.80", "0.90", "1.00"]
+    assert trend_view([{"run_id": "x", "outcome": "incomplete"}]) is None
 
 
 def test_report_link_serves_the_report_and_its_plots(two_cycles, viewer):
