@@ -31,6 +31,9 @@ pytestmark = pytest.mark.slow
 CHROMIUM = next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))),
                 None)
 RUN_ID = "manual__2026-11-25T09:00:00+00:00"
+REJECTED_RUN_ID = "manual__2026-11-26T09:00:00+00:00"
+# The plugin page as the Airflow UI embeds it (the nav entry's iframe).
+FRAME = "document.querySelector('iframe').contentDocument"
 
 
 def _free_port() -> int:
@@ -167,10 +170,83 @@ class Browser:
             time.sleep(0.25)
         raise TimeoutError(f"never true in {timeout} s: {expression}")
 
+    def resize(self, width: int, height: int) -> None:
+        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)
+
+    def screenshot(self, path: Path) -> Path:
+        import base64
+
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", session=True, format="png")["data"]))
+        return path
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.ws.close()
         _stop_group(self.proc, grace=5)
+
+
+def _visible_runs(browser: Browser) -> list[str]:
+    return browser.js(f"Array.from({FRAME}.querySelectorAll('tr.cycle')).filter(r => !r.hidden)"
+                      ".map(r => r.dataset.runId)")
+
+
+def _overflow(browser: Browser) -> dict[str, Any]:
+    """How far the framed page and each table container are wider than what they show (0: no overflow)."""
+    return browser.js(f"""(() => {{ const d = {FRAME};
+        return {{page: d.documentElement.scrollWidth - d.documentElement.clientWidth,
+                 frame: d.defaultView.innerWidth - document.querySelector('iframe').clientWidth,
+                 tables: Array.from(d.querySelectorAll('.table-wrap')).map(w => w.scrollWidth - w.clientWidth)}};
+        }})()""")
+
+
+def check_cycles_page_in_the_frame(browser: Browser, tmp_path: Path) -> None:
+    """The plugin page inside Airflow's frame at 1400 and 1100 px: nothing wider than the frame, badges and
+    the trend drawn, and the sort and filter working."""
+    browser.wait_for(f"{FRAME} && {FRAME}.querySelector('tr.cycle') && "
+                     f"{FRAME}.documentElement.classList.contains('js')", 60)
+    assert browser.js(f"{FRAME}.fonts.ready.then(() => true)")
+    shots = {}
+    for width in (1400, 1100):
+        browser.resize(width, 900)
+        browser.wait_for(f"document.querySelector('iframe').clientWidth < {width}")
+        overflow = _overflow(browser)
+        assert overflow["page"] <= 0 and overflow["tables"] and all(t <= 0 for t in overflow["tables"]), overflow
+        shots[width] = browser.screenshot(tmp_path / f"cycles-{width}.png")
+    browser.resize(1400, 900)
+    assert all(p.stat().st_size > 10_000 for p in shots.values())
+
+    # outcome badges and the trend chart, promoted cycle marked
+    assert browser.js(f"{FRAME}.querySelector('tr.cycle .badge.outcome.promoted').textContent") == "promoted"
+    assert browser.js(f"{FRAME}.querySelector('tr.cycle .badge.outcome.rejected').textContent") == "rejected"
+    assert browser.js(f"{FRAME}.querySelectorAll('svg.trend-chart circle.promoted').length") == 1
+    assert browser.js(f"{FRAME}.querySelector('svg.trend-chart').getBoundingClientRect().height") > 100
+
+    # sort: newest first as served; by change (promoted +0.150, rejected -0.050) descending, then ascending
+    assert _visible_runs(browser) == [REJECTED_RUN_ID, RUN_ID]
+    click = f"{FRAME}.querySelector('th[data-sort=change] button.sort').click()"
+    browser.js(click)
+    assert _visible_runs(browser) == [RUN_ID, REJECTED_RUN_ID]
+    browser.js(click)
+    assert _visible_runs(browser) == [REJECTED_RUN_ID, RUN_ID]
+    assert browser.js(f"{FRAME}.querySelector('th[data-sort=change]').getAttribute('aria-sort')") == "ascending"
+
+    # filter: by outcome, then by free text, then nothing matches, then cleared
+    def set_filter(element: str, value: str, event: str) -> None:
+        browser.js(f"(() => {{ const e = {FRAME}.getElementById('{element}'); e.value = {json.dumps(value)}; "
+                   f"e.dispatchEvent(new Event('{event}')); }})()")
+
+    set_filter("filter-outcome", "promoted", "change")
+    assert _visible_runs(browser) == [RUN_ID]
+    assert browser.js(f"{FRAME}.getElementById('filter-count').textContent") == "1 of 2 cycles shown"
+    set_filter("filter-outcome", "", "change")
+    set_filter("filter-text", "GUARD FIRED", "input")  # in the rejected cycle's reason; any case
+    assert _visible_runs(browser) == [REJECTED_RUN_ID]
+    set_filter("filter-text", "no such cycle", "input")
+    assert _visible_runs(browser) == []
+    assert browser.js(f"{FRAME}.querySelector('tfoot.none-match').hidden") is False
+    set_filter("filter-text", "", "input")
+    assert len(_visible_runs(browser)) == 2
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium (Debian: apt-get install chromium; .ci/run does)")
@@ -179,6 +255,7 @@ def test_cycle_history_page_in_airflow_and_chromium(tmp_path, monkeypatch):
     monkeypatch.setenv("RFTFLOW_TRACKING", "off")
     summary = write_finished_cycle(artifact_root, RUN_ID, mlflow={
         "mlflow_run_id": "0123abcd", "mlflow_url": "http://localhost:5000/#/experiments/1/runs/0123abcd"})
+    write_finished_cycle(artifact_root, REJECTED_RUN_ID, improved=False)
     home = tmp_path / "airflow-home"
     log = tmp_path / "standalone.log"
     browser = None
@@ -201,9 +278,11 @@ def test_cycle_history_page_in_airflow_and_chromium(tmp_path, monkeypatch):
             browser.call("Network.setCookie", session=True, name="_token", value=token, url=base, httpOnly=True)
 
             # The nav entry embeds the plugin page in the Airflow UI.
+            browser.resize(1400, 900)
             browser.open(f"{base}/plugin/rftflow")
             src = browser.wait_for("document.querySelector('iframe') && document.querySelector('iframe').src", 60)
             assert src.rstrip("/").endswith("/rftflow")
+            check_cycles_page_in_the_frame(browser, tmp_path)
 
             browser.open(f"{base}/rftflow/")
             page = browser.js("document.documentElement.outerHTML")
@@ -212,7 +291,7 @@ def test_cycle_history_page_in_airflow_and_chromium(tmp_path, monkeypatch):
             assert "0.400" in page and "0.550" in page
             assert "http://localhost:5000/#/experiments/1/runs/0123abcd" in page
 
-            report_url = browser.js("document.querySelector('a.report-link').href")
+            report_url = browser.js(f"document.querySelector('tr[data-run-id=\"{RUN_ID}\"] a.report-link').href")
             assert report_url.startswith(f"{base}/rftflow/artifacts/")
             browser.open(report_url)
             assert browser.js("document.title").startswith("Cycle report: rft_cycle")
