@@ -14,6 +14,77 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.bases.branch import BranchMixIn
 
 CHAMPION_ALIAS = "rftflow-champion"  # AssetAlias the promote task adds rftflow://champion/{family} events to
+OPENS_TRACKING = "validate_data"  # the cycle's first task opens its MLflow run
+# Tasks whose results go into the cycle's MLflow run as soon as they are known (eval, gain, diversity, gate).
+TRACKS_SO_FAR = ("baseline_eval", "diversity_check", "diversity_recheck", "checkpoint_eval", "gate", "stop")
+
+
+def _tracked(summary_of: Any, what: str) -> dict[str, Any] | None:
+    """Best effort around the cycle's MLflow run: a failure here is logged, never the task's."""
+    import logging
+
+    from rftflow.tracking import tracking_enabled
+
+    if not tracking_enabled():  # RFTFLOW_TRACKING=off: nothing is imported, opened or logged
+        return None
+    try:
+        return summary_of()
+    except Exception as err:
+        logging.getLogger(__name__).warning("MLflow %s skipped (the cycle goes on): %s", what, err)
+        return None
+
+
+def _start_summary(p: Any, ctx: Any) -> dict[str, Any]:
+    """What is known of a cycle when it starts: its key, experiment and start params."""
+    from rftflow.redact import redact
+
+    return {"dag_id": ctx.dag_id, "run_id": ctx.run_id, "cycle": ctx.cycle, "model_family": p.model_family,
+            "backend": p.backend, "max_cycles": p.max_cycles, "parent_run_id": p.parent_run_id,
+            "params": redact(p.model_dump(mode="json"))}
+
+
+def cycle_run(context: Any, stage: str) -> dict[str, Any] | None:
+    """The cycle's MLflow run ({"mlflow_run_id", "tracking_uri", ...}), opened now if no task opened it yet."""
+    def go() -> dict[str, Any]:
+        from rftflow import cycle
+        from rftflow.tracking import default_tracking_uri, open_cycle_run
+
+        p, ctx = cycle.for_task(context, stage)
+        uri = default_tracking_uri()
+        return {**open_cycle_run(_start_summary(p, ctx), uri), "uri": uri}
+
+    return _tracked(go, "run opening")
+
+
+def log_so_far(context: Any, stage: str) -> dict[str, Any] | None:
+    """The cycle's results known after `stage` (eval, gain, diversity, gate), into its MLflow run now."""
+    def go() -> dict[str, Any]:
+        from rftflow import cycle
+        from rftflow.summary import build_summary
+        from rftflow.tracking import log_so_far as log_now
+
+        p, ctx = cycle.for_task(context, stage)
+        return log_now({**build_summary(p, ctx), "params": _start_summary(p, ctx)["params"]})
+
+    return _tracked(go, "logging")
+
+
+def note_outcome(context: Any, outcome: str, reason: str | None) -> str | None:
+    """Set the DAG run's note to "PROMOTED / HOLD / REJECTED / STOPPED: <reason>"; never fails the task."""
+    import logging
+
+    from rftflow.run_note import note_text, set_run_note
+
+    text = note_text(outcome, reason)
+    dag_run = context.get("dag_run")
+    try:
+        how = set_run_note(dag_run.dag_id, dag_run.run_id, text)
+    except Exception as err:  # the note is a courtesy
+        logging.getLogger(__name__).warning("could not set the run's note (the task goes on): %s", err)
+        return None
+    if how:
+        logging.getLogger(__name__).info("run note: %s", text)
+    return how
 
 
 class CycleTask(BaseOperator):
@@ -37,7 +108,29 @@ class CycleTask(BaseOperator):
 
         install_log_redaction()  # no credential from a URI or a secret env var in the task log
         with redacted_errors():
-            return getattr(tasks, self.task_id)(context, **self.inputs)
+            result = getattr(tasks, self.task_id)(context, **self.inputs)
+        self._watch(context, result)
+        return result
+
+    def _watch(self, context: Any, result: Any) -> None:
+        """What a person watching the cycle sees of this task: its results in the cycle's MLflow run, and
+        the outcome in the run's note once it is known."""
+        if self.task_id == OPENS_TRACKING:
+            opened = cycle_run(context, self.task_id)
+            if opened and opened.get("mlflow_run_id"):
+                self.log.info("MLflow run of this cycle: %s%s", opened["mlflow_run_id"],
+                              f" ({opened['mlflow_url']})" if opened.get("mlflow_url") else "")
+        elif self.task_id in TRACKS_SO_FAR:
+            log_so_far(context, self.task_id)
+        if self.task_id == "choose_outcome" and isinstance(result, list) and "approve_promotion" in result:
+            decision = self.inputs.get("decision") or {}
+            waiting = "waiting for a reviewer (Required Actions)"
+            if decision.get("decision") == "hold":
+                note_outcome(context, "hold", f"{waiting}: {decision.get('reason') or ''}")
+            else:
+                note_outcome(context, "hold", f"{waiting}: the gate passed and promotion needs approval")
+        elif self.task_id == "report" and isinstance(result, dict) and result.get("outcome"):
+            note_outcome(context, result["outcome"], result.get("outcome_reason"))
 
 
 class CycleBranch(CycleTask, BranchMixIn):
@@ -71,17 +164,25 @@ class TrainingStageOperator(BaseOperator):
     def _execute(self, context: Any) -> dict[str, Any]:
         from rftflow import cycle
         from rftflow.backends.base import PendingJob
+        from rftflow.local.progress import every_s
+        from rftflow.local.runner import extra_child_env
+        from rftflow.tracking import RUN_ENV, URI_ENV
 
         p, ctx = cycle.for_task(context, self.stage)
+        every = every_s()  # a bad RFTFLOW_PROGRESS_EVERY_S fails here, before anything starts
+        # A trainer started here logs its step metrics into the cycle's MLflow run as it goes.
+        run = cycle_run(context, self.stage) if p.backend == "local" else None
+        env = {RUN_ENV: run["mlflow_run_id"], URI_ENV: run["uri"]} if run and run.get("mlflow_run_id") else {}
         # Local training detaches too: the task defers while the trainer (in its own session, holding the
         # stage's lease) runs, so a task killed by Airflow or a lost worker neither kills nor duplicates it.
-        result = cycle.start_training(p, ctx, detach=True)
+        with extra_child_env(env):
+            result = cycle.start_training(p, ctx, detach=True)
         if isinstance(result, PendingJob):
             self._pending = dataclasses.asdict(result)
             self.log.info("%s: waiting for %s %s (deferred)", self.stage, result.kind, result.job_name)
             timeout = result.details.get("wait_timeout_s")
-            self.defer(trigger=cycle.backend_for(p).trigger_for(result), method_name="execute_complete",
-                       kwargs={"pending": self._pending},
+            self.defer(trigger=with_progress(cycle.backend_for(p).trigger_for(result), every),
+                       method_name="execute_complete", kwargs={"pending": self._pending},
                        timeout=timedelta(seconds=float(timeout)) if timeout else None)
         return cycle.training_result(result)
 
@@ -108,6 +209,21 @@ class TrainingStageOperator(BaseOperator):
 
         p = cycle.parse_params(dict(self.params))
         cycle.backend_for(p).stop(PendingJob(**self._pending))
+
+
+def with_progress(trigger: Any, every: float | None = None) -> Any:
+    """The backend's trigger, logging the trainer's progress on each wake-up where it can see it: a
+    local trainer's progress file (rftflow.local.progress_trigger). An AWS trigger is kept as it is: the
+    provider's waiter logs the job's status on every attempt."""
+    from rftflow.local.trigger import LocalTrainerTrigger
+
+    if type(trigger) is LocalTrainerTrigger:
+        from rftflow.local.progress_trigger import LocalTrainerProgressTrigger
+
+        watched = LocalTrainerProgressTrigger.wrapping(trigger)
+        watched.every_s = every
+        return watched
+    return trigger
 
 
 def notify_failure(context: Any) -> None:

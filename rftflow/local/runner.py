@@ -8,6 +8,7 @@ a second trainer on the same folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,17 +16,44 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rftflow.local import lease
+from rftflow.local.progress import ProgressReporter, every_s, progress_path
 
 log = logging.getLogger(__name__)
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _TERM_GRACE_S = 10.0
+_POLL_S = 1.0  # how often a waiting parent looks at its trainer's progress
+TRAINING_KINDS = ("sft", "grpo")  # the jobs that write a progress file
+_EXTRA_ENV: ContextVar[dict[str, str] | None] = ContextVar("rftflow_child_env", default=None)
+
+
+@contextlib.contextmanager
+def extra_child_env(values: Mapping[str, str]) -> Iterator[None]:
+    """Environment for the children launched inside this block (e.g. the cycle's MLflow run for its trainer)."""
+    token = _EXTRA_ENV.set({**(_EXTRA_ENV.get() or {}), **values})
+    try:
+        yield
+    finally:
+        _EXTRA_ENV.reset(token)
+
+
+def _reporter(kind: str, job_dir: str | Path, owner: str | None = None) -> ProgressReporter | None:
+    return ProgressReporter(kind, job_dir, owner=owner) if kind in TRAINING_KINDS else None
+
+
+def _report(reporter: ProgressReporter | None) -> None:
+    """Log the trainer's progress lines that are due (see rftflow.local.progress for the rate)."""
+    if reporter is None:
+        return
+    for line in reporter.poll():
+        log.info("%s", line)
 
 
 class WorkerError(RuntimeError):
@@ -78,6 +106,7 @@ def child_env(threads: int, extra: Mapping[str, str] | None = None) -> dict[str,
         "MKL_NUM_THREADS": str(threads),
         "PYTHONPATH": os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p),
     })
+    env.update(_EXTRA_ENV.get() or {})
     if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
         # OpenMP threads spin only briefly before sleeping. With the default long spin, 2-thread training on
         # 2 cores shared with 2 busy processes ran 0.12 -> 4-5 s/step; with 10k spins it ran 0.3-0.5 s/step
@@ -103,11 +132,14 @@ def launch(kind: str, params: dict[str, Any], *, job_dir: str | Path, threads: i
            env: Mapping[str, str] | None = None) -> subprocess.Popen:
     """Start the worker child for one job, in its own session (so it outlives a killed caller when it
     holds a trainer lease, and can be stopped as a process group); returns it without waiting."""
+    if kind in TRAINING_KINDS:
+        every_s()  # a bad RFTFLOW_PROGRESS_EVERY_S fails here, before a trainer starts
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     job_path, pid_path = job_dir / f"{kind}.json", job_dir / f"{kind}.pid"
     log_path, result_path = job_dir / f"{kind}.log", job_dir / f"{kind}-result.json"
     result_path.unlink(missing_ok=True)
+    progress_path(kind, job_dir).unlink(missing_ok=True)  # an earlier trainer's; this one writes its own
     job_path.write_text(json.dumps({"kind": kind, "params": params, "threads": threads,
                                     "result_path": str(result_path)}, indent=2, default=str), encoding="utf-8")
     with log_path.open("a", encoding="utf-8") as log:
@@ -125,18 +157,29 @@ def wait_child(proc: subprocess.Popen, kind: str, *, job_dir: str | Path, timeou
     """Wait for a child this process launched; stop it on timeout or when the caller itself is stopped."""
     job_dir = Path(job_dir)
     log_path, result_path = job_dir / f"{kind}.log", job_dir / f"{kind}-result.json"
+    reporter = _reporter(kind, job_dir)
+    deadline = time.monotonic() + timeout_s
     try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        _stop(proc)
-        raise WorkerTimeout(
-            f"{kind} worker ran past its timeout of {timeout_s:g} s and was stopped; log: {log_path}",
-            kind=kind, returncode=proc.returncode, log_path=log_path) from None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                _stop(proc)
+                raise WorkerTimeout(
+                    f"{kind} worker ran past its timeout of {timeout_s:g} s and was stopped; log: {log_path}",
+                    kind=kind, returncode=proc.returncode, log_path=log_path)
+            try:
+                proc.wait(timeout=min(left, _POLL_S) if reporter else left)
+                break
+            except subprocess.TimeoutExpired:
+                _report(reporter)
+    except WorkerTimeout:
+        raise
     except BaseException:  # the caller is being stopped (Ctrl-C, Airflow task kill): stop the child too
         _stop(proc)
         raise
     finally:
         (job_dir / f"{kind}.pid").unlink(missing_ok=True)
+    _report(reporter)  # the lines of its last second (done, saving)
     return _result(kind, proc.returncode, result_path, log_path)
 
 
@@ -259,10 +302,13 @@ def wait_trainer(trainer: Trainer, *, timeout_s: float, poll_s: float = 1.0) -> 
     if trainer.proc is not None:
         return wait_child(trainer.proc, trainer.kind, job_dir=trainer.job_dir, timeout_s=timeout_s)
     log_path = trainer.job_dir / f"{trainer.kind}.log"
+    reporter = _reporter(trainer.kind, trainer.job_dir, trainer.owner)
     try:
         while (event := trainer_event(trainer.kind, trainer.job_dir, trainer.owner,
                                       trainer.started_at + timeout_s)) is None:
+            _report(reporter)
             time.sleep(poll_s)
+        _report(reporter)
     except BaseException:  # the caller is being stopped: stop the trainer it adopted, as it would its own
         stop_trainer(trainer.kind, trainer.job_dir, trainer.owner)
         raise

@@ -131,14 +131,29 @@ class TrainClock:
         return self.cpu() if kind == "cpu" else self.elapsed()
 
 
+def make_progress(params: dict[str, Any], kind: str, cfg: SFTConfig | RFTConfig) -> Any:
+    """The progress file writer (rftflow.local.progress) when the job names a progress_path, else None."""
+    if not params.get("progress_path"):
+        return None
+    from rftflow.local.progress import ProgressWriter
+
+    if kind == "sft":
+        unit, per_step = "samples", float(cfg.batch_size)
+    else:
+        unit, per_step = "rollouts", cfg.prompts_per_step * cfg.num_generations / cfg.num_iterations
+    return ProgressWriter(params["progress_path"], kind, cfg.max_steps, unit=unit, per_step=per_step,
+                          owner=(params.get("lease") or {}).get("owner"), max_train_seconds=cfg.max_train_seconds)
+
+
 def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock, *,
                    max_train_seconds: float | None = None, train_clock: str = "wall", window: Any = None,
                    sync_uri: str | None = None, finish_row: Any = None,
-                   fence: Callable[[], bool] | None = None) -> list[Any]:
+                   fence: Callable[[], bool] | None = None, progress: Any = None, live: Any = None) -> list[Any]:
     """Metrics logger, optional time limit and optional checkpoint upload, as TrainerCallbacks.
 
     `fence()` is False once this trainer's lease was taken over: it then writes no row and no checkpoint
-    and stops (its process exits at the next heartbeat anyway)."""
+    and stops (its process exits at the next heartbeat anyway). `progress` (a ProgressWriter) hears of each
+    step, logging step and checkpoint; `live` (tracking.LiveMetrics) sends each row to the cycle's MLflow run."""
     from transformers import TrainerCallback
 
     last_logged = [_last_step(metrics_path)]
@@ -155,9 +170,18 @@ def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock,
 
         def on_train_begin(self, args, state, control, **kwargs):
             clock.restart()
+            if progress is not None:
+                progress.begin(state.global_step, clock.elapsed())
 
         def on_step_end(self, args, state, control, **kwargs):
             fenced(control)
+            if progress is not None:
+                # rollouts/s from the adapter's count (this attempt's), not from the config
+                progress.step(state.global_step, clock.elapsed(), window.rollouts if window is not None else None)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if progress is not None:
+                progress.end(state.global_step, clock.elapsed())
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
@@ -175,6 +199,10 @@ def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock,
             with metrics_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
             last_logged[0] = state.global_step
+            if progress is not None:
+                progress.logged(state.global_step, row)
+            if live is not None:
+                live.log(row)
 
     class TimeLimit(TrainerCallback):
         """Stop once training has run max_train_seconds on its clock (the equal-compute control's budget)."""
@@ -197,11 +225,20 @@ def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock,
             if local.is_dir():
                 store.put_dir(str(local), store.join(sync_uri, CHECKPOINTS, name))
 
+    class CheckpointProgress(TrainerCallback):
+        """Tell the progress file about each checkpoint (after its upload, when there is one)."""
+
+        def on_save(self, args, state, control, **kwargs):
+            if fence is None or fence():
+                progress.saved(state.global_step)
+
     callbacks: list[Any] = [MetricsLogger()]
     if max_train_seconds:
         callbacks.append(TimeLimit())
     if sync_uri:
         callbacks.append(UploadCheckpoint())
+    if progress is not None:
+        callbacks.append(CheckpointProgress())
     return callbacks
 
 
@@ -324,6 +361,7 @@ def run_sft(params: dict[str, Any]) -> dict[str, Any]:
 
     _quiet_datasets()
     cfg = SFTConfig.model_validate(params["cfg"])
+    progress = make_progress(params, "sft", cfg)  # "loading" until training begins
     out_dir, metrics_path, resume, offset = _prepare(params)
     records = read_records(params["data_uri"], kind="sft")
     rows = [{"prompt": r.prompt_messages(), "completion": [{"role": "assistant", "content": r.answer_text()}]}
@@ -338,7 +376,7 @@ def run_sft(params: dict[str, Any]) -> dict[str, Any]:
     clock = TrainClock(offset)
     callbacks = make_callbacks(metrics_path, _SFT_NAMES, clock, max_train_seconds=cfg.max_train_seconds,
                                train_clock=cfg.train_clock, sync_uri=params.get("sync_uri"),
-                               fence=lease_fence(params))
+                               fence=lease_fence(params), progress=progress, live=live_metrics("sft"))
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns), processing_class=tokenizer,
                          peft_config=_peft_config(cfg), callbacks=callbacks)
     train(trainer, resume, cfg.max_steps)
@@ -437,6 +475,7 @@ def run_grpo(params: dict[str, Any]) -> dict[str, Any]:
 
     _quiet_datasets()
     cfg = RFTConfig.model_validate(params["cfg"])
+    progress = make_progress(params, "grpo", cfg)  # "loading" until training begins
     out_dir, metrics_path, resume, offset = _prepare(params)
     records = read_records(params["data_uri"], kind="rft")
     dataset = Dataset.from_list([{"prompt": r.prompt_messages(), "record_index": i} for i, r in enumerate(records)])
@@ -461,7 +500,8 @@ def run_grpo(params: dict[str, Any]) -> dict[str, Any]:
     clock = TrainClock(offset)
     callbacks = make_callbacks(metrics_path, _GRPO_NAMES, clock, max_train_seconds=cfg.max_train_seconds,
                                train_clock=cfg.train_clock, window=window, sync_uri=params.get("sync_uri"),
-                               finish_row=finish_row, fence=lease_fence(params))
+                               finish_row=finish_row, fence=lease_fence(params), progress=progress,
+                               live=live_metrics("rft"))
     trainer = GRPOTrainer(model=model, reward_funcs=[window], args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=_peft_config(cfg), callbacks=callbacks)
     train(trainer, resume, cfg.max_steps)
@@ -480,6 +520,13 @@ def run_grpo(params: dict[str, Any]) -> dict[str, Any]:
         "stopped_by_time": bool(cfg.max_train_seconds and steps < cfg.max_steps),
         "prompts": len(records), "last": _last_row(metrics_path),
     }
+
+
+def live_metrics(stage: str) -> Any:
+    """The cycle's MLflow run for this trainer's rows, when the task that started it named one."""
+    from rftflow.tracking import LiveMetrics
+
+    return LiveMetrics.from_env(stage)
 
 
 def _last_row(metrics_path: Path) -> dict[str, Any]:

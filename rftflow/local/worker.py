@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     result_path = Path(job["result_path"])
+    if job.get("kind") in ("sft", "grpo"):  # step n/N, rates and time left, for whoever waits (progress.py)
+        from rftflow.local.progress import progress_path
+
+        job["params"].setdefault("progress_path", str(progress_path(job["kind"], result_path.parent)))
     held = job["params"].get("lease")
     # The result names the lease owner and the job, so whoever waits (a retry, the triggerer) knows it is
     # this trainer's, and a finished stage whose manifest was lost is recognised instead of trained again.
