@@ -249,8 +249,12 @@ def _file_digest(uri: str) -> str:
 
 
 def _model_digest(model_uri: str) -> str:
-    """Content hash of a local model directory; remote checkpoints are immutable, so their URI is enough."""
-    path = store.local_path(model_uri)
+    """Content hash of a local model directory; remote checkpoints (s3://, Bedrock model ids and ARNs) are
+    immutable, so their URI is enough."""
+    try:
+        path = store.local_path(model_uri)
+    except store.UnsupportedURIError:
+        return "uri:" + model_uri
     if path is None or not Path(path).is_dir():
         return "uri:" + model_uri
     h = hashlib.sha256()

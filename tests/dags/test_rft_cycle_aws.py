@@ -94,3 +94,33 @@ def test_bedrock_cycle_customizes_twice_and_evaluates_through_deployments(airflo
     assert gate["decision"] == "promote" and states["promote"] == "success"
     missing = {r["check"] for r in gate["reasons"] if r.get("missing")}
     assert {"reward_hacking", "kl", "entropy"} <= missing  # said, not silently passed
+
+
+def test_bedrock_open_weight_cycle_trains_gpt_oss_through_the_openai_compatible_api(airflow_db, dagbag, nova, s3_root,
+                                                                                    monkeypatch):
+    from mantle_fake import MantleFake
+
+    answers = {r.messages[-1]["content"]: str(r.reference_answer)
+               for name in ("train", "eval") for r in read_records(nova[name])}
+    mantle = MantleFake(answers, auto_finish=True)
+    monkeypatch.setenv("RFTFLOW_BEDROCK_OPENAI_BASE_URL", mantle.url)
+    monkeypatch.setenv("RFTFLOW_BEDROCK_API_KEY", "bedrock-api-key-e2e")
+    monkeypatch.setenv("RFTFLOW_BEDROCK_REGION_NAME", "us-west-2")
+    try:
+        conf = {**_conf("bedrock", s3_root, nova), "base_model": "openai.gpt-oss-20b",
+                "fallback_model": "openai.gpt-oss-20b", "model_family": "gpt-oss-e2e", "sft_policy": "never",
+                "on_missing_evidence": "promote", "rollouts_per_prompt": 4, "diversity_prompts": 16}
+        dr = dagbag.dags["rft_cycle"].test(run_conf=conf)
+    finally:
+        mantle.close()
+    states = _states(dr)
+    assert str(dr.state) == "success", states
+    assert states["sft"] in ("skipped", "None") and states["rft"] == "success"
+    rft = _stage(s3_root, dr, "rft")
+    assert rft.checkpoint_uri.startswith("bedrock-openai://us-west-2/openai.gpt-oss-20b:ft:")
+    assert [j["model"] for j in mantle.jobs.values()] == ["openai.gpt-oss-20b"]  # one job, one cycle
+    baseline, candidate = _stage(s3_root, dr, "baseline_eval"), _stage(s3_root, dr, "checkpoint_eval")
+    assert baseline.metrics["pass_at_1"] == 0.0 and candidate.metrics["pass_at_1"] >= 0.8
+    assert candidate.jobs[0]["kind"] == "chat_completions"
+    assert _stage(s3_root, dr, "gate").decision["decision"] == "promote" and states["promote"] == "success"
+    assert rft.jobs[0]["estimated_cost_usd"] == pytest.approx(2.0 * 5.00)
