@@ -52,30 +52,42 @@ def ensure_db(home: Path, env: dict[str, str]) -> None:
 
 
 def dags_test(dag_id: str, conf: dict[str, Any], env: dict[str, str], log_path: Path,
-              answer: str | None = None, on_answer: Any = None) -> int:
+              answer: str | None = None, on_answer: Any = None, progress: Any = None) -> int:
     """Run one DAG run in-process of a child `airflow dags test`; output goes to log_path.
 
     `airflow dags test` parks a human-in-the-loop task until someone answers it from outside. With `answer`
     (an option of the approval task, e.g. "Reject"), this function answers it the way the UI's Required
     Actions page does, and calls `on_answer(task_id, answer)` first so the caller can say so.
+    `progress` (rftflow.terminal.CycleProgress) is fed the output as it grows, and closed at the end.
     """
+    from rftflow.terminal import follow
+
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([airflow_bin(), "dags", "test", dag_id, "--conf", json.dumps(conf)],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
-        told = answered = False
-        while proc.poll() is None:
-            time.sleep(2)
-            if answer and not answered and HITL_WAITING in log_path.read_text(errors="replace")[-20000:]:
-                if on_answer is not None and not told:
-                    on_answer(answer)
-                    told = True
-                done = subprocess.run([sys.executable, "-c", _ANSWER, dag_id, answer], env=env, check=False,
-                                      capture_output=True, text=True)
-                log.write(done.stdout + done.stderr)
-                log.flush()
-                answered = done.returncode == 0 and "answered " in done.stdout
-        return proc.returncode
+    offset = 0
+    try:
+        with log_path.open("w") as log:
+            proc = subprocess.Popen([airflow_bin(), "dags", "test", dag_id, "--conf", json.dumps(conf)],
+                                    env=env, stdout=log, stderr=subprocess.STDOUT)
+            told = answered = False
+            while proc.poll() is None:
+                time.sleep(1 if progress is not None else 2)
+                if progress is not None:
+                    offset = follow(log_path, offset, progress)
+                if answer and not answered and HITL_WAITING in log_path.read_text(errors="replace")[-20000:]:
+                    if on_answer is not None and not told:
+                        on_answer(answer)
+                        told = True
+                    done = subprocess.run([sys.executable, "-c", _ANSWER, dag_id, answer], env=env, check=False,
+                                          capture_output=True, text=True)
+                    log.write(done.stdout + done.stderr)
+                    log.flush()
+                    answered = done.returncode == 0 and "answered " in done.stdout
+        if progress is not None:
+            follow(log_path, offset, progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    return proc.returncode
 
 
 HITL_WAITING = "Waiting for Human-in-the-loop input"

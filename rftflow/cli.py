@@ -135,7 +135,13 @@ def _run_cycle(args: argparse.Namespace) -> int:
             _say(f"the gate held the candidate for a person; answering the approval step with {answer!r} "
                  "(--on-hold)")
 
-    rc = dags_test(args.dag_id, conf, env, log, answer=args.on_hold.capitalize(), on_answer=held)
+    progress = None
+    if not args.json:  # --json: stdout carries only the final object
+        from rftflow.terminal import CycleProgress
+
+        progress = CycleProgress(indent="  ")
+    rc = dags_test(args.dag_id, conf, env, log, answer=args.on_hold.capitalize(), on_answer=held,
+                   progress=progress)
     cycles = [s for s in read_index(root, family) if _cycle_key(s) not in before]
     if args.json:
         _say(json.dumps({"dag_id": args.dag_id, "exit_code": rc, "log": str(log), "cycles": [

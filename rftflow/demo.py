@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rftflow.report import summary_text
     from rftflow.summary import read_index
+    from rftflow.terminal import CycleProgress
 
     artifacts = DEMO_DIR / "artifacts"
     if artifacts.exists() and not args.keep:
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         log = DEMO_DIR / f"cycle-{i}.log"
         started = time.time()
         print(f"\n== {title} (airflow dags test rft_cycle; log: {log.relative_to(PROJECT_ROOT)})", flush=True)
-        rc = dags_test("rft_cycle", conf, env, log, answer=args.on_hold.capitalize(), on_answer=_held)
+        rc = dags_test("rft_cycle", conf, env, log, answer=args.on_hold.capitalize(), on_answer=_held,
+                       progress=CycleProgress())
         print(f"   finished in {time.time() - started:.0f} s, exit code {rc}")
         if rc != 0:
             print(f"   the run failed; the last error in {log}:")

@@ -52,13 +52,13 @@ def set_run_note(dag_id: str, run_id: str, text: str) -> str | None:
             return "database"
         problems.append(f"no run {run_id} of {dag_id} in the metadata database")
     except Exception as err:  # a worker's task may not open the database (Airflow 3): try the API
-        problems.append(f"database: {type(err).__name__}: {err}")
+        problems.append(f"database: {type(err).__name__}: {_first_line(err)}")
     if os.environ.get(API_URL_ENV):
         try:
             _set_via_api(os.environ[API_URL_ENV], dag_id, run_id, text)
             return "api"
         except Exception as err:
-            problems.append(f"API: {type(err).__name__}: {err}")
+            problems.append(f"API: {type(err).__name__}: {_first_line(err)}")
     else:
         problems.append(f"API: {API_URL_ENV} is not set")
     from rftflow.redact import redact_text
@@ -66,6 +66,10 @@ def set_run_note(dag_id: str, run_id: str, text: str) -> str | None:
     log.warning("could not set the run's note %r (the task goes on): %s", text,
                 redact_text("; ".join(problems)))
     return None
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:300]
 
 
 def _set_in_db(dag_id: str, run_id: str, text: str) -> bool:

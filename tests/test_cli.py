@@ -213,3 +213,66 @@ def test_run_prints_the_outcome_and_report_path_at_the_end(tmp_path, monkeypatch
     assert f"report: {report}\n" in out
     assert f"cycle 1 of run {summary['run_id']}: {summary['outcome'].upper()} - " in out
     assert f"AIRFLOW_HOME={tmp_path / 'home'}" in out  # how to see the run in the UI
+
+
+# What `airflow dags test` prints while rft_cycle's sft task runs (structlog lines, as in .demo/cycle-1.log).
+_DAGS_TEST_OUTPUT = """\
+2026-12-02T01:13:08.254007Z [info     ] [DAG TEST] starting task_id=sft map_index=-1 [airflow.sdk.definitions.dag] loc=dag.py:1501
+2026-12-02T01:13:08.303036Z [info     ] sft: waiting for local_trainer 94e1 (deferred) [airflow.task.operators.rftflow.operators.TrainingStageOperator] loc=operators.py:182
+2026-12-02T01:13:08.421986Z [info     ] [DAG TEST] running trigger in line [airflow.sdk.definitions.dag] loc=dag.py:1534
+2026-12-02T01:13:14.446471Z [info     ] sft: loading the model and data [rftflow.local.progress_trigger.LocalTrainerProgressTrigger] loc=progress_trigger.py:46
+2026-12-02T01:13:18.463430Z [info     ] sft: step 5/40 (12%) | loss 5.0150 | 358.1 samples/s | elapsed 0s | left ~3s [rftflow.local.progress_trigger.LocalTrainerProgressTrigger] loc=progress_trigger.py:46
+2026-12-02T01:13:22.479670Z [info     ] sft: step 10/40 (25%) | loss 3.6619 | 90.0 samples/s, 2154 tokens/s | elapsed 4s | left ~11s [rftflow.local.progress_trigger.LocalTrainerProgressTrigger] loc=progress_trigger.py:46
+2026-12-02T01:13:26.494274Z [info     ] sft: checkpoint saved at step 20/40 (checkpoint-20) [rftflow.local.progress_trigger.LocalTrainerProgressTrigger] loc=progress_trigger.py:46
+2026-12-02T01:13:30.508246Z [info     ] sft: training done at step 40/40 in 12s; saving the final model [rftflow.local.progress_trigger.LocalTrainerProgressTrigger] loc=progress_trigger.py:46
+2026-12-02T01:13:30.971187Z [info     ] [DAG TEST] end task task_id=sft map_index=-1 [airflow.sdk.definitions.dag] loc=dag.py:1563
+2026-12-02T01:13:30.984559Z [info     ] [DAG TEST] starting task_id=diversity_recheck map_index=-1 [airflow.sdk.definitions.dag] loc=dag.py:1501
+"""
+
+
+def _fed(progress, text: str, chunk: int = 37):
+    for start in range(0, len(text), chunk):  # the log grows in pieces, lines cut anywhere
+        progress.feed(text[start:start + chunk])
+    progress.close()
+
+
+@pytest.mark.parametrize(("every_s", "step_lines"), [
+    (0.0, ["sft: step 5/40 (12%) | loss 5.0150 | 358.1 samples/s | elapsed 0s | left ~3s",
+           "sft: step 10/40 (25%) | loss 3.6619 | 90.0 samples/s, 2154 tokens/s | elapsed 4s | left ~11s"]),
+    (float("inf"), ["sft: step 5/40 (12%) | loss 5.0150 | 358.1 samples/s | elapsed 0s | left ~3s"]),
+])
+def test_the_terminal_display_falls_back_to_plain_lines_without_a_tty(every_s, step_lines):
+    import io
+    import re
+
+    from rftflow.terminal import CycleProgress
+
+    out = io.StringIO()  # not a TTY: no rich live display, no escape codes
+    progress = CycleProgress(out, every_s=every_s)
+    assert progress._live is None
+    _fed(progress, _DAGS_TEST_OUTPUT)
+    lines = out.getvalue().splitlines()
+    assert "\x1b" not in out.getvalue()
+    clock = re.compile(r"^   \d\d:\d\d:\d\d ")
+    assert [clock.sub("", line) for line in lines if clock.match(line)] == ["sft", "diversity_recheck"]
+    assert [line.strip() for line in lines if not clock.match(line)] == [
+        *step_lines, "sft: training done at step 40/40 in 12s; saving the final model"]
+
+
+def test_the_terminal_display_on_a_tty_shows_the_task_and_the_step():
+    import io
+
+    from rftflow.terminal import CycleProgress
+
+    out = io.StringIO()
+    progress = CycleProgress(out, rich=True)
+    states = []
+    for line in _DAGS_TEST_OUTPUT.splitlines(keepends=True):
+        progress.feed(line)
+        states.append((progress.task, progress.step, progress.detail))
+    progress.close()
+    assert ("sft", None, "deferred: waiting for the trainer") in states
+    assert ("sft", (10, 40), "") in states and ("diversity_recheck", None, "") == states[-1]
+    shown = out.getvalue()
+    assert "\x1b[" in shown  # drawn in place
+    assert " sft done in " in shown and "step 10/40, left ~11s" in shown and "sft: saving the final model" in shown

@@ -4,6 +4,7 @@ from its last checkpoint; a timeout stops the child; a failure inside it is repo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -102,3 +103,65 @@ def test_a_model_that_is_not_there_fails_before_any_child_starts(env, tmp_path):
     backend, _, ctx, _ = env
     with pytest.raises(ValueError, match="expected 'tiny', 'tiny:seed=N' or a Hugging Face model directory"):
         backend.resolve_model(str(tmp_path / "nothing"), ctx)
+
+
+def test_the_waiting_task_logs_the_trainers_progress_while_it_trains(env, caplog, monkeypatch):
+    """The task that waits for its trainer (as its parent) logs step n/N with loss, rate and time left from
+    the progress file the trainer writes, plus its checkpoints and its end."""
+    from rftflow.local.progress import STEP_LINE
+
+    monkeypatch.setenv("RFTFLOW_PROGRESS_EVERY_S", "0")  # every poll where the step moved: a short run
+    caplog.set_level(logging.INFO, logger="rftflow.local.runner")
+    backend, base, ctx, sft_path = env
+    ctx = ctx.for_stage("sft_progress")
+    cfg = {"max_steps": 40, "batch_size": 4, "logging_steps": 5, "save_steps": 20, "warmup_steps": 0}
+    manifest = backend.sft(ctx, base, sft_path, cfg)
+    assert manifest.metrics["steps"] == 40
+    lines = [r.getMessage() for r in caplog.records if r.name == "rftflow.local.runner"]
+    steps = [int(m["step"]) for line in lines if (m := STEP_LINE.search(line)) and m["total"] == "40"]
+    # A line about step n < 40 was read from the file while the trainer was at step n: it was running.
+    assert steps and steps == sorted(steps) and steps[0] < 40, lines
+    assert "sft: training 40 steps" in lines
+    assert all(" | elapsed " in line for line in lines if STEP_LINE.search(line))
+    assert any(" | loss " in line and "samples/s" in line and " | left ~" in line for line in lines), lines
+    assert "sft: checkpoint saved at step 20/40 (checkpoint-20)" in lines
+    assert any(line.startswith("sft: training done at step 40/40 in ") for line in lines), lines
+
+
+def test_progress_lines_come_at_most_once_per_interval_with_every_checkpoint(tmp_path):
+    """The reporter against a writer, without a trainer: with an interval longer than the test, one step line
+    when training starts and one at its end; checkpoints and phases are never held back."""
+    from rftflow.local.progress import ProgressReporter, ProgressWriter, describe, progress_path
+
+    path = progress_path("grpo", tmp_path)
+    writer = ProgressWriter(path, "grpo", 30, unit="rollouts", per_step=16.0, owner="me")
+    reporter = ProgressReporter("grpo", tmp_path, owner="me", every=1e9)
+    other = ProgressReporter("grpo", tmp_path, owner="someone-else", every=0)
+    assert reporter.poll() == ["grpo: loading the model and data"] and other.poll() == []
+    writer.begin(10, 50.0)  # resumed at step 10
+    assert reporter.poll() == ["grpo: training 30 steps, resumed at step 10 from its checkpoint"]
+    seen = []
+    for step in range(11, 31):
+        writer.step(step, 50.0 + step, extra_units=16.0 * (step - 10))
+        writer.logged(step, {"critic/rewards/mean": step / 100, "actor/kl_loss": 0.01, "perf/total_num_tokens": 1000 * step})
+        if step % 10 == 0:
+            writer.saved(step)
+        seen += reporter.poll()
+    step_lines = [line for line in seen if line.startswith("grpo: step")]
+    assert step_lines == [step_lines[0]] and step_lines[0].startswith("grpo: step 11/30 (37%) | reward 0.110, kl 0.0100")
+    assert [line for line in seen if "checkpoint" in line] == [
+        "grpo: checkpoint saved at step 20/30 (checkpoint-20)", "grpo: checkpoint saved at step 30/30 (checkpoint-30)"]
+    writer.end(30, 80.0)
+    final = reporter.poll()
+    assert final[0] == describe(reporter.latest) and final[0].startswith("grpo: step 30/30 (100%) | reward 0.300")
+    assert "rollouts/s" in final[0] and "tokens/s" in final[0] and final[0].endswith("elapsed 1m20s | left ~0s")
+    assert final[1] == "grpo: training done at step 30/30 in 1m20s; saving the final model"
+    assert reporter.poll() == []  # nothing new, nothing said
+
+
+def test_a_bad_progress_interval_is_a_clear_error_before_a_trainer_starts(env, monkeypatch, tmp_path):
+    backend, base, ctx, sft_path = env
+    monkeypatch.setenv("RFTFLOW_PROGRESS_EVERY_S", "often")
+    with pytest.raises(ValueError, match="RFTFLOW_PROGRESS_EVERY_S='often': expected seconds"):
+        backend.sft(ctx.for_stage("sft_bad_every"), base, sft_path, {"max_steps": 2})
+    assert not list((Path(ctx.for_stage("sft_bad_every").uri) / "logs").glob("sft.pid"))

@@ -136,3 +136,64 @@ def test_metric_names_stay_readable_and_valid():
     assert tracking.metric_name("x", "../y") == "x/__/y"
     assert tracking.run_url("http://mlflow:5000/", "3", "abc") == "http://mlflow:5000/#/experiments/3/runs/abc"
     assert tracking.run_url("sqlite:////tmp/m.db", "3", "abc") is None
+
+
+def test_the_run_opened_at_the_start_gets_live_rows_and_the_report_completes_it(promoted_cycle, tmp_path,
+                                                                                monkeypatch):
+    """What a cycle does: its first task opens the run, the trainer logs rows as it goes, the report task
+    finishes the same run without logging those rows twice."""
+    summary, rows, report_dir = promoted_cycle
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    key = {k: summary[k] for k in ("dag_id", "run_id", "cycle", "model_family", "backend", "max_cycles")}
+    opened = tracking.open_cycle_run({**key, "start_model": None}, tracking_uri=uri)
+    assert "error" not in opened, opened
+    assert tracking.open_cycle_run(key, tracking_uri=uri)["mlflow_run_id"] == opened["mlflow_run_id"]
+    client = _client(uri)
+    run = client.get_run(opened["mlflow_run_id"])
+    assert run.info.status == "RUNNING" and run.data.tags["rftflow.outcome"] == "running"
+    assert "start_model" not in run.data.params  # unknown at the start: logged by the report
+
+    monkeypatch.setenv(tracking.RUN_ENV, opened["mlflow_run_id"])
+    monkeypatch.setenv(tracking.URI_ENV, uri)
+    live = tracking.LiveMetrics.from_env("rft")
+    for row in rows["rft"][:2]:  # the trainer is halfway when someone looks
+        live.log(row)
+    assert live.failed is None
+    history = client.get_metric_history(opened["mlflow_run_id"], "rft/critic/rewards/mean")
+    assert [m.step for m in history] == [r["step"] for r in rows["rft"][:2]]
+    other = next(k for k, v in rows["rft"][0].items() if isinstance(v, float) and k not in tracking.TRAIN_METRICS["rft"])
+    assert f"rft/{other}" not in client.get_run(opened["mlflow_run_id"]).data.metrics  # only the compared set
+
+    result = tracking.log_cycle(summary, rows, report_dir, tracking_uri=uri)
+    assert result["mlflow_run_id"] == opened["mlflow_run_id"]
+    run = client.get_run(opened["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["rftflow.outcome"] == "promoted"
+    assert run.data.params["start_model"] == summary["start_model"]
+    history = client.get_metric_history(opened["mlflow_run_id"], "rft/critic/rewards/mean")
+    assert sorted(m.step for m in history) == [r["step"] for r in rows["rft"]]  # each step once
+    assert len(_client(uri).search_runs([result["mlflow_experiment_id"]])) == 1
+
+
+def test_live_metrics_cost_nothing_without_a_run_and_stop_quietly_on_failure(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv(tracking.RUN_ENV, raising=False)
+    assert tracking.LiveMetrics.from_env("sft") is None
+    monkeypatch.setenv(tracking.RUN_ENV, "0123")
+    monkeypatch.setenv(tracking.URI_ENV, f"sqlite:///{tmp_path / 'm.db'}")
+    monkeypatch.setenv("RFTFLOW_TRACKING", "off")
+    assert tracking.LiveMetrics.from_env("sft") is None
+    monkeypatch.setenv("RFTFLOW_TRACKING", "on")
+    live = tracking.LiveMetrics.from_env("sft")
+    live.log({"step": 5, "train/loss": 1.5})  # no such run: said once in the trainer's log, training goes on
+    live.log({"step": 10, "train/loss": 1.2})
+    assert live.failed and capsys.readouterr().out.count("MLflow: live metrics") == 1
+
+
+def test_the_metric_set_is_what_a_person_compares():
+    row = {"step": 7, "train/loss": 1.25, "actor/lr": 1e-4, "actor/grad_norm": 3.0, "train/mean_token_accuracy": 0.5}
+    assert tracking.row_metrics("sft", row) == [("sft/train/loss", 1.25, 7), ("sft/train/mean_token_accuracy", 0.5, 7)]
+    metrics = tracking.summary_metrics({"baseline": {"pass_at_1": 0.2, "mean_reward": 0.3, "n": 64, "k": 4},
+                                        "candidate": {"pass_at_1": 0.5, "mean_reward": 0.6, "n": 64}, "cost_usd": 1.5})
+    assert metrics == {"eval/baseline/pass_at_1": 0.2, "eval/baseline/mean_reward": 0.3,
+                       "eval/candidate/pass_at_1": 0.5, "eval/candidate/mean_reward": 0.6,
+                       "eval/gain/pass_at_1": pytest.approx(0.3), "eval/gain/mean_reward": pytest.approx(0.3),
+                       "cost_usd": 1.5}

@@ -207,7 +207,8 @@ class ProgressReporter:
                 self._step, self._last_line = step, time.monotonic()
             self._phase = phase
         now = time.monotonic()
-        if phase == "training" and step != self._step and now - self._last_line >= self.every:
+        moved = step != self._step and step > int(p.get("start_step", 0))
+        if phase == "training" and moved and now - self._last_line >= self.every:
             lines.append(describe(p))
             self._step, self._last_line = step, now
         return lines
