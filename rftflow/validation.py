@@ -467,7 +467,13 @@ def _region_check(backend: str, region: str | None, flavour: str | None, model: 
     if not region:
         return None
     flavour = flavour or _aws_setting(backend, "flavour") or "training_job"
-    target = (open_weight_model(model or "") if backend == "bedrock" else None) or NOVA_2_LITE
+    from rftflow.aws.availability import OPEN_WEIGHT_HUB
+    from rftflow.aws.sagemaker_jobs import is_open_weight_model
+
+    if backend == "bedrock":
+        target = open_weight_model(model or "") or NOVA_2_LITE
+    else:
+        target = OPEN_WEIGHT_HUB if model and is_open_weight_model(model) else NOVA_2_LITE
     problems = region_problems(backend, region, flavour=flavour, customizations=customizations, model=target)
     where = f"{backend} ({flavour})" if backend == "sagemaker" else backend
     supported = ", ".join(supported_regions(backend, flavour=flavour, customizations=customizations, model=target))

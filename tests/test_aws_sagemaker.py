@@ -361,7 +361,7 @@ def test_serverless_request_sent_carries_the_sdk_fields(s3_root, train, monkeypa
         accept_eula=False, hyperparameters={"learning_rate": "1e-05", "max_steps": "20"},
         model_package_group_arn="arn:aws:sagemaker:us-east-1:123456789012:model-package-group/rftflow",
         evaluator_arn="arn:aws:sagemaker:us-east-1:123456789012:hub-content/H/JsonDoc/e/1.0.0")
-    monkeypatch.setattr(type(backend), "_serverless_plan", lambda self, recipe, model, arn: plan)
+    monkeypatch.setattr(type(backend), "_serverless_plan", lambda self, recipe, model, arn, open_weight=False: plan)
     sent = []
     monkeypatch.setattr(sagemaker_jobs, "find_or_create",
                         lambda hook, base, build, prepare=None: sent.append(build(f"{base}-1")) or

@@ -41,6 +41,7 @@ class Availability:
 
 
 NOVA_2_LITE = "amazon.nova-2-lite-v1:0:256k"
+OPEN_WEIGHT_HUB = "open-weight hub models (Qwen3, Llama, gpt-oss, ...)"
 
 TABLE: tuple[Availability, ...] = (
     Availability(NOVA_2_LITE, "sagemaker", "training_job", images.TRAINING_JOB_REGIONS, ("SFT", "RFT", "eval"),
@@ -57,9 +58,10 @@ TABLE: tuple[Availability, ...] = (
     Availability("qwen.qwen3-32b", "bedrock", "-", ("us-west-2",), ("RFT",), ("service-managed",),
                  "Bedrock user guide: reinforcement fine-tuning supported models (open-weight); OpenAI-compatible "
                  "fine-tuning API (fine-tuning-openai-job-create)"),
-    Availability("open-weight hub models (Qwen3, Llama, ...)", "sagemaker", "serverless", SDK_V3_OPEN_WEIGHT_REGIONS,
-                 ("SFT", "DPO", "RLVR", "RLAIF"), ("lora", "full"),
-                 "SageMaker docs model-customize-open-weight; SDK v3 finetune_utils.OPEN_WEIGHTS_REGIONS", False),
+    Availability(OPEN_WEIGHT_HUB, "sagemaker", "serverless", SDK_V3_OPEN_WEIGHT_REGIONS,
+                 ("SFT", "RFT", "eval"), ("lora", "full"),
+                 "SageMaker docs model-customize-open-weight (RFT = RLVR; also DPO, RLAIF); SDK v3 "
+                 "finetune_utils.OPEN_WEIGHTS_REGIONS; eval: SDK v3 CustomScorerEvaluator (serverless)"),
 )
 
 
@@ -79,7 +81,9 @@ def region_problems(backend: str, region: str, *, flavour: str = "training_job",
     problems: list[str] = []
     if backend == "sagemaker":
         needed = [(flavour, customizations)]
-        if flavour == "serverless":
+        if flavour == "serverless" and model == OPEN_WEIGHT_HUB:
+            needed[0] = (flavour, (*customizations, "eval"))  # open-weight eval jobs are serverless too
+        elif flavour == "serverless":
             needed.append(("training_job", ("eval",)))  # eval and the checkpoint diversity check are eval jobs
         else:
             needed[0] = (flavour, (*customizations, "eval"))

@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="environment variable for the handler (repeatable), e.g. SHAPING_INNER_REWARD=exact_match")
     deploy.add_argument("--include", action="append", default=[], metavar="MODULE",
                         help="extra sibling module to package (repeatable), e.g. the inner reward of shaping")
+    deploy.add_argument("--response", choices=("list", "http"), default="list",
+                        help="list: return the results list (Nova, Bedrock); http: wrap it as {statusCode, body}, "
+                             "as SageMaker serverless customization of open-weight models expects (function name "
+                             "gets -http)")
     deploy.add_argument("--dry-run", action="store_true", help="build and check the package and request only")
     _aws_options(deploy)
 
@@ -82,10 +86,11 @@ def _deploy(args: argparse.Namespace) -> int:
     if not args.role_arn:
         raise ValueError(f"--role-arn is required (or set {ROLE_ENV}); see docs/aws.md for the Lambda role")
     settings = lambda_deploy.LambdaSettings(role_arn=args.role_arn, memory_mb=args.memory, timeout_s=args.timeout,
-                                            architecture=args.architecture, environment=_env(args.env))
+                                            architecture=args.architecture, environment=_env(args.env),
+                                            response=args.response)
     if args.dry_run:
-        pkg = lambda_deploy.package(args.reward, args.include)
-        name = lambda_deploy.function_name(args.reward, args.name)
+        pkg = lambda_deploy.package(args.reward, args.include, args.response)
+        name = lambda_deploy.function_name(args.reward, args.name, args.response)
         settings = settings.model_copy(update={"environment": {**pkg.environment, **settings.environment}})
         lambda_deploy.create_request(name, pkg.zip_bytes, pkg.module, settings)
         print(f"{name}: {len(pkg.zip_bytes)} bytes ({', '.join(pkg.files)}); handler {pkg.module}.lambda_handler; "

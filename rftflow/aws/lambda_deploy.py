@@ -47,6 +47,10 @@ class LambdaSettings(BaseModel):
     architecture: str = Field("x86_64", pattern="^(x86_64|arm64)$")
     environment: dict[str, str] = {}
     tags: dict[str, str] = {}
+    response: str = Field("list", pattern="^(list|http)$",
+                          description="list: the results list (Nova on SageMaker and Bedrock, Bedrock open-weight); "
+                                      "http: {statusCode, headers, body: JSON of the list}, the envelope SageMaker "
+                                      "serverless customization expects of open-weight reward functions.")
 
 
 # --------------------------------------------------------------------------- packaging
@@ -149,10 +153,56 @@ class Package:
         return code_sha256(self.zip_bytes)
 
 
-def package(reward: str, extra: Sequence[str] = ()) -> Package:
+HTTP_ENVELOPE_MODULE = "rftflow_http_envelope"
+_HTTP_ENVELOPE = '''"""Wraps the reward handler {module}.lambda_handler for callers that expect an HTTP-style answer:
+{{"statusCode": 200, "headers": {{...}}, "body": "<JSON list of results>"}} (SageMaker serverless customization of
+open-weight models). A request that arrives as such an envelope is unwrapped first."""
+
+import json
+
+import {module} as _inner
+
+
+def lambda_handler(event, context):
+    if isinstance(event, dict) and isinstance(event.get("body"), str):
+        event = json.loads(event["body"])
+    results = _inner.lambda_handler(event, context)
+    return {{"statusCode": 200, "headers": {{"Content-Type": "application/json"}}, "body": json.dumps(results)}}
+'''
+
+
+def package(reward: str, extra: Sequence[str] = (), response: str = "list") -> Package:
+    """The zip for `reward`; with response "http" it also holds a wrapper module, which becomes the handler."""
     path, implied, env = handler_spec(reward)
     modules = [*implied, *extra]
-    return Package(path.stem, build_zip(path, modules), list(package_files(path, modules)), env)
+    zip_bytes, files, module = build_zip(path, modules), list(package_files(path, modules)), path.stem
+    if response == "http":
+        wrapper = _HTTP_ENVELOPE.format(module=module).encode()
+        with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
+            entries = {n: archive.read(n) for n in archive.namelist()}
+        entries[f"{HTTP_ENVELOPE_MODULE}.py"] = wrapper
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name in sorted(entries):
+                info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+                info.external_attr = 0o644 << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, entries[name])
+        zip_bytes, files, module = buffer.getvalue(), sorted([*files, f"{HTTP_ENVELOPE_MODULE}.py"]), \
+            HTTP_ENVELOPE_MODULE
+    return Package(module, zip_bytes, files, env)
+
+
+def unwrap_response(payload: Any, function: str = "the reward function") -> Any:
+    """The results list from a reward function's answer: the list itself, or the body of an HTTP-style envelope
+    ({statusCode, body}) as open-weight reward functions on SageMaker return it; a non-200 envelope is an error."""
+    if isinstance(payload, dict) and "statusCode" in payload and "body" in payload:
+        if payload.get("statusCode") != 200:
+            raise RuntimeError(f"{function} answered status {payload.get('statusCode')}: "
+                               f"{str(payload.get('body'))[:2000]}")
+        body = payload["body"]
+        return json.loads(body) if isinstance(body, str) else body
+    return payload
 
 
 def code_sha256(zip_bytes: bytes) -> str:
@@ -160,11 +210,14 @@ def code_sha256(zip_bytes: bytes) -> str:
     return base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode("ascii")
 
 
-def function_name(reward: str, name: str | None = None) -> str:
-    """`SageMaker-rftflow-<reward>` unless a name is given; it must keep the `SageMaker-` prefix."""
+def function_name(reward: str, name: str | None = None, response: str = "list") -> str:
+    """`SageMaker-rftflow-<reward>` (`...-http` for the HTTP-envelope variant) unless a name is given; it must
+    keep the `SageMaker-` prefix."""
     if name is None:
         stem = Path(reward).stem if reward.endswith(".py") else reward
-        name = FUNCTION_PREFIX + re.sub(r"[^a-zA-Z0-9-]+", "-", stem).strip("-")[:64 - len(FUNCTION_PREFIX)]
+        tail = "-http" if response == "http" else ""
+        room = 64 - len(FUNCTION_PREFIX) - len(tail)
+        name = FUNCTION_PREFIX + re.sub(r"[^a-zA-Z0-9-]+", "-", stem).strip("-")[:room] + tail
     if not _FUNCTION_NAME.fullmatch(name):
         raise ValueError(f"function name: expected 1-64 letters, digits, '-' or '_'; got {name!r}")
     if not name.startswith(LAMBDA_NAME_PREFIX):
@@ -221,9 +274,9 @@ class DeployResult:
 def deploy(client: Any, reward: str, settings: LambdaSettings, *, name: str | None = None,
            extra: Sequence[str] = (), wait: bool = True) -> DeployResult:
     """Create the function, or update its code and configuration when they changed; returns its ARN."""
-    pkg = package(reward, extra)
+    pkg = package(reward, extra, settings.response)
     settings = settings.model_copy(update={"environment": {**pkg.environment, **settings.environment}})
-    name = function_name(reward, name)
+    name = function_name(reward, name, settings.response)
     zip_bytes, files, sha, module = pkg.zip_bytes, pkg.files, pkg.code_sha256, pkg.module
     try:
         current = client.get_function(FunctionName=name)["Configuration"]
@@ -284,7 +337,7 @@ class LambdaInvoker:
         if response.get("FunctionError"):
             raise RuntimeError(f"Lambda {self.function} raised ({response['FunctionError']}): "
                                f"{body.decode('utf-8', 'replace')[:2000]}")
-        return json.loads(body)
+        return unwrap_response(json.loads(body), f"Lambda {self.function}")
 
 
 def client_invoke(client: Any, function: str, payload: bytes) -> dict[str, Any]:

@@ -807,3 +807,97 @@ def model_package_group_arn(client: Any, name_or_arn: str) -> str:
                "ModelPackageGroupDescription": "models trained by rftflow serverless stages"}
     validate_request("sagemaker", "CreateModelPackageGroup", request)
     return client.create_model_package_group(**request)["ModelPackageGroupArn"]
+
+
+# --------------------------------------------------------------------------- open-weight hub models (serverless)
+# SageMaker AI serverless customization of open-weight models (docs page model-customize-open-weight: Qwen3,
+# Llama, gpt-oss, ... by hub model id). Training is the serverless request above with the hub model; evaluation
+# is a serverless job too, as SageMaker Python SDK v3's CustomScorerEvaluator submits it
+# (sagemaker/train/evaluate/pipeline_templates.py, CUSTOM_SCORER_TEMPLATE[_BASE_MODEL_ONLY]; custom_scorer_evaluator
+# sets task and strategy gen_qa and, for open-weight models, evaluation_metric "all").
+
+_HUB_MODEL_ID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9.]+){2,}$")
+
+
+def is_open_weight_model(model: str) -> bool:
+    """A SageMaker hub model id or hub-content Model ARN that is not Amazon Nova (e.g. huggingface-reasoning-qwen3-8b,
+    meta-textgeneration-llama-3-2-1b-instruct)."""
+    m = model.strip()
+    if ":hub-content/" in m:
+        return "/Model/" in m and "nova" not in m.lower()
+    return bool(_HUB_MODEL_ID.match(m)) and "nova" not in m.lower()
+
+
+def model_package_base(client: Any, package_arn: str) -> tuple[str, str]:
+    """(base model hub-content ARN, hub model name) of a model package a serverless job registered, read from its
+    InferenceSpecification.Containers[0].BaseModel as the SDK's model resolution reads it."""
+    found = client.describe_model_package(ModelPackageName=package_arn)
+    containers = (found.get("InferenceSpecification") or {}).get("Containers") or []
+    base = (containers[0].get("BaseModel") if containers else None) or {}
+    name, version = base.get("HubContentName"), base.get("HubContentVersion")
+    arn = base.get("HubContentArn")
+    if not arn and name and version:
+        region, account = package_arn.split(":")[3], package_arn.split(":")[4]
+        del account  # public hub content is account-less
+        arn = f"arn:aws:sagemaker:{region}:aws:hub-content/{PUBLIC_HUB}/Model/{name}/{version}"
+    if not arn or not name:
+        raise ValueError(f"{package_arn}: no base model in its inference specification; only model packages made by "
+                         "SageMaker's customization jobs can be evaluated serverlessly")
+    return arn, name
+
+
+def open_weight_rft_row(record: Any) -> dict[str, Any]:
+    """An RFT prompt for an open-weight RLVR job. Sources differ on the row shape: the reward-function contract
+    and SDK v3's reward verifier use `messages` + `reference_answer`; SDK v3's dataset helpers read verl-style
+    `prompt` + `reward_model.ground_truth`. Both are written (extra fields are passed to the reward function)."""
+    row = record.to_json()
+    prompt = record.prompt_messages()
+    reference = record.reference_answer
+    row["prompt"] = prompt
+    row["reward_model"] = {"style": "rule", "ground_truth": reference if isinstance(reference, str)
+                           else json.dumps(reference, ensure_ascii=False)}
+    return row
+
+
+def serverless_eval_request(*, name: str, role_arn: str, base_model_arn: str, evaluator_arn: str | None,
+                            channels: dict[str, str], output_path: str, hyperparameters: dict[str, Any],
+                            max_runtime_hours: float, tags: dict[str, Any], accept_eula: bool = True,
+                            source_model_package_arn: str | None = None,
+                            model_package_group_arn: str | None = None) -> dict[str, Any]:
+    """CreateTrainingJob for a serverless custom-scorer evaluation (JobType Evaluation), the base model alone or a
+    customized model package on it, outputs uncompressed under the output path."""
+    config: dict[str, Any] = {"BaseModelArn": base_model_arn, "JobType": "Evaluation",
+                              "EvaluationType": "CustomScorerEvaluation"}
+    if accept_eula:
+        config["AcceptEula"] = True
+    if evaluator_arn:
+        config["EvaluatorArn"] = evaluator_arn
+    request: dict[str, Any] = {
+        "TrainingJobName": name,
+        "RoleArn": role_arn,
+        "ServerlessJobConfig": config,
+        "StoppingCondition": {"MaxRuntimeInSeconds": int(max_runtime_hours * 3600)},
+        "HyperParameters": {"task": "gen_qa", "strategy": "gen_qa", "evaluation_metric": "all",
+                            **{k: str(v) for k, v in hyperparameters.items()}},
+        "OutputDataConfig": {"S3OutputPath": output_path, "CompressionType": "NONE"},
+        "InputDataConfig": [channel(k, v) for k, v in channels.items()],
+        "Tags": aws_tags(tags),
+    }
+    if source_model_package_arn:
+        if not model_package_group_arn:
+            raise ValueError("evaluating a model package needs its model package group ARN")
+        request["ModelPackageConfig"] = {"ModelPackageGroupArn": model_package_group_arn,
+                                         "SourceModelPackageArn": source_model_package_arn}
+    validate_request("sagemaker", "CreateTrainingJob", request)
+    return request
+
+
+def open_weight_sft_row(record: Any) -> dict[str, Any]:
+    """A demonstration for an open-weight SFT job: the chat `messages`, plus `prompt`/`completion` text (the
+    shape SDK v3's dataset helpers detect as SFT); both readings are written."""
+    row = record.to_json()
+    messages = row.get("messages") or []
+    answer = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "assistant"), "")
+    row["prompt"] = "\n\n".join(str(m.get("content", "")) for m in messages if m.get("role") != "assistant")
+    row["completion"] = answer
+    return row

@@ -216,19 +216,21 @@ class AwsBackend(Backend):
 
     # ------------------------------------------------------------------ rewards
 
-    def reward_lambda(self, reward: str) -> str:
-        """The reward Lambda ARN: the reward itself when it is an ARN, the option, or the deployed function."""
+    def reward_lambda(self, reward: str, response: str = "list") -> str:
+        """The reward Lambda ARN: the reward itself when it is an ARN, the option, or the deployed function
+        (`response` "http": the variant deployed with `--response http`, for open-weight jobs on SageMaker)."""
         if reward.startswith("arn:"):
             return reward
         if self.options.reward_lambda_arn:
             return self.options.reward_lambda_arn
         from rftflow.aws.lambda_deploy import function_arn, function_name
 
-        name = function_name(reward)
+        name = function_name(reward, response=response)
         arn = function_arn(self.aws.client("lambda"), name)
         if arn is None:
+            flag = " --response http" if response == "http" else ""
             raise ValueError(f"reward {reward!r}: no Lambda {name} in {self.region}; deploy it with "
-                             f"`rftflow lambda deploy {reward}` or pass a Lambda ARN as the reward")
+                             f"`rftflow lambda deploy {reward}{flag}` or pass a Lambda ARN as the reward")
         return arn
 
     def reward_function(self, reward: str) -> Any:

@@ -53,9 +53,34 @@ class SageMakerBackend(AwsBackend):
             return SAGEMAKER_MODEL
         if m.startswith("s3://") or (m.startswith("arn:aws") and ":model-package/" in m):
             return m
-        raise ValueError(f"model {model!r}: the sagemaker backend trains Amazon Nova 2 Lite; expected nova-2-lite "
-                         "(or another of its names), an s3:// checkpoint of an earlier stage or a model package "
-                         "ARN ('tiny' is the local backend's model)")
+        if jobs.is_open_weight_model(m):
+            if self.options.flavour != "serverless":
+                raise ValueError(f"model {model!r}: open-weight hub models train on SageMaker serverless "
+                                 "customization; set the sagemaker backend's flavour to serverless (Variable "
+                                 "rftflow_sagemaker_flavour)")
+            return m
+        raise ValueError(f"model {model!r}: the sagemaker backend trains Amazon Nova 2 Lite (nova-2-lite or another "
+                         "of its names, an s3:// checkpoint of an earlier stage, a model package ARN) and, on the "
+                         "serverless flavour, open-weight hub models by id (e.g. huggingface-reasoning-qwen3-8b); "
+                         "'tiny' is the local backend's model")
+
+    def is_open_weight(self, model: str) -> bool:
+        """An open-weight hub model, or (on the serverless flavour) a model package one of its jobs registered:
+        Nova's serverless checkpoints are s3:// escrow URIs, open-weight jobs register model packages."""
+        m = model.strip()
+        if jobs.is_open_weight_model(m):
+            return True
+        return self.options.flavour == "serverless" and m.startswith("arn:aws") and ":model-package/" in m
+
+    def _open_weight_base(self, model: str) -> tuple[str, str | None]:
+        """(base model hub-content ARN, source model package ARN or None) of an open-weight model."""
+        client = self.aws.client("sagemaker")
+        if ":model-package/" in model:
+            base_arn, _ = jobs.model_package_base(client, model)
+            return base_arn, model
+        if ":hub-content/" in model:
+            return model, None
+        return jobs.describe_hub_model(client, model).arn, None
 
     # ------------------------------------------------------------------ training
 
@@ -77,8 +102,16 @@ class SageMakerBackend(AwsBackend):
         started_at = now_iso()
         overrides = dict(overrides or {})
         model = self.resolve_model(model_uri, ctx)
+        open_weight = self.is_open_weight(model)
+        if open_weight:  # the hub model the serverless job customizes comes from the cycle's model
+            key = "serverless.base_model_name"
+            base = model
+            if ":hub-content/" in model or ":model-package/" in model:
+                key, base = "serverless.base_model_arn", self._open_weight_base(model)[0]
+            overrides = {key: base, **({"serverless.accept_eula": True} if key.endswith("_arn") else {}),
+                         **overrides}
         recipe_name = choose_sagemaker_recipe(stage, overrides, self.options.flavour)
-        reward_arn = self.reward_lambda(reward) if reward else None
+        reward_arn = self.reward_lambda(reward, response="http" if open_weight else "list") if reward else None
         local_fields = set((SFTConfig if stage == "sft" else RFTConfig).model_fields)
 
         def render(name: str) -> Any:
@@ -94,7 +127,7 @@ class SageMakerBackend(AwsBackend):
         role = self.role_arn()
         base = stage_job_base(ctx.uri, ctx.dag_id, ctx.stage, ctx.cycle)
         serverless = probe.flavour == "serverless"
-        plan = self._serverless_plan(probe, model, reward_arn) if serverless else None
+        plan = self._serverless_plan(probe, model, reward_arn, open_weight) if serverless else None
 
         def build(name: str) -> dict[str, Any]:
             recipe = render(name)
@@ -108,13 +141,16 @@ class SageMakerBackend(AwsBackend):
 
         def prepare(name: str) -> None:
             convert = sft_converse_row if stage == "sft" else None
+            if open_weight:
+                convert = jobs.open_weight_sft_row if stage == "sft" else jobs.open_weight_rft_row
             self.stage_records(data_uri, data_file, kind="sft" if stage == "sft" else "rft", convert=convert)
             if not serverless:
                 store.write_text(store.join(self._recipe_dir(remote, name), jobs.RECIPE_FILE), render(name).yaml_text())
 
         submitted = jobs.find_or_create(self.aws.hook("sagemaker"), base, build, prepare=prepare)
         pending = PendingJob(KIND, submitted.name, details={
-            "stage_kind": stage, "flavour": probe.flavour, "recipe": recipe_name, "region": self.region,
+            "stage_kind": stage, "flavour": probe.flavour, "open_weight": open_weight, "recipe": recipe_name,
+            "region": self.region,
             "remote_uri": remote, "output_path": output_path, "model_uri": model, "data_uri": data_uri,
             "staged_data_uri": data_file, "reward": reward, "reward_lambda_arn": reward_arn,
             "started_at": started_at, "instance_type": probe.job.instance_type,
@@ -137,7 +173,7 @@ class SageMakerBackend(AwsBackend):
         return {"rftflow:dag": ctx.dag_id, "rftflow:run": ctx.run_id, "rftflow:cycle": ctx.cycle,
                 "rftflow:stage": ctx.stage}
 
-    def _serverless_plan(self, recipe: Any, model: str, reward_arn: str | None) -> Any:
+    def _serverless_plan(self, recipe: Any, model: str, reward_arn: str | None, open_weight: bool = False) -> Any:
         """Everything a serverless request needs, looked up once as SageMaker Python SDK v3 does it: the hub
         model (ARN, gated or not, its recipes), the recipe's default hyperparameters, the EULA rule, the
         evaluator in the AI registry hub, and the model package group."""
@@ -147,7 +183,11 @@ class SageMakerBackend(AwsBackend):
         if model.startswith("s3://"):
             raise ValueError(f"serverless jobs start from a hub model, not an S3 checkpoint ({model}); run this "
                              "chain with flavour training_job, or start serverless RFT from the base model")
-        problems = region_problems("sagemaker", self.region, flavour="serverless")
+        from rftflow.aws.availability import NOVA_2_LITE as NOVA_ROW
+        from rftflow.aws.availability import OPEN_WEIGHT_HUB
+
+        problems = region_problems("sagemaker", self.region, flavour="serverless",
+                                   model=OPEN_WEIGHT_HUB if open_weight else NOVA_ROW)
         if problems:
             raise ValueError("sagemaker backend (serverless): " + "; ".join(problems))
         client = self.aws.client("sagemaker")
@@ -185,8 +225,11 @@ class SageMakerBackend(AwsBackend):
         from rftflow.dataset import read_records
 
         records = read_records(eval_uri, kind="rft")[:cfg.max_prompts or None]
-        return self._submit_eval(ctx, "eval", self.resolve_model(model_uri, ctx), eval_uri, reward, records, 1,
-                                 cfg, recipe_overrides)
+        model = self.resolve_model(model_uri, ctx)
+        if self.is_open_weight(model):
+            return self._submit_serverless_eval(ctx, "eval", model, eval_uri, reward, records, 1, cfg,
+                                                {"max_new_tokens": cfg.max_new_tokens, "temperature": 0.0})
+        return self._submit_eval(ctx, "eval", model, eval_uri, reward, records, 1, cfg, recipe_overrides)
 
     def diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
                   overrides: dict[str, Any] | None = None) -> StageManifest:
@@ -197,6 +240,14 @@ class SageMakerBackend(AwsBackend):
     def start_diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
                         overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
         model = self.resolve_model(model_uri, ctx)
+        if self.is_open_weight(model):
+            from rftflow.dataset import read_records
+
+            cfg, _ = self._eval_config(DiversityConfig, overrides, {"max_new_tokens": 1024})
+            records = self.diversity_sample(read_records(train_uri, kind="rft"), cfg)
+            return self._submit_serverless_eval(ctx, "diversity", model, train_uri, reward, records, cfg.k, cfg,
+                                                {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+                                                 "top_p": cfg.top_p})
         if not model.startswith("s3://"):
             return self.converse_diversity(ctx, model, self.converse_model_id(model_uri), train_uri, reward, overrides)
         from rftflow.dataset import read_records
@@ -279,6 +330,55 @@ class SageMakerBackend(AwsBackend):
             return self.complete(ctx, pending, {"status": "success", "job_name": submitted.name})
         return pending
 
+    def _submit_serverless_eval(self, ctx: StageContext, purpose: str, model: str, data_uri: str, reward: str,
+                                records: list[Any], k: int, cfg: Any, inference: dict[str, Any]
+                                ) -> StageManifest | PendingJob:
+        """A serverless custom-scorer evaluation job on an open-weight model (the base, or a model package on it):
+        each prompt k times as gen_qa rows, the reward Lambda registered as the evaluator; its per-sample
+        inference_output.jsonl is then scored here with the stage's reward handler, as for Nova eval jobs."""
+        from rftflow.aws import rollouts
+        from rftflow.aws.naming import stage_job_base
+
+        started_at = now_iso()
+        self.reward_function(reward)  # a bad reward spec fails before the job is paid for
+        client = self.aws.client("sagemaker")
+        base_arn, package = self._open_weight_base(model)
+        account = self.aws.client("sts").get_caller_identity()["Account"]
+        evaluator = jobs.register_evaluator(client, self.region, account, self.reward_lambda(reward, response="http"))
+        group = jobs.model_package_group_arn(client, "rftflow") if package else None
+        remote = self.remote_uri(ctx)
+        data_dir = store.join(remote, "input", "gen_qa")
+        output_path = store.join(remote, "job-output")
+        role = self.role_arn()
+        hours = 24.0
+        data_tag = content_digest("\n".join(r.id for r in records) + f"|k={k}")
+
+        def build(name: str) -> dict[str, Any]:
+            return jobs.serverless_eval_request(
+                name=name, role_arn=role, base_model_arn=base_arn, evaluator_arn=evaluator,
+                channels={"train": data_dir + "/"}, output_path=output_path, hyperparameters=inference,
+                max_runtime_hours=hours, tags={**self._tags(ctx), "rftflow:data": data_tag},
+                source_model_package_arn=package, model_package_group_arn=group)
+
+        def prepare(name: str) -> None:
+            write_jsonl(store.join(data_dir, "gen_qa.jsonl"), rollouts.gen_qa_rows(records, k))
+
+        base = stage_job_base(ctx.uri, ctx.dag_id, ctx.stage, ctx.cycle)
+        submitted = jobs.find_or_create(self.aws.hook("sagemaker"), base, build, prepare=prepare)
+        pending = PendingJob(KIND, submitted.name, details={
+            "stage_kind": purpose, "flavour": "serverless", "open_weight": True,
+            "recipe": "serverless_custom_scorer", "region": self.region, "remote_uri": remote,
+            "output_path": output_path, "model_uri": model, "base_model_arn": base_arn, "data_uri": data_uri,
+            "reward": reward, "evaluator_arn": evaluator, "started_at": started_at, "max_runtime_hours": hours,
+            "created": submitted.created, "request_digest": submitted.digest, "config": cfg.model_dump(), "k": k,
+            "record_ids": [r.id for r in records], "notes": [],
+            "wait_timeout_s": self.wait_attempts(hours) * self.options.waiter_delay_s,
+        })
+        self.save_pending(ctx, pending)
+        if submitted.status == "Completed":
+            return self.complete(ctx, pending, {"status": "success", "job_name": submitted.name})
+        return pending
+
     def _settle(self, ctx: StageContext, result: StageManifest | PendingJob) -> StageManifest:
         """Wait in the task for a job (describe, then sleep) and complete the stage."""
         if isinstance(result, StageManifest):
@@ -337,6 +437,9 @@ class SageMakerBackend(AwsBackend):
         record = self._job_record(pending, description, region)
         kind = pending.details.get("stage_kind")
         if kind in ("sft", "rft"):
+            if pending.details.get("open_weight"):
+                return self._complete_training(ctx, pending, record,
+                                               package=description.get("OutputModelPackageArn") or "")
             return self._complete_training(ctx, pending, record)
         if kind == "eval":
             return self._complete_eval(ctx, pending, record)
@@ -363,9 +466,17 @@ class SageMakerBackend(AwsBackend):
                 "request_digest": details.get("request_digest"), "log_url": jobs.log_url(region, pending.job_name),
                 "output_uri": jobs.job_output_prefix(details["output_path"], pending.job_name), **cost}
 
-    def _complete_training(self, ctx: StageContext, pending: PendingJob, record: dict[str, Any]) -> StageManifest:
+    def _complete_training(self, ctx: StageContext, pending: PendingJob, record: dict[str, Any],
+                           package: str | None = None) -> StageManifest:
+        """`package`: an open-weight job's registered model package (its checkpoint); Nova jobs leave a manifest."""
         details = pending.details
-        checkpoint, where = jobs.follow_checkpoint(details["output_path"], pending.job_name)
+        if package is not None:
+            if not package:
+                raise RuntimeError(f"{pending.job_name}: completed without an OutputModelPackageArn (an open-weight "
+                                   "serverless job registers its model in the model package group)")
+            checkpoint, where = package, "DescribeTrainingJob.OutputModelPackageArn"
+        else:
+            checkpoint, where = jobs.follow_checkpoint(details["output_path"], pending.job_name)
         rows = jobs.read_training_metrics(self.aws.hook("sagemaker"), pending.job_name)
         metrics_uri = store.join(ctx.uri, METRICS)
         write_jsonl(metrics_uri, rows)
