@@ -31,8 +31,11 @@ _UI_ENV = ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS
            "AIRFLOW__CORE__LOAD_EXAMPLES", "RFTFLOW_ARTIFACT_ROOT")
 
 
-def cycles(fast: bool) -> list[tuple[str, dict]]:
-    first = {"base_model": "tiny", "model_family": FAMILY, "sft_policy": "auto", "max_cycles": 1}
+def cycles(fast: bool, seed: int = 0) -> list[tuple[str, dict]]:
+    """The two cycles' run conf. `seed` picks the tiny model's initialisation (tiny:seed=N) and the trainers'
+    seeds (data order, GRPO's sampling); the data is the embedded sample either way."""
+    first = {"base_model": "tiny" if seed == 0 else f"tiny:seed={seed}", "model_family": FAMILY,
+             "sft_policy": "auto", "max_cycles": 1}
     second = {"base_model": "champion", "model_family": FAMILY, "sft_policy": "auto", "max_cycles": 1}
     # The demo's time budget (10 minutes on 2 CPU cores): SFT stops at half the recipe's steps and GRPO
     # takes 30 steps at lr 1e-4 (where most of the recipe's gain arrives). `make bench` runs the full recipes.
@@ -41,6 +44,10 @@ def cycles(fast: bool) -> list[tuple[str, dict]]:
     first, second = {**first, **budget}, {**second, **budget}
     if fast:  # a smoke run: the same path in a fraction of the time, without the learning
         first, second = {**first, **FAST}, {**second, **FAST}
+    if seed:  # the recipes' own seed is 0
+        for conf in (first, second):
+            conf["recipe_overrides"] = {stage: {**over, **({"seed": seed} if stage in ("sft", "rft") else {})}
+                                        for stage, over in conf["recipe_overrides"].items()}
     return [("cycle 1: from the tiny base model", first), ("cycle 2: from the champion", second)]
 
 
@@ -93,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--on-hold", choices=["reject", "approve"], default="reject",
                     help="when the gate holds a candidate for a person, answer its approval step with this "
                          "(default reject: nobody approved it)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="the tiny model's initialisation (tiny:seed=N) and the trainers' seeds (default 0)")
     args = ap.parse_args(argv)
 
     from rftflow.report import summary_text
@@ -106,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     print(f"rftflow demo: Airflow home {DEMO_DIR / 'airflow'} (SQLite), artifacts {artifacts}")
     ensure_db(DEMO_DIR / "airflow", env)
-    for i, (title, conf) in enumerate(cycles(args.fast), start=1):
+    for i, (title, conf) in enumerate(cycles(args.fast, args.seed), start=1):
         log = DEMO_DIR / f"cycle-{i}.log"
         started = time.time()
         print(f"\n== {title} (airflow dags test rft_cycle; log: {log.relative_to(PROJECT_ROOT)})", flush=True)
@@ -125,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         report = local_path(summary.get("report_html_uri") or summary.get("report_md_uri"))
         print(summary_text(summary, report_uri=report))
         print()
-    logs = [DEMO_DIR / f"cycle-{i}.log" for i in range(1, len(cycles(args.fast)) + 1)]
+    logs = [DEMO_DIR / f"cycle-{i}.log" for i in range(1, len(cycles(args.fast, args.seed)) + 1)]
     print(how_to_see(logs, DEMO_DIR / "airflow", artifacts.as_uri()))
     print(f"\ndemo finished in {time.time() - t0:.0f} s")
     return 0
