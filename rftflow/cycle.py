@@ -184,6 +184,13 @@ def validate_data(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
                 load_recipe("local", stage, p.overrides(stage))
             except RecipeError as err:
                 raise ValueError(f"recipe_overrides.{stage} does not fit the local {stage} recipe:\n{err}") from None
+    else:  # an AWS backend: its role, reward Lambda and every stage's recipe, before any paid call
+        stages = ("sft", "rft", "eval") if _uses_sft_data(p) else ("rft", "eval")
+        problems = backend_for(p).preflight(model=_configured_model(p), reward=p.reward,
+                                            overrides={s: p.overrides(s) for s in stages}, stages=stages)
+        if problems:
+            raise ValueError(f"the {p.backend} backend cannot run this cycle as configured (nothing was "
+                             "submitted):\n- " + "\n- ".join(problems))
     from rftflow.notify import validate_targets
 
     validate_targets(p.notify)

@@ -214,6 +214,44 @@ class AwsBackend(Backend):
         total_hours = self.options.max_wait_hours or (hours + PENDING_SLACK_HOURS)
         return max(1, math.ceil(total_hours * 3600 / self.options.waiter_delay_s))
 
+    # ------------------------------------------------------------------ preflight (validate_data)
+
+    def needs_role(self, model: str) -> bool:
+        return True
+
+    def reward_response(self, model: str) -> str:
+        """The answer shape the reward Lambda must give for `model` ("list", or "http" for SageMaker open-weight)."""
+        return "list"
+
+    def check_recipe(self, stage: str, model: str, overrides: dict[str, Any], reward_arn: str) -> None:
+        """Render `stage`'s recipe for `model` with `overrides`; raises what the stage would raise."""
+
+    def preflight(self, *, model: str, reward: str, overrides: dict[str, dict[str, Any]],
+                  stages: tuple[str, ...]) -> list[str]:
+        problems: list[str] = []
+        try:
+            self.resolve_model(model, None)  # type: ignore[arg-type]
+        except ValueError as err:
+            return [str(err)]
+        if self.needs_role(model):
+            try:
+                self.role_arn()
+            except ValueError as err:
+                problems.append(str(err))
+        arn = f"arn:aws:lambda:{self.options.region_name or 'us-east-1'}:000000000000:function:SageMaker-preflight"
+        try:
+            arn = self.reward_lambda(reward, response=self.reward_response(model))
+        except ValueError as err:
+            problems.append(str(err))
+        except Exception as err:  # AWS not reachable from here: the rft stage looks again
+            log.warning("validate_data: could not look up the reward Lambda (%s); the rft stage will", err)
+        for stage in stages:
+            try:
+                self.check_recipe(stage, model, overrides.get(stage, {}), arn)
+            except ValueError as err:
+                problems.append(f"recipe_overrides.{stage}: {err}")
+        return problems
+
     # ------------------------------------------------------------------ rewards
 
     def reward_lambda(self, reward: str, response: str = "list") -> str:

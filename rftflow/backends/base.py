@@ -77,6 +77,16 @@ class Backend(ABC):
         return {"kl": None, "reason": f"the {self.name} backend cannot score the eval completions' "
                                       "log-probabilities under two models"}
 
+    def preflight(self, *, model: str, reward: str, overrides: dict[str, dict[str, Any]],
+                  stages: tuple[str, ...]) -> list[str]:
+        """What would make the cycle fail later on this backend, checked before anything is paid for (roles,
+        the reward Lambda, every stage's recipe with its overrides); one readable line per problem."""
+        return []
+
+    def load_pending(self, ctx: StageContext) -> PendingJob | None:
+        """The remote job this stage submitted and has not completed, if any (what a killed task stops)."""
+        return None
+
     def trigger_for(self, pending: PendingJob) -> Any:
         """The Airflow trigger (from the amazon provider) that waits for `pending` without a worker slot."""
         raise NotImplementedError(f"backend {self.name!r} runs stages synchronously")

@@ -71,6 +71,23 @@ class BedrockBackend(AwsBackend):
         m = model.strip()
         return bool(bedrock_openai.open_weight_model(m) or m.startswith(bedrock_openai.CHECKPOINT_SCHEME))
 
+    def needs_role(self, model: str) -> bool:
+        return not self.is_open_weight(model)  # the OpenAI-compatible API takes no service role
+
+    def check_recipe(self, stage: str, model: str, overrides: dict[str, Any], reward_arn: str) -> None:
+        from rftflow.aws.recipes import render_bedrock
+
+        if stage not in ("sft", "rft"):
+            return
+        fields = set((SFTConfig if stage == "sft" else RFTConfig).model_fields)
+        if self.is_open_weight(model):
+            if stage == "sft":
+                raise ValueError(f"Bedrock customizes {model} with reinforcement fine-tuning only (no SFT path); "
+                                 "set sft_policy to 'never'")
+            render_bedrock("rft_open_weight", overrides, local_fields=fields)
+        else:
+            render_bedrock(stage, overrides, local_fields=fields)
+
     def open_weight_client(self, region: str | None = None) -> Any:
         """The OpenAI-compatible endpoint's client, authenticated with the configured Bedrock API key or a
         short-term key signed with the AWS connection's credentials."""

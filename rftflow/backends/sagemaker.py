@@ -72,6 +72,32 @@ class SageMakerBackend(AwsBackend):
             return True
         return self.options.flavour == "serverless" and m.startswith("arn:aws") and ":model-package/" in m
 
+    def reward_response(self, model: str) -> str:
+        return "http" if self.is_open_weight(self.resolve_model(model, None)) else "list"  # type: ignore[arg-type]
+
+    def check_recipe(self, stage: str, model: str, overrides: dict[str, Any], reward_arn: str) -> None:
+        """Render the stage's recipe as the stage will (the serverless one from the hub model for open-weight
+        models); the eval recipe for Nova (open-weight eval jobs take no recipe)."""
+        from rftflow.aws.recipes import choose_sagemaker_recipe, render_sagemaker
+
+        m = self.resolve_model(model, None)  # type: ignore[arg-type]
+        open_weight = self.is_open_weight(m)
+        if stage in ("sft", "rft"):
+            overrides = dict(overrides)
+            if open_weight:
+                key = "serverless.base_model_name" if jobs.is_open_weight_model(m) and ":" not in m else \
+                    "serverless.base_model_arn"
+                overrides = {key: m, **overrides}
+            name = choose_sagemaker_recipe(stage, overrides, self.options.flavour)
+            render_sagemaker(name, overrides, job_name="preflight-1", model=m,
+                             reward_lambda_arn=reward_arn if stage == "rft" else None,
+                             local_fields=set((SFTConfig if stage == "sft" else RFTConfig).model_fields))
+        elif stage == "eval" and not open_weight:
+            _, recipe_overrides = self._eval_config(EvalConfig, overrides, {"max_new_tokens": 4096})
+            name = str(recipe_overrides.get("recipe") or "eval_gen_qa")
+            render_sagemaker(name, recipe_overrides, job_name="preflight-1", model=m,
+                             reward_lambda_arn=reward_arn if name == "eval_rft" else None)
+
     def _open_weight_base(self, model: str) -> tuple[str, str | None]:
         """(base model hub-content ARN, source model package ARN or None) of an open-weight model."""
         client = self.aws.client("sagemaker")
