@@ -116,6 +116,12 @@ def test_sft_changes_parameters_logs_metrics_and_checkpoints(env):
     for key in ("train/loss", "actor/lr", "actor/grad_norm", "actor/entropy", "elapsed_s", "cpu_s"):
         assert all(isinstance(r[key], float) for r in rows), key
     assert Path(ctx.uri, "checkpoints", "checkpoint-6", "trainer_state.json").is_file()
+    # The trainer checks its own fit: six steps from random init are nowhere near the demonstrations.
+    result = json.loads(Path(ctx.uri, "logs", "sft-result.json").read_text())["result"]
+    conv = result["convergence"]
+    assert conv["fit_prompts"] == 128 and conv["demo_accuracy"] > 0.5
+    assert conv["model_accuracy"] < 0.5 * conv["demo_accuracy"] and conv["converged"] is False
+    assert conv["loss_last"] == rows[-1]["train/loss"]
 
 
 def test_grpo_with_a_handler_file_changes_parameters_and_logs_nova_names(env, tmp_path):

@@ -383,6 +383,7 @@ def run_sft(params: dict[str, Any]) -> dict[str, Any]:
     train_seconds, cpu_seconds = clock.elapsed(), clock.cpu()
     final = _save_final(trainer, tokenizer, out_dir)
     steps = trainer.state.global_step
+    convergence = sft_convergence(_read_rows(metrics_path), demo_fit(final, records, seed=cfg.seed))
     return {
         "checkpoint_path": str(final), "steps": steps, "train_seconds": round(train_seconds, 3),
         "train_cpu_seconds": round(cpu_seconds, 3),
@@ -391,7 +392,91 @@ def run_sft(params: dict[str, Any]) -> dict[str, Any]:
         "samples_per_s": round((steps - checkpoint_step(resume)) * cfg.batch_size
                                / max(train_seconds - offset[0], 1e-9), 1),
         "last": _last_row(metrics_path),
+        "convergence": convergence,
     }
+
+
+# Did SFT converge? A stalled run (loss stuck on a plateau while the schedule ran out) otherwise surfaces
+# only later, as an RFT stage that "changed nothing". Two signs, either one is enough:
+# - the model answers its own demonstrations' prompts far less accurately than the demonstrations do
+#   (where they carry reference answers), or agrees with the demonstrations' final answers far too rarely;
+# - the loss was still falling steeply over the last quarter of the steps.
+FIT_SAMPLE = 256            # demonstrations decoded greedily after training (about a second on the tiny model)
+FIT_MIN_RATIO = 0.5         # model accuracy on demo prompts below this x the demos' own accuracy: not converged
+FIT_MIN_AGREEMENT = 0.5     # without reference answers: final-answer agreement with the demos below this
+LOSS_STILL_FALLING = 0.25   # mean loss of the last quarter this much (relative) below the third quarter's
+
+
+def final_answer(text: str | None) -> str:
+    """The text after the last '####' (its first line), else the whole text; whitespace-normalised."""
+    text = text or ""
+    i = text.rfind("####")
+    if i >= 0:
+        text = text[i + 4:].split("\n", 1)[0]
+    return " ".join(text.split())
+
+
+def demo_fit(model_path: str | Path, records: list[Any], *, seed: int = 0, n: int = FIT_SAMPLE) -> dict[str, Any]:
+    """Greedy answers of the trained model on a seeded sample of its demonstrations' prompts, against the
+    demonstrations' final answers and, where the rows carry them, the reference answers."""
+    import random
+
+    from rftflow.local.sampling import load_model, sample
+
+    picked = [r for r in records if r.answer_text() is not None]
+    picked = random.Random(seed).sample(picked, min(n, len(picked)))
+    if not picked:
+        return {"fit_prompts": 0}
+    model, tokenizer = load_model(model_path)
+    longest = max(len(tokenizer(r.answer_text(), add_special_tokens=False)["input_ids"]) for r in picked)
+    outs = sample(model, tokenizer, [r.prompt_messages() for r in picked], k=1, temperature=0.0,
+                  max_new_tokens=min(longest + 4, 256), batch_size=64)
+    got = [final_answer(o[0]["text"]) for o in outs]
+    demo = [final_answer(r.answer_text()) for r in picked]
+    out: dict[str, Any] = {"fit_prompts": len(picked),
+                           "demo_agreement": sum(g == d for g, d in zip(got, demo, strict=True)) / len(picked)}
+    refs = [(i, " ".join(str(r.reference_answer).split())) for i, r in enumerate(picked)
+            if isinstance(r.reference_answer, str | int | float) and not isinstance(r.reference_answer, bool)]
+    if refs:
+        out["demo_accuracy"] = sum(demo[i] == ref for i, ref in refs) / len(refs)
+        out["model_accuracy"] = sum(got[i] == ref for i, ref in refs) / len(refs)
+    return out
+
+
+def loss_trend(rows: list[dict[str, Any]], key: str = "train/loss") -> dict[str, Any]:
+    """First/last logged loss and how much the mean loss fell from the third quarter of steps to the last."""
+    points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float) and "step" in r]
+    if not points:
+        return {}
+    last_step = points[-1][0]
+    third = [v for s, v in points if last_step * 0.5 < s <= last_step * 0.75]
+    fourth = [v for s, v in points if s > last_step * 0.75]
+    out: dict[str, Any] = {"loss_first": points[0][1], "loss_last": points[-1][1],
+                           "loss_min": min(v for _, v in points)}
+    if third and fourth:
+        a, b = sum(third) / len(third), sum(fourth) / len(fourth)
+        out["loss_fall_last_quarter"] = (a - b) / a if a > 0 else 0.0
+    return out
+
+
+def sft_convergence(rows: list[dict[str, Any]], fit: dict[str, Any]) -> dict[str, Any]:
+    """The loss trend and the demo fit, with `converged` (None when neither could be measured) and why not."""
+    out = {**loss_trend(rows), **fit}
+    reasons = []
+    if "model_accuracy" in fit and fit.get("demo_accuracy"):
+        if fit["model_accuracy"] < FIT_MIN_RATIO * fit["demo_accuracy"]:
+            reasons.append(f"accuracy on its demonstrations' prompts {fit['model_accuracy']:.3f} is below "
+                           f"{FIT_MIN_RATIO:g} x the demonstrations' own {fit['demo_accuracy']:.3f}")
+    elif "demo_agreement" in fit and fit["demo_agreement"] < FIT_MIN_AGREEMENT:
+        reasons.append(f"its final answers agree with the demonstrations' on {fit['demo_agreement']:.3f} of "
+                       f"their prompts (below {FIT_MIN_AGREEMENT:g})")
+    fall = out.get("loss_fall_last_quarter")
+    if fall is not None and fall > LOSS_STILL_FALLING:
+        reasons.append(f"loss still falling: the last quarter's mean is {fall:.0%} below the third quarter's")
+    measured = "demo_agreement" in fit or fall is not None
+    out["converged"] = (not reasons) if measured else None
+    out["not_converged_reasons"] = reasons
+    return out
 
 
 # ------------------------------------------------------------------------------------ GRPO
@@ -534,3 +619,16 @@ def _last_row(metrics_path: Path) -> dict[str, Any]:
         return {}
     lines = metrics_path.read_text(encoding="utf-8").splitlines()
     return json.loads(lines[-1]) if lines else {}
+
+
+def _read_rows(metrics_path: Path) -> list[dict[str, Any]]:
+    """Every row of metrics.jsonl (a line cut short by a kill is skipped)."""
+    if not metrics_path.exists():
+        return []
+    rows = []
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
