@@ -69,7 +69,7 @@ BUILTIN_REWARDS = ("numeric", "exact_match", "code_tests", "llm_judge", "shaping
 # What recipe_overrides overrides: the local recipes' main settings (include/recipes/local/*.yaml; a test
 # compares them). Shown in the field's description because the JSON box itself can only show `{}`.
 RECIPE_DEFAULTS_SHOWN: dict[str, dict[str, Any]] = {
-    "sft": {"max_steps": 3000, "batch_size": 32, "learning_rate": 2.0e-3, "warmup_steps": 150,
+    "sft": {"max_steps": 1600, "batch_size": 64, "learning_rate": 1.5e-3, "warmup_steps": 80,
             "max_length": 160, "save_steps": 500},
     "rft": {"max_steps": 60, "prompts_per_step": 32, "learning_rate": 5.0e-5, "warmup_steps": 10,
             "max_new_tokens": 24, "temperature": 1.0, "beta": 0.0, "loss_type": "dapo"},

@@ -129,7 +129,7 @@ def test_recipe_overrides_shows_the_local_recipe_defaults(form):
         for key, value in shown.items():
             assert recipe[key] == value, f"{stage}.{key}: the form says {value}, the recipe {recipe[key]}"
         assert f"- **{stage}**: " in description
-    assert "**sft**: max_steps 3000" in description and "**rft**: max_steps 60" in description
+    assert "**sft**: max_steps 1600" in description and "**rft**: max_steps 60" in description
 
 
 def test_guards_shows_the_gate_defaults(form):
