@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rftflow import store
-from rftflow.backends.base import Backend, PendingJob, StageContext, get_backend
+from rftflow.backends.base import Backend, PendingJob, StageContext, get_backend, run_remote
 from rftflow.config import RecipeError, format_validation_error
 from rftflow.manifest import StageManifest, load_complete, package_versions, write_manifest
 from rftflow.params import DEFAULTS, PROJECT_ROOT, default_artifact_root
@@ -326,7 +326,8 @@ def cached_eval(p: CycleParams, ctx: StageContext, backend: Backend, model_uri: 
     key = eval_cache_key(p, model_uri)
     if (cached := _from_cache(p, ctx, "eval", key)) is not None:
         return cached
-    manifest = backend.evaluate(ctx, model_uri, p.eval_uri, p.reward, p.overrides("eval"))
+    manifest = load_complete(ctx.uri) or run_remote(  # complete: the eval job this task waited for
+        backend, ctx, lambda: backend.start_evaluate(ctx, model_uri, p.eval_uri, p.reward, p.overrides("eval")))
     _remember(p, ctx, "eval", key, model_uri=model_uri)
     return manifest
 
@@ -368,8 +369,9 @@ def diversity_check(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
         _checkpoint(ctx, "baseline_eval")
     if model_uri is None:
         raise RuntimeError("diversity_check: baseline_eval has no complete manifest in this run")
-    manifest = _reused(ctx) or backend_for(p).diversity(ctx, model_uri, p.train_uri, p.reward,
-                                                         p.overrides("diversity"))
+    backend = backend_for(p)
+    manifest = _reused(ctx) or run_remote(backend, ctx, lambda: backend.start_diversity(
+        ctx, model_uri, p.train_uri, p.reward, p.overrides("diversity")))
     decision = manifest.decision or {}
     log.info("%s: %s — %s", ctx.stage, decision.get("decision"), decision.get("reason"))
     return {"decision": decision.get("decision"), "reason": decision.get("reason"), "model_uri": model_uri,

@@ -13,6 +13,23 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.branch import BranchMixIn
 
+# How long each task may run in a worker (Airflow's execution_timeout, per run of execute). Remote jobs and the
+# local trainer are waited for deferred, bounded by the wait each backend sizes from its recipe (the job's own
+# limit plus queueing slack), so these bound only the work a worker does itself: evaluation and sampling on the
+# local backend are the long ones (a CPU pass over a large eval set), bookkeeping tasks are minutes.
+TASK_TIMEOUTS = {
+    "validate_data": timedelta(hours=1), "baseline_eval": timedelta(hours=12),
+    "diversity_check": timedelta(hours=12), "diversity_recheck": timedelta(hours=12),
+    "checkpoint_eval": timedelta(hours=12), "sft": timedelta(hours=1), "rft": timedelta(hours=1),
+}
+DEFAULT_TASK_TIMEOUT = timedelta(minutes=30)  # plans, gate, promote, iterate, report, stop
+
+
+def task_timeout(task_id: str) -> timedelta:
+    return TASK_TIMEOUTS.get(task_id, DEFAULT_TASK_TIMEOUT)
+
+
+WAITING = "waiting.json"  # in a task's stage folder: the stage of it that waits for a remote job
 CHAMPION_ALIAS = "rftflow-champion"  # AssetAlias the promote task adds rftflow://champion/{family} events to
 OPENS_TRACKING = "validate_data"  # the cycle's first task opens its MLflow run
 # Tasks whose results go into the cycle's MLflow run as soon as they are known (eval, gain, diversity, gate).
@@ -99,18 +116,55 @@ class CycleTask(BaseOperator):
     ui_color = "#e3eefc"
 
     def __init__(self, *, inputs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("execution_timeout", task_timeout(kwargs.get("task_id", "")))
         super().__init__(**kwargs)
         self.inputs = inputs or {}
 
     def execute(self, context: Any) -> Any:
         from rftflow import tasks
+        from rftflow.backends.base import StageDeferred, deferrable
         from rftflow.redact import install_log_redaction, redacted_errors
 
         install_log_redaction()  # no credential from a URI or a secret env var in the task log
-        with redacted_errors():
-            result = getattr(tasks, self.task_id)(context, **self.inputs)
+        try:
+            with redacted_errors(), deferrable():
+                result = getattr(tasks, self.task_id)(context, **self.inputs)
+        except StageDeferred as waiting:  # a remote eval/sampling job: wait without a worker slot
+            self._defer_on(context, waiting)
         self._watch(context, result)
         return result
+
+    def _defer_on(self, context: Any, waiting: Any) -> None:
+        from rftflow import cycle, store
+
+        pending = waiting.pending
+        p, task_ctx = cycle.for_task(context, self.task_id)
+        backend = cycle.backend_for(p)
+        # which of this task's stages waits: some runners (dag.test) resume with the trigger's event only
+        store.write_json(store.join(task_ctx.uri, WAITING), {"stage": waiting.ctx.stage, "job": pending.job_name})
+        timeout = pending.details.get("wait_timeout_s")
+        self.log.info("%s: waiting for %s %s (deferred: no worker slot is held while it runs)", waiting.ctx.stage,
+                      pending.kind, pending.job_name)
+        self.defer(trigger=backend.trigger_for(pending), method_name="resume",
+                   kwargs={"pending": dataclasses.asdict(pending), "stage": waiting.ctx.stage},
+                   timeout=timedelta(seconds=float(timeout)) if timeout else None)
+
+    def resume(self, context: Any, event: dict[str, Any] | None = None, pending: dict[str, Any] | None = None,
+               stage: str | None = None) -> Any:
+        """The job a stage of this task waited for has ended: complete that stage, then run the task again
+        (finished stages are found complete; another remote stage may defer again)."""
+        from rftflow import cycle, store
+        from rftflow.backends.base import PendingJob
+        from rftflow.redact import install_log_redaction, redacted_errors
+
+        install_log_redaction()
+        if stage is None:
+            marker = store.join(cycle.for_task(context, self.task_id)[1].uri, WAITING)
+            stage = store.read_json(marker)["stage"] if store.exists(marker) else self.task_id
+        p, ctx = cycle.for_task(context, stage)
+        with redacted_errors():
+            cycle.backend_for(p).complete(ctx, PendingJob(**pending) if pending else None, event or {})
+        return self.execute(context)
 
     def _watch(self, context: Any, result: Any) -> None:
         """What a person watching the cycle sees of this task: its results in the cycle's MLflow run, and
@@ -150,6 +204,7 @@ class TrainingStageOperator(BaseOperator):
     def __init__(self, *, stage: str, **kwargs: Any) -> None:
         if stage not in ("sft", "rft"):
             raise ValueError(f"TrainingStageOperator runs sft or rft, not {stage!r}")
+        kwargs.setdefault("execution_timeout", task_timeout(stage))
         super().__init__(**kwargs)
         self.stage = stage
         self._pending: dict[str, Any] | None = None
@@ -288,6 +343,7 @@ class StartNextCycleOperator(BaseOperator):
     ui_color = "#d7e8f7"
 
     def __init__(self, *, trigger_dag_id: str, conf: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("execution_timeout", DEFAULT_TASK_TIMEOUT)
         super().__init__(**kwargs)
         self.trigger_dag_id = trigger_dag_id
         self.conf = conf

@@ -206,3 +206,19 @@ def test_validate_data_refuses_a_region_or_an_sft_stage_bedrock_does_not_offer(d
                               model="gpt-oss-20b", customizations=("RFT",), report_dir_uri=str(tmp_path / "c"),
                               raise_on_failure=False)
     assert next(c for c in report.checks if c.name == "region").status == "pass"
+
+
+def test_a_pending_stage_defers_inside_a_task_and_is_waited_for_elsewhere(backend, mantle, data, tmp_path):
+    """run_remote: inside deferrable() (an Airflow task) a pending job raises StageDeferred, so the task defers
+    on the trigger; outside (the CLI), the backend waits for the same trigger in-process and completes."""
+    from rftflow.backends.base import StageDeferred, deferrable, run_remote
+
+    ctx = ctx_for(tmp_path, "rft")
+    with deferrable(), pytest.raises(StageDeferred) as waiting:
+        run_remote(backend, ctx, lambda: backend.rft(ctx, "gpt-oss-20b", data["train"], "numeric", {}))
+    assert waiting.value.ctx == ctx and waiting.value.pending.kind == "bedrock_open_weight_rft"
+    mantle.finish(waiting.value.pending.job_name)
+    manifest = run_remote(backend, ctx, lambda: backend.rft(ctx, "gpt-oss-20b", data["train"], "numeric", {}))
+    assert manifest.checkpoint_uri.startswith("bedrock-openai://us-west-2/openai.gpt-oss-20b:ft:")
+    assert len([j for j in mantle.jobs.values() if j["training_file"] == waiting.value.pending.details[
+        "training_file"]]) == 1  # the second call re-attached to the job the first one created

@@ -7,6 +7,9 @@ The DAG calls these four stage methods the same way whatever the backend; what d
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -77,6 +80,27 @@ class Backend(ABC):
         return {"kl": None, "reason": f"the {self.name} backend cannot score the eval completions' "
                                       "log-probabilities under two models"}
 
+    def start_evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
+                       overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
+        """`evaluate`, or a PendingJob where the backend runs evaluation as a remote job (then `complete`)."""
+        return self.evaluate(ctx, model_uri, eval_uri, reward, overrides)
+
+    def start_diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
+                        overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
+        """`diversity`, or a PendingJob where the backend samples in a remote job (then `complete`)."""
+        return self.diversity(ctx, model_uri, train_uri, reward, overrides)
+
+    def settle(self, ctx: StageContext, pending: PendingJob) -> StageManifest:
+        """Wait here for `pending` (its trigger, run in this process) and complete the stage."""
+        import asyncio
+
+        async def first_event() -> dict[str, Any]:
+            async for event in self.trigger_for(pending).run():
+                return event.payload
+            raise RuntimeError(f"{pending.job_name}: the wait ended without an event")
+
+        return self.complete(ctx, pending, asyncio.run(first_event()))
+
     def preflight(self, *, model: str, reward: str, overrides: dict[str, dict[str, Any]],
                   stages: tuple[str, ...]) -> list[str]:
         """What would make the cycle fail later on this backend, checked before anything is paid for (roles,
@@ -98,6 +122,41 @@ class Backend(ABC):
     def complete(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any]) -> StageManifest:
         """Finish a stage whose remote job has ended (called after the deferral resumes)."""
         raise NotImplementedError(f"backend {self.name!r} runs stages synchronously")
+
+
+class StageDeferred(Exception):  # noqa: N818  (not an error: the stage waits for its job)
+    """Raised inside a task that may defer: the stage at `ctx` submitted `pending` and waits for it. The task
+    defers on the backend's trigger and, when it fires, completes the stage and runs again from the top (every
+    finished stage is then found complete and skipped)."""
+
+    def __init__(self, pending: PendingJob, ctx: StageContext):
+        super().__init__(f"{ctx.stage}: waiting for {pending.kind} {pending.job_name}")
+        self.pending, self.ctx = pending, ctx
+
+
+_DEFERRABLE: ContextVar[bool] = ContextVar("rftflow_deferrable", default=False)
+
+
+@contextmanager
+def deferrable() -> Iterator[None]:
+    """Within this block a stage that gets a pending job raises StageDeferred instead of waiting for it."""
+    token = _DEFERRABLE.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRABLE.reset(token)
+
+
+def run_remote(backend: Backend, ctx: StageContext,
+               start: Callable[[], StageManifest | PendingJob]) -> StageManifest:
+    """The stage's manifest: `start()`'s, or, when it answers with a pending job, the job's once it ends —
+    by deferring (inside `deferrable()`, i.e. an Airflow task) or by waiting here (the CLI, tests)."""
+    result = start()
+    if isinstance(result, StageManifest):
+        return result
+    if _DEFERRABLE.get():
+        raise StageDeferred(result, ctx)
+    return backend.settle(ctx, result)
 
 
 def get_backend(name: str, **options: Any) -> Backend:

@@ -405,6 +405,9 @@ class SageMakerBackend(AwsBackend):
             return self.complete(ctx, pending, {"status": "success", "job_name": submitted.name})
         return pending
 
+    def settle(self, ctx: StageContext, pending: PendingJob) -> StageManifest:
+        return self._settle(ctx, pending)
+
     def _settle(self, ctx: StageContext, result: StageManifest | PendingJob) -> StageManifest:
         """Wait in the task for a job (describe, then sleep) and complete the stage."""
         if isinstance(result, StageManifest):

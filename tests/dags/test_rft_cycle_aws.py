@@ -24,6 +24,7 @@ def nova(moto_server, monkeypatch, tmp_path):
     monkeypatch.setenv("RFTFLOW_BEDROCK_ROLE_ARN", BEDROCK_ROLE)
     monkeypatch.setenv("RFTFLOW_AWS_REWARD_LAMBDA_ARN", LAMBDA_ARN)
     monkeypatch.setenv("RFTFLOW_AWS_EVAL_POLL_S", "0.05")
+    monkeypatch.setenv("RFTFLOW_AWS_WAITER_DELAY_S", "5")  # the triggers' polling interval (jobs end at once)
     data = {}
     for name, n, kind in (("train", 120, "rft"), ("eval", 100, "rft"), ("sft", 220, "sft")):
         records = read_records(f"include/data/tiny/{name}.jsonl", kind=kind)[:n]
@@ -77,6 +78,12 @@ def test_sagemaker_cycle_runs_sft_then_rft_on_training_jobs_and_promotes(airflow
     for stage in ("sft", "rft"):
         record = _stage(s3_root, dr, stage).jobs[0]
         assert record["estimated_cost_usd"] is not None and record["instance_type"] == "ml.p5.48xlarge"
+    # the eval and checkpoint-sampling tasks deferred on their jobs' triggers too (each left its marker)
+    waited = {task: store.read_json(store.join(stage_uri(s3_root, "rft_cycle", dr.run_id, 1, task), "waiting.json"))
+              for task in ("baseline_eval", "diversity_recheck", "checkpoint_eval")}
+    assert {t: w["stage"] for t, w in waited.items()} == {
+        "baseline_eval": "baseline_eval.model", "diversity_recheck": "diversity_recheck",
+        "checkpoint_eval": "checkpoint_eval.rft_start"}  # its last wait: the SFT checkpoint's eval
 
 
 def test_bedrock_cycle_customizes_twice_and_evaluates_through_deployments(airflow_db, dagbag, nova, s3_root):

@@ -91,3 +91,16 @@ def test_cron_schedule_comes_from_the_environment():
     env = {**os.environ, "RFTFLOW_CYCLE_SCHEDULE": "0 3 * * 1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip().splitlines()[-1] in ("CronTriggerTimetable", "CronDataIntervalTimetable")
+
+
+def test_every_task_has_an_execution_timeout_and_remote_waits_are_bounded_by_the_deferral(dagbag):
+    """A hung worker-side step fails its task instead of holding a slot forever; long waits are deferred."""
+    from datetime import timedelta
+
+    for dag_id in ("rft_cycle", "rft_cycle_on_data"):
+        for task in dagbag.dags[dag_id].tasks:
+            assert task.execution_timeout is not None, f"{dag_id}.{task.task_id} has no execution_timeout"
+            assert timedelta(0) < task.execution_timeout <= timedelta(hours=12), task.task_id
+    tasks = {t.task_id: t for t in dagbag.dags["rft_cycle"].tasks}
+    assert tasks["checkpoint_eval"].execution_timeout == timedelta(hours=12)  # local CPU eval is the long one
+    assert tasks["gate"].execution_timeout == timedelta(minutes=30)
