@@ -22,15 +22,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DecodingConfig(_Strict):
-    max_new_tokens: int = Field(24, ge=1, le=32768, description="Tokens generated per rollout.")
-    temperature: float = Field(1.0, ge=0.0, le=5.0, description="0 means greedy.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0, description="0 disables top-k filtering.")
-    seed: int = Field(1234, description="Sampling seed, fixed so before/after comparisons are paired.")
-    batch_size: int = Field(64, ge=1, le=4096, description="Prompts per generate call.")
-
-
 class EvalConfig(_Strict):
     """checkpoint_eval / baseline_eval: greedy pass@1, mean reward, response length, optional pass@k."""
 

@@ -35,7 +35,6 @@ _TEMPLATES = {
         "{m} of {a} in {y1} plus {b} in {y2} gives what combined amount?",
     ],
 }
-TINY_SYSTEM = None  # the tiny model has no system turn; its chat template is "Q: ...\nA:"
 
 
 def is_carry(op: str, a: int, b: int) -> bool:

@@ -108,10 +108,6 @@ def join(uri: str, *parts: str) -> str:
     return out
 
 
-def _uri_parent(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[0]
-
-
 def _missing(uri: str) -> FileNotFoundError:
     return FileNotFoundError(f"no such file: {uri}")
 
