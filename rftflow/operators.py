@@ -145,7 +145,7 @@ class CycleTask(BaseOperator):
         timeout = pending.details.get("wait_timeout_s")
         self.log.info("%s: waiting for %s %s (deferred: no worker slot is held while it runs)", waiting.ctx.stage,
                       pending.kind, pending.job_name)
-        self.defer(trigger=backend.trigger_for(pending), method_name="resume",
+        self.defer(trigger=with_progress(backend.trigger_for(pending), None, pending, backend), method_name="resume",
                    kwargs={"pending": dataclasses.asdict(pending), "stage": waiting.ctx.stage},
                    timeout=timedelta(seconds=float(timeout)) if timeout else None)
 
@@ -236,7 +236,8 @@ class TrainingStageOperator(BaseOperator):
             self._pending = dataclasses.asdict(result)
             self.log.info("%s: waiting for %s %s (deferred)", self.stage, result.kind, result.job_name)
             timeout = result.details.get("wait_timeout_s")
-            self.defer(trigger=with_progress(cycle.backend_for(p).trigger_for(result), every),
+            backend = cycle.backend_for(p)
+            self.defer(trigger=with_progress(backend.trigger_for(result), every, result, backend),
                        method_name="execute_complete", kwargs={"pending": self._pending},
                        timeout=timedelta(seconds=float(timeout)) if timeout else None)
         return cycle.training_result(result)
@@ -266,10 +267,13 @@ class TrainingStageOperator(BaseOperator):
         cycle.backend_for(p).stop(PendingJob(**self._pending))
 
 
-def with_progress(trigger: Any, every: float | None = None) -> Any:
-    """The backend's trigger, logging the trainer's progress on each wake-up where it can see it: a
-    local trainer's progress file (rftflow.local.progress_trigger). An AWS trigger is kept as it is: the
-    provider's waiter logs the job's status on every attempt."""
+AWS_WATCHED = {"sagemaker_training": "sagemaker", "bedrock_customization": "bedrock"}
+
+
+def with_progress(trigger: Any, every: float | None = None, pending: Any = None, backend: Any = None) -> Any:
+    """The backend's trigger, logging the job's progress on each wake-up where it can see it: a local
+    trainer's progress file (rftflow.local.progress_trigger); a SageMaker or Bedrock job's status transitions
+    and latest metrics (rftflow.aws.watch_trigger, around the provider's trigger, which still does the wait)."""
     from rftflow.local.trigger import LocalTrainerTrigger
 
     if type(trigger) is LocalTrainerTrigger:
@@ -278,6 +282,14 @@ def with_progress(trigger: Any, every: float | None = None) -> Any:
         watched = LocalTrainerProgressTrigger.wrapping(trigger)
         watched.every_s = every
         return watched
+    service = AWS_WATCHED.get(getattr(pending, "kind", ""))
+    options = getattr(backend, "options", None)
+    if service and options is not None:
+        from rftflow.aws.watch_trigger import AwsJobWatchTrigger
+
+        return AwsJobWatchTrigger.wrapping(trigger, service, pending.job_name,
+                                           pending.details.get("region") or options.region_name,
+                                           options.aws_conn_id, poll_s=float(options.waiter_delay_s))
     return trigger
 
 
