@@ -355,8 +355,8 @@ def baseline_eval(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
             "champion_model_uri": champion.model_uri if champion else None,
             "pass_at_1": evals.metrics.get("pass_at_1"), "mean_reward": evals.metrics.get("mean_reward")}
     _record(ctx, p, started, inputs={"start": start, "model_uri": model_uri, "eval_uri": p.eval_uri},
-            outputs={"eval_manifest": evals.model_dump(), "xcom": xcom, "rows_uri": evals.outputs.get("rows_uri"),
-                     "champion_rows_uri": champion_rows_uri},
+            outputs={"eval_manifest_uri": store.join(ctx.for_stage("baseline_eval.model").uri, "manifest.json"),
+                     "xcom": xcom, "rows_uri": evals.outputs.get("rows_uri"), "champion_rows_uri": champion_rows_uri},
             checkpoint_uri=model_uri, metrics=evals.metrics,
             decision={"champion": champion_metrics} if champion_metrics is not None else None)
     return xcom

@@ -238,7 +238,8 @@ def validate_dataset(
 ) -> ValidationReport:
     """Validate a training file (and optionally its held-out eval file) for ``backend``.
 
-    First every row is checked by the reader; schema problems fail the run before any dataset-level check.
+    First every row is checked by the reader (schema problems fail the run); the dataset-level checks then run on
+    the rows that could be read, so one pass reports both kinds of problem.
     Then the Great Expectations checks run (see ``run_checks``). Reports go to ``report_dir_uri`` or next to
     the training file. Raises DatasetValidationFailed when a check fails (unless ``raise_on_failure=False``).
     ``min_reference_share`` defaults to 1.0 for RFT prompts and 0.0 for SFT demonstrations. ``reward`` (the
@@ -266,10 +267,11 @@ def validate_dataset(
         schema_checks.append(_schema_check(split, split_kind, uri, rows, found))
 
     checks = schema_checks
-    if all(c.status == "pass" for c in schema_checks):
+    if records["train"]:  # the dataset-level checks run on the rows that could be read, beside any schema
+        # problems, so one pass reports both (a missing reference answer and a bad role together)
         checks += run_checks(
             records["train"],
-            records.get("eval"),
+            records.get("eval") or None,
             backend=backend,
             kind=kind,
             max_prompt_chars=max_prompt_chars,

@@ -206,12 +206,13 @@ def test_bad_settings_are_rejected_early():
 # --- validate_dataset: schema first, failures raise, reports land next to the data ----------------------
 
 
-def test_schema_errors_stop_the_run_and_are_reported_for_both_files(tmp_path):
+def test_schema_errors_fail_the_run_and_are_reported_for_both_files_with_the_dataset_checks(tmp_path):
     train = tmp_path / "train.jsonl"
     write_records(str(train), prompts(150))
     lines = train.read_text().splitlines()
     lines[4] = lines[4].replace('"user"', '"bot"')
     lines[99] = "{oops"
+    lines[7] = lines[7].replace('"reference_answer"', '"reference_answr"')  # and a row without its answer
     train.write_text("\n".join(lines) + "\n")
     eval_ = tmp_path / "eval.jsonl"
     eval_.write_text('{"messages": [{"role": "user", "content": ""}], "reference_answer": "1"}\n')
@@ -219,10 +220,13 @@ def test_schema_errors_stop_the_run_and_are_reported_for_both_files(tmp_path):
     with pytest.raises(DatasetValidationFailed) as err:
         validate_dataset(str(train), str(eval_))
     report = err.value.report
-    assert [(c.split, c.name, c.status) for c in report.checks] == [
+    assert [(c.split, c.name, c.status) for c in report.checks][:2] == [
         ("train", "schema", "fail"),
         ("eval", "schema", "fail"),
     ]
+    # the same pass ran the dataset-level checks on the 148 readable rows: the missing answer is reported too
+    share = next(c for c in report.checks if c.name == "reference_share")
+    assert share.status == "fail" and share.details == ["train.jsonl:8 (id t7): no reference_answer"]
     message = str(err.value)
     assert 'train.jsonl:5: messages[0].role: expected one of system, user, assistant; got "bot"' in message
     assert "train.jsonl:100: invalid JSON" in message
