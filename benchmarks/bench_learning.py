@@ -222,7 +222,7 @@ def run_seed(args: argparse.Namespace, seed: int, root: Path | None) -> dict[str
     conv = sft_convergence(sft.metrics, ctx.for_stage("sft"))
     if conv:
         print(f"  sft converged: {conv.get('converged')} (loss {pct(conv.get('loss_last'))}, fall over the last "
-              f"quarter {pct(conv.get('loss_fall_last_quarter'))}; on {conv.get('fit_prompts')} demo prompts "
+              f"tenth of the steps {pct(conv.get('loss_fall_last_tenth'))}; on {conv.get('fit_prompts')} demo prompts "
               f"accuracy {pct(conv.get('model_accuracy'))} against the demos' {pct(conv.get('demo_accuracy'))})"
               + "".join(f"; {r}" for r in conv.get("not_converged_reasons") or []), flush=True)
     run_eval("sft", sft.checkpoint_uri)

@@ -17,11 +17,11 @@ def test_final_answer_takes_the_text_after_the_last_marker():
     assert final_answer(None) == ""
 
 
-def test_loss_trend_measures_the_fall_from_the_third_to_the_last_quarter():
-    t = loss_trend(_rows([4.0, 2.0, 1.0, 1.0, 0.8, 0.8, 0.4, 0.4]))  # steps 50..400
-    assert (t["loss_first"], t["loss_last"], t["loss_min"]) == (4.0, 0.4, 0.4)
-    # third quarter: steps 250, 300 (mean 0.8); last: 350, 400 (mean 0.4)
-    assert abs(t["loss_fall_last_quarter"] - 0.5) < 1e-9
+def test_loss_trend_measures_the_fall_over_the_last_tenth_of_the_steps():
+    t = loss_trend(_rows([4.0, 2.0, 1.0, 1.0, 0.9, 0.9, 0.8, 0.8, 0.6, 0.6, 0.3, 0.3]))  # steps 50..600
+    assert (t["loss_first"], t["loss_last"], t["loss_min"]) == (4.0, 0.3, 0.3)
+    # the tenth before the last: steps (480, 540], i.e. step 500 (0.6); the last tenth: steps 550 and 600 (0.3)
+    assert abs(t["loss_fall_last_tenth"] - (0.6 - 0.3) / 0.6) < 1e-9
     assert loss_trend([]) == {}
     assert loss_trend([{"step": 5, "actor/lr": 1.0}]) == {}
 
@@ -46,8 +46,16 @@ def test_without_reference_answers_agreement_with_the_demos_decides():
     assert sft_convergence(_rows([1.0, 0.5, 0.5, 0.5]), {**fit, "demo_agreement": 0.9})["converged"] is True
 
 
+def test_a_jump_that_finished_before_the_end_is_not_still_falling():
+    # the loss fell steeply in the third quarter (the model's jump) and was flat over the last fifth
+    rows = _rows([3.0, 0.4, 0.35, 0.3, 0.3, 0.3, 0.25, 0.1, 0.05, 0.04, 0.04, 0.04, 0.04, 0.04, 0.04, 0.04])
+    c = sft_convergence(rows, {"fit_prompts": 256, "demo_agreement": 0.85, "demo_accuracy": 0.75,
+                               "model_accuracy": 0.66})
+    assert c["loss_fall_last_tenth"] == 0.0 and c["converged"] is True
+
+
 def test_a_loss_still_falling_steeply_is_not_converged():
-    c = sft_convergence(_rows([3.0, 2.0, 1.5, 1.2, 1.0, 0.9, 0.5, 0.3]),
+    c = sft_convergence(_rows([3.0, 2.0, 1.5, 1.2, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.2]),
                         {"fit_prompts": 256, "demo_agreement": 0.9, "demo_accuracy": 0.75, "model_accuracy": 0.7})
     assert c["converged"] is False and "loss still falling" in c["not_converged_reasons"][0]
 

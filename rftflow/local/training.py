@@ -400,11 +400,12 @@ def run_sft(params: dict[str, Any]) -> dict[str, Any]:
 # only later, as an RFT stage that "changed nothing". Two signs, either one is enough:
 # - the model answers its own demonstrations' prompts far less accurately than the demonstrations do
 #   (where they carry reference answers), or agrees with the demonstrations' final answers far too rarely;
-# - the loss was still falling steeply over the last quarter of the steps.
+# - the loss was still falling steeply at the end: the mean of the last tenth of the steps well below the
+#   tenth before it (a run cut off in the middle of its jump; a jump that finished earlier is not counted).
 FIT_SAMPLE = 256            # demonstrations decoded greedily after training (about a second on the tiny model)
 FIT_MIN_RATIO = 0.5         # model accuracy on demo prompts below this x the demos' own accuracy: not converged
 FIT_MIN_AGREEMENT = 0.5     # without reference answers: final-answer agreement with the demos below this
-LOSS_STILL_FALLING = 0.25   # mean loss of the last quarter this much (relative) below the third quarter's
+LOSS_STILL_FALLING = 0.25   # mean loss of the last tenth of the steps this much (relative) below the tenth before
 
 
 def final_answer(text: str | None) -> str:
@@ -444,18 +445,18 @@ def demo_fit(model_path: str | Path, records: list[Any], *, seed: int = 0, n: in
 
 
 def loss_trend(rows: list[dict[str, Any]], key: str = "train/loss") -> dict[str, Any]:
-    """First/last logged loss and how much the mean loss fell from the third quarter of steps to the last."""
+    """First/last logged loss and how much the mean loss fell from the second-to-last tenth of steps to the last."""
     points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float) and "step" in r]
     if not points:
         return {}
     last_step = points[-1][0]
-    third = [v for s, v in points if last_step * 0.5 < s <= last_step * 0.75]
-    fourth = [v for s, v in points if s > last_step * 0.75]
+    before = [v for s, v in points if last_step * 0.8 < s <= last_step * 0.9]
+    last = [v for s, v in points if s > last_step * 0.9]
     out: dict[str, Any] = {"loss_first": points[0][1], "loss_last": points[-1][1],
                            "loss_min": min(v for _, v in points)}
-    if third and fourth:
-        a, b = sum(third) / len(third), sum(fourth) / len(fourth)
-        out["loss_fall_last_quarter"] = (a - b) / a if a > 0 else 0.0
+    if before and last:
+        a, b = sum(before) / len(before), sum(last) / len(last)
+        out["loss_fall_last_tenth"] = (a - b) / a if a > 0 else 0.0
     return out
 
 
@@ -470,9 +471,10 @@ def sft_convergence(rows: list[dict[str, Any]], fit: dict[str, Any]) -> dict[str
     elif "demo_agreement" in fit and fit["demo_agreement"] < FIT_MIN_AGREEMENT:
         reasons.append(f"its final answers agree with the demonstrations' on {fit['demo_agreement']:.3f} of "
                        f"their prompts (below {FIT_MIN_AGREEMENT:g})")
-    fall = out.get("loss_fall_last_quarter")
+    fall = out.get("loss_fall_last_tenth")
     if fall is not None and fall > LOSS_STILL_FALLING:
-        reasons.append(f"loss still falling: the last quarter's mean is {fall:.0%} below the third quarter's")
+        reasons.append(f"loss still falling: the mean over the last tenth of the steps is {fall:.0%} below the "
+                       "tenth before")
     measured = "demo_agreement" in fit or fall is not None
     out["converged"] = (not reasons) if measured else None
     out["not_converged_reasons"] = reasons
