@@ -199,15 +199,27 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _one_line(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return " ".join(text.split("\n")).strip() if text is not None else ""
+
+
 def print_table(samples: list[dict], results: list[RewardResult], out: TextIO, max_rows: int = 50) -> None:
-    """One line per sample: id, score and its metrics (name=value)."""
+    """One line per sample: id, score, the reference answer, the completion scored (its tail, where answers
+    usually are) and the reward's metrics (name=value)."""
     id_width = min(32, max([len("id")] + [len(r.id) for r in results]))
-    out.write(f"{'id':<{id_width}}  {'score':>7}  metrics\n")
-    out.write(f"{'-' * id_width}  {'-' * 7}  {'-' * 40}\n")
+    by_id = {s["id"]: s for s in samples}
+    out.write(f"{'id':<{id_width}}  {'score':>7}  {'reference':<16}  {'completion (end)':<40}  metrics\n")
+    out.write(f"{'-' * id_width}  {'-' * 7}  {'-' * 16}  {'-' * 40}  {'-' * 30}\n")
     shown = results if max_rows <= 0 else results[:max_rows]
     for r in shown:
+        sample = by_id.get(r.id, {})
+        reference = _clip(_one_line(sample.get("reference_answer")), 16)
+        completion = _one_line((sample.get("messages") or [{}])[-1].get("content", ""))
+        tail = completion if len(completion) <= 40 else "…" + completion[-39:]
         metrics = "  ".join(f"{m.name}={_fmt(m.value)}" for m in r.metrics_list)
-        out.write(f"{_clip(r.id, id_width):<{id_width}}  {r.aggregate_reward_score:>7.3f}  {_clip(metrics, 120)}\n")
+        out.write(f"{_clip(r.id, id_width):<{id_width}}  {r.aggregate_reward_score:>7.3f}  {reference:<16}  "
+                  f"{tail:<40}  {_clip(metrics, 100)}\n")
     if len(shown) < len(results):
         out.write(f"... {len(results) - len(shown)} more rows (--rows 0 shows all)\n")
 

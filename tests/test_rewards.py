@@ -334,6 +334,8 @@ def test_cmd_test_prints_a_score_table_and_summary(tmp_path, capsys):
     assert report.mean == 0.5
     assert report.by_group == {"carry": {"mean": 1.0, "n": 1.0}, "no_carry": {"mean": 1 / 3, "n": 3.0}}
     assert "rollouts-3#1" in printed and "correctness=1" in printed
+    row_b = next(line for line in printed.splitlines() if line.startswith("b "))
+    assert row_b.split()[:4] == ["b", "0.000", "5", "####"]  # the reference and what was scored, side by side
     assert "score: mean 0.500" in printed and "by category: carry 1.000 (n=1)  no_carry 0.333 (n=3)" in printed
     scored = [json.loads(line) for line in out.read_text().splitlines()]
     assert scored[1]["completion"] == "#### 4" and scored[1]["aggregate_reward_score"] == 0.0
