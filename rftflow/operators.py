@@ -316,10 +316,7 @@ def stop_remote_job(context: Any) -> None:
     log = logging.getLogger(__name__)
     p, ctx = cycle.for_task(context, context["task"].task_id)
     backend = cycle.backend_for(p)
-    load_pending = getattr(backend, "load_pending", None)
-    if load_pending is None:
-        return
-    pending = load_pending(ctx)
+    pending = backend.load_pending(ctx)  # None: nothing submitted (or a backend with no remote jobs)
     if pending is None:
         return
     reason = comes_back_for(context)
