@@ -218,8 +218,16 @@ def test_stop_remote_job_stops_only_what_the_run_will_not_come_back_for(backend,
     root = f"{s3_root}/stop-{error}-{state}"
     pending = backend.rft(ctx_for(root, "rft"), "nova-2-lite", data["train"], "numeric", {})
     exc = WaitEnded("stopped waiting") if error == "wait" else RuntimeError("reward Lambda misconfigured")
-    with caplog.at_level("WARNING"):
-        stop_remote_job(_failure_context(root, "rft", exc, state))
+    # listen on the module's logger itself: Airflow may reconfigure the root logging on its first hook
+    import logging
+
+    logger = logging.getLogger("rftflow.operators")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING", logger="rftflow.operators"):
+            stop_remote_job(_failure_context(root, "rft", exc, state))
+    finally:
+        logger.removeHandler(caplog.handler)
     status = boto("bedrock").get_model_customization_job(jobIdentifier=pending.job_name)["status"]
     assert (status in ("Stopping", "Stopped")) is stopped, status
     assert ("stopping" if stopped else "left") in caplog.text and pending.job_name in caplog.text
