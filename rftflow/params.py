@@ -149,14 +149,19 @@ def build_params() -> dict[str, Any]:
         # ---------------------------------------------------------------------------------------- model
         "backend": model(d["backend"], type="string", enum=["local", "sagemaker", "bedrock"], title="Backend",
                          values_display={"local": "local (TRL on this machine)",
-                                         "sagemaker": "sagemaker (SageMaker Training Jobs)",
+                                         "sagemaker": "sagemaker (SageMaker Training Jobs or serverless)",
                                          "bedrock": "bedrock (Bedrock RFT jobs)"},
-                         description_md="Who trains: local TRL, SageMaker Training Jobs, or Bedrock.\n\n"
+                         description_md="Who trains: local TRL, SageMaker (Training Jobs, or serverless "
+                                        "customization for Nova and open-weight hub models), or Bedrock (Nova, "
+                                        "gpt-oss-20b, Qwen3 32B).\n\n"
                                         f"Time and cost of one cycle (estimates):\n{estimates}"),
         "base_model": model(d["base_model"], type="string", minLength=1, title="Start model",
-                            examples=["champion", "tiny", "nova-2-lite"],
+                            examples=["champion", "tiny", "nova-2-lite", "openai.gpt-oss-20b",
+                                      "huggingface-reasoning-qwen3-8b"],
                             description="'champion' (the current champion of the model family), 'tiny', "
-                                        "an HF model directory or URI, or a Nova model id/ARN."),
+                                        "an HF model directory or URI, a Nova model id/ARN, a Bedrock "
+                                        "open-weight model (openai.gpt-oss-20b, qwen.qwen3-32b) or a SageMaker "
+                                        "hub model id (serverless flavour)."),
         "fallback_model": model(d["fallback_model"], type="string", minLength=1, title="Model when no champion",
                                 description="Used when base_model is 'champion' and none is registered yet."),
         "model_family": model(d["model_family"], type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
