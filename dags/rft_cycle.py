@@ -23,6 +23,7 @@ from rftflow.operators import (
     TrainingStageOperator,
     notify_failure,
     stop_remote_job,
+    task_timeout,
 )
 from rftflow.params import build_params
 
@@ -61,7 +62,7 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
             subject="Promote the rft_cycle candidate of {{ params.model_family }}?",
             body="{{ ti.xcom_pull(task_ids='gate')['table'] }}",
             defaults="Reject", response_timeout=timedelta(days=7),  # no answer in a week: not promoted
-            execution_timeout=timedelta(minutes=5),  # the wait for a person is the response_timeout, deferred
+            execution_timeout=task_timeout("approve_promotion"),  # the wait for a person: response_timeout
         )
         # Upstreams: the gate's branch and the approval only. A cycle that stopped before the gate skips
         # them all, so the join skips promote too (an upstream that ran, e.g. baseline_eval, would start it).
@@ -70,7 +71,7 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
         iterate = CycleTask(task_id="iterate", inputs={"decision": gate.output})
         start_next_cycle = StartNextCycleOperator(task_id="start_next_cycle", trigger_dag_id=dag_id,
                                                   conf=iterate.output)
-        reject = EmptyOperator(task_id="reject", execution_timeout=timedelta(minutes=5))
+        reject = EmptyOperator(task_id="reject", execution_timeout=task_timeout("reject"))
         report = CycleTask(task_id="report", trigger_rule=JOIN)
 
         validate_data >> baseline_eval >> diversity_check

@@ -408,8 +408,11 @@ def _checkpoint(ctx: StageContext, stage: str) -> str | None:
 
 def start_model(ctx: StageContext, stage: str) -> str:
     """The model a stage starts from: the SFT checkpoint when SFT ran in this cycle, else the baseline."""
-    chain = {"sft": ["baseline_eval"], "diversity_recheck": ["sft"], "rft": ["sft", "baseline_eval"],
-             "checkpoint_eval": ["rft"]}[stage]
+    from rftflow import graph
+
+    chain = graph.stage(stage).starts_from
+    if not chain:
+        raise ValueError(f"{stage}: not a stage that starts from a model (rftflow.graph)")
     for upstream in chain:
         if (uri := _checkpoint(ctx, upstream)) is not None:
             return uri

@@ -13,27 +13,19 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.branch import BranchMixIn
 
-# How long each task may run in a worker (Airflow's execution_timeout, per run of execute). Remote jobs and the
-# local trainer are waited for deferred, bounded by the wait each backend sizes from its recipe (the job's own
-# limit plus queueing slack), so these bound only the work a worker does itself: evaluation and sampling on the
-# local backend are the long ones (a CPU pass over a large eval set), bookkeeping tasks are minutes.
-TASK_TIMEOUTS = {
-    "validate_data": timedelta(hours=1), "baseline_eval": timedelta(hours=12),
-    "diversity_check": timedelta(hours=12), "diversity_recheck": timedelta(hours=12),
-    "checkpoint_eval": timedelta(hours=12), "sft": timedelta(hours=1), "rft": timedelta(hours=1),
-}
-DEFAULT_TASK_TIMEOUT = timedelta(minutes=30)  # plans, gate, promote, iterate, report, stop
+from rftflow import graph
 
 
 def task_timeout(task_id: str) -> timedelta:
-    return TASK_TIMEOUTS.get(task_id, DEFAULT_TASK_TIMEOUT)
+    """The task's execution_timeout, from the stage graph (rftflow.graph: each with its reason)."""
+    return graph.timeout(task_id)
 
 
 WAITING = "waiting.json"  # in a task's stage folder: the stage of it that waits for a remote job
 CHAMPION_ALIAS = "rftflow-champion"  # AssetAlias the promote task adds rftflow://champion/{family} events to
 OPENS_TRACKING = "validate_data"  # the cycle's first task opens its MLflow run
 # Tasks whose results go into the cycle's MLflow run as soon as they are known (eval, gain, diversity, gate).
-TRACKS_SO_FAR = ("baseline_eval", "diversity_check", "diversity_recheck", "checkpoint_eval", "gate", "stop")
+TRACKS_SO_FAR = graph.TRACKED
 
 
 def _tracked(summary_of: Any, what: str) -> dict[str, Any] | None:
@@ -352,7 +344,7 @@ class StartNextCycleOperator(BaseOperator):
     ui_color = "#d7e8f7"
 
     def __init__(self, *, trigger_dag_id: str, conf: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("execution_timeout", DEFAULT_TASK_TIMEOUT)
+        kwargs.setdefault("execution_timeout", task_timeout(kwargs.get("task_id", "")))
         super().__init__(**kwargs)
         self.trigger_dag_id = trigger_dag_id
         self.conf = conf

@@ -10,7 +10,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from rftflow import store
+from rftflow import graph, store
 from rftflow.manifest import load_complete
 
 if TYPE_CHECKING:
@@ -19,8 +19,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SUMMARY_STAGES = ("validate_data", "baseline_eval", "diversity_check", "stop", "sft", "diversity_recheck",
-                  "rft", "checkpoint_eval", "gate", "promote")
+SUMMARY_STAGES = graph.SUMMARIZED
 
 
 def _rows(uri: str | None) -> list[dict[str, Any]]:

@@ -51,8 +51,12 @@ def test_parsing_imports_nothing_heavy():
 
 
 def test_task_ids_and_edges_follow_the_spec(dagbag):
+    from rftflow import graph
+
     dag = dagbag.dags["rft_cycle"]
     assert {t.task_id: set(t.downstream_task_ids) for t in dag.tasks} == EXPECTED_EDGES
+    assert graph.EDGES == EXPECTED_EDGES  # the stage graph the library reads is the DAG's
+    assert [s.name for s in graph.STAGES if s.starts_from] == ["sft", "diversity_recheck", "rft", "checkpoint_eval"]
     on_data = dagbag.dags["rft_cycle_on_data"]
     (start,) = on_data.tasks
     assert start.trigger_dag_id == "rft_cycle" and start.conf == {"base_model": "champion"}
