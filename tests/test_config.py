@@ -16,7 +16,7 @@ def test_local_recipes_load_into_typed_configs_with_the_measured_settings():
     assert isinstance(load_recipe("local", "eval"), EvalConfig)
     assert isinstance(load_recipe("local", "diversity"), DiversityConfig)
     assert (sft.max_steps, sft.batch_size, sft.learning_rate, sft.lr_scheduler, sft.warmup_steps, sft.max_length) == \
-        (3000, 32, 2e-3, "cosine", 150, 160)
+        (1600, 64, 1.5e-3, "cosine", 80, 160)
     assert (rft.prompts_per_step, rft.num_generations, rft.learning_rate, rft.lr_scheduler, rft.warmup_steps) == \
         (32, 8, 5e-5, "constant_with_warmup", 10)
     assert (rft.beta, rft.loss_type, rft.scale_rewards, rft.max_new_tokens, rft.temperature, rft.max_steps) == \
