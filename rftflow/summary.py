@@ -84,6 +84,8 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
         if name in ("sft", "rft"):  # what the stage trained from and on (the report's "why")
             entry.update(model_uri=manifest.inputs.get("model_uri"), checkpoint_uri=manifest.checkpoint_uri,
                          data_uri=manifest.inputs.get("sft_uri" if name == "sft" else "train_uri"))
+        if name == "sft" and manifest.metrics.get("converged") is False:  # a stalled SFT, said where it shows
+            entry["reason"] = ("did not converge: " + str(manifest.metrics.get("not_converged_reason") or "")).strip()
         if manifest.outputs.get("rows_uri"):  # per-prompt rows: histogram, samples, answer lengths
             entry["rows_uri"] = manifest.outputs["rows_uri"]
         stages.append(entry)

@@ -122,6 +122,9 @@ def test_sft_changes_parameters_logs_metrics_and_checkpoints(env):
     assert conv["fit_prompts"] == 128 and conv["demo_accuracy"] > 0.5
     assert conv["model_accuracy"] < 0.5 * conv["demo_accuracy"] and conv["converged"] is False
     assert conv["loss_last"] == rows[-1]["train/loss"]
+    # and the stage's manifest says so, where the summary and the report read it
+    assert m.metrics["converged"] is False and "demonstrations" in m.metrics["not_converged_reason"]
+    assert m.metrics["demo_accuracy"] == conv["demo_accuracy"]
 
 
 def test_grpo_with_a_handler_file_changes_parameters_and_logs_nova_names(env, tmp_path):
