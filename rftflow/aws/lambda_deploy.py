@@ -127,15 +127,18 @@ def package_files(path: Path, extra: Sequence[str] = ()) -> dict[str, Path]:
     return dict(sorted(files.items()))
 
 
-def build_zip(path: Path, extra: Sequence[str] = ()) -> bytes:
-    """A deterministic zip (fixed dates and modes, sorted names) of the handler and its siblings."""
+def build_zip(path: Path, extra: Sequence[str] = (), generated: dict[str, bytes] | None = None) -> bytes:
+    """A deterministic zip (fixed dates and modes, sorted names) of the handler and its siblings, plus any
+    `generated` files (archive name: content)."""
+    entries = {name: file.read_bytes() for name, file in package_files(path, extra).items()}
+    entries.update(generated or {})
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, file in package_files(path, extra).items():
+        for name in sorted(entries):
             info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, file.read_bytes())
+            archive.writestr(info, entries[name])
     return buffer.getvalue()
 
 
@@ -175,22 +178,11 @@ def package(reward: str, extra: Sequence[str] = (), response: str = "list") -> P
     """The zip for `reward`; with response "http" it also holds a wrapper module, which becomes the handler."""
     path, implied, env = handler_spec(reward)
     modules = [*implied, *extra]
-    zip_bytes, files, module = build_zip(path, modules), list(package_files(path, modules)), path.stem
-    if response == "http":
-        wrapper = _HTTP_ENVELOPE.format(module=module).encode()
-        with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
-            entries = {n: archive.read(n) for n in archive.namelist()}
-        entries[f"{HTTP_ENVELOPE_MODULE}.py"] = wrapper
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for name in sorted(entries):
-                info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-                info.external_attr = 0o644 << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, entries[name])
-        zip_bytes, files, module = buffer.getvalue(), sorted([*files, f"{HTTP_ENVELOPE_MODULE}.py"]), \
-            HTTP_ENVELOPE_MODULE
-    return Package(module, zip_bytes, files, env)
+    files = list(package_files(path, modules))
+    if response != "http":
+        return Package(path.stem, build_zip(path, modules), files, env)
+    wrapper = {f"{HTTP_ENVELOPE_MODULE}.py": _HTTP_ENVELOPE.format(module=path.stem).encode()}
+    return Package(HTTP_ENVELOPE_MODULE, build_zip(path, modules, wrapper), sorted([*files, *wrapper]), env)
 
 
 def unwrap_response(payload: Any, function: str = "the reward function") -> Any:
