@@ -6,6 +6,7 @@ Eval and diversity reuse rftflow.evaluation and rftflow.diversity, so their numb
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -354,34 +355,25 @@ class AwsBackend(Backend):
         return out, job
 
     def converse_evaluate(self, ctx: StageContext, model_uri: str, model_id: str, eval_uri: str, reward: str,
-                          overrides: dict[str, Any] | None, extra_jobs: list[dict[str, Any]] | None = None
-                          ) -> StageManifest:
-        """Greedy pass@1 (and pass@k when asked) over the eval set, scored with the stage's reward."""
+                          overrides: dict[str, Any] | None, extra_jobs: list[dict[str, Any]] | None = None,
+                          sampler: Any = None) -> StageManifest:
+        """Greedy pass@1 (and pass@k when asked) over the eval set, scored with the stage's reward.
+        `sampler(records, k, temperature, top_p, max_tokens, seed)` -> (k completions per record, job record);
+        default: `converse` on `model_id`."""
+        from rftflow import evaluation
         from rftflow.dataset import read_records
 
+        sample = sampler or functools.partial(self._converse, model_id)
+        started_at = now_iso()
         cfg, notes = self._split(EvalConfig, overrides, AWS_EVAL_DEFAULTS)
         records = read_records(eval_uri, kind="rft")[:cfg.max_prompts or None]
-
-        def generate(k: int, temperature: float) -> tuple[list[list[dict[str, Any]]], dict[str, Any]]:
-            return self._converse(model_id, records, k, temperature, 1.0, cfg.max_new_tokens, cfg.seed)
-
-        return self.score_evaluation(ctx, model_uri, model_id, eval_uri, reward, cfg, notes, records, generate,
-                                     extra_jobs)
-
-    def score_evaluation(self, ctx: StageContext, model_uri: str, model_id: str, eval_uri: str, reward: str,
-                         cfg: EvalConfig, notes: list[str], records: list[Any], generate: Any,
-                         extra_jobs: list[dict[str, Any]] | None = None) -> StageManifest:
-        """An eval stage over any generator: `generate(k, temperature)` -> (k completions per record, job record).
-        Greedy answers give pass@1; k samples at the eval temperature give pass@k when asked."""
-        from rftflow import evaluation
-
-        started_at = now_iso()
         reward_fn = self.reward_function(reward)
-        greedy, job = generate(1, 0.0)
+        greedy, job = sample(records, 1, 0.0, 1.0, cfg.max_new_tokens, cfg.seed)
         jobs = [*(extra_jobs or []), job]
         sampled = None
         if cfg.pass_at_k:
-            sampled, sjob = generate(cfg.pass_at_k, cfg.sample_temperature)
+            sampled, sjob = sample(records, cfg.pass_at_k, cfg.sample_temperature, 1.0, cfg.max_new_tokens,
+                                   cfg.seed)
             jobs.append(sjob)
         rows = evaluation.score_rows(records, [g[0] for g in greedy], reward_fn, pass_threshold=cfg.pass_threshold,
                                      sampled=sampled, workers=self.reward_workers(reward_fn),
@@ -437,16 +429,17 @@ class AwsBackend(Backend):
                                    "config": cfg.model_dump(), "notes": notes})
 
     def converse_diversity(self, ctx: StageContext, model_uri: str, model_id: str, train_uri: str, reward: str,
-                           overrides: dict[str, Any] | None, extra_jobs: list[dict[str, Any]] | None = None
-                           ) -> StageManifest:
+                           overrides: dict[str, Any] | None, extra_jobs: list[dict[str, Any]] | None = None,
+                           sampler: Any = None) -> StageManifest:
+        """k samples per prompt (`sampler` as for converse_evaluate), then the shared analysis and decision."""
         from rftflow.dataset import read_records
 
+        sample = sampler or functools.partial(self._converse, model_id)
         started_at = now_iso()
         cfg, notes = self.diversity_config(overrides)
         records = self.diversity_sample(read_records(train_uri, kind="rft"), cfg)
         self.reward_function(reward)  # a bad reward spec fails before any paid call
-        completions, job = self._converse(model_id, records, cfg.k, cfg.temperature, cfg.top_p, cfg.max_new_tokens,
-                                          cfg.seed)
+        completions, job = sample(records, cfg.k, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
         return self.finish_diversity(ctx, started_at, model_uri, train_uri, reward, records, completions, cfg,
                                      [*(extra_jobs or []), job], notes)
 

@@ -11,6 +11,7 @@ that the gate and the per-category breakdown need; converse keeps baseline and c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -382,16 +383,16 @@ class BedrockBackend(AwsBackend):
                       "model_arn": model, "estimated_cost_usd": 0.0,
                       "note": "on-demand deployment: billed per token through converse, nothing while idle"}]
 
-    def _open_weight_target(self, model_uri: str) -> tuple[Any, str]:
-        """(client, model id) for chat completions: the base model by its id, a fine-tuned one by what its job
-        returned, on the endpoint of the region it was trained in."""
+    @staticmethod
+    def _open_weight_model_id(model_uri: str) -> tuple[str | None, str]:
+        """(region or None for this backend's, model id) for chat completions: the base model by its id, a
+        fine-tuned one by what its job returned, on the endpoint of the region it was trained in."""
         from rftflow.aws import bedrock_openai as ow
 
         found = ow.parse_checkpoint(model_uri.strip())
         if found:
-            region, model = found
-            return self.open_weight_client(region), model
-        return self.open_weight_client(), ow.open_weight_model(model_uri) or model_uri
+            return found
+        return None, ow.open_weight_model(model_uri) or model_uri
 
     def _open_weight_sample(self, model_uri: str, records: list[Any], k: int, temperature: float, top_p: float,
                             max_tokens: int, seed: int) -> tuple[list[list[dict[str, Any]]], dict[str, Any]]:
@@ -400,7 +401,8 @@ class BedrockBackend(AwsBackend):
         from rftflow.aws import bedrock_openai as ow
         from rftflow.aws.pricing import inference_cost
 
-        client, model = self._open_weight_target(model_uri)
+        region, model = self._open_weight_model_id(model_uri)
+        client = self.open_weight_client(region)
         started = time.time()
         out, usage = ow.sample(client, model, records, k, temperature=temperature, top_p=top_p,
                                max_tokens=max_tokens, seed=seed, concurrency=self.options.converse_concurrency)
@@ -412,27 +414,13 @@ class BedrockBackend(AwsBackend):
                "seconds": round(time.time() - started, 3), "requests": usage["requests"], **cost}
         return out, job
 
-    def _open_weight_evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
-                              overrides: dict[str, Any] | None) -> StageManifest:
-        from rftflow.aws.stages import AWS_EVAL_DEFAULTS
-        from rftflow.config import EvalConfig
-        from rftflow.dataset import read_records
-
-        cfg, notes = self._split(EvalConfig, overrides, AWS_EVAL_DEFAULTS)
-        records = read_records(eval_uri, kind="rft")[:cfg.max_prompts or None]
-
-        def generate(k: int, temperature: float) -> tuple[list[list[dict[str, Any]]], dict[str, Any]]:
-            return self._open_weight_sample(model_uri, records, k, temperature, 1.0, cfg.max_new_tokens, cfg.seed)
-
-        return self.score_evaluation(ctx, model_uri, self._open_weight_target(model_uri)[1], eval_uri, reward,
-                                     cfg, notes, records, generate)
-
     def evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
                  overrides: dict[str, Any] | None = None) -> StageManifest:
         """Greedy converse answers on the eval set, scored with the stage's reward handler (chat completions on
         the OpenAI-compatible endpoint for an open-weight model)."""
         if self.is_open_weight(model_uri):
-            return self._open_weight_evaluate(ctx, model_uri, eval_uri, reward, overrides)
+            return self.converse_evaluate(ctx, model_uri, self._open_weight_model_id(model_uri)[1], eval_uri, reward,
+                                          overrides, sampler=functools.partial(self._open_weight_sample, model_uri))
         model_id, extra = self._inference_target(ctx, model_uri)
         return self.converse_evaluate(ctx, model_uri, model_id, eval_uri, reward, overrides, extra)
 
@@ -440,15 +428,7 @@ class BedrockBackend(AwsBackend):
                   overrides: dict[str, Any] | None = None) -> StageManifest:
         """k converse samples per prompt at the configured temperature; shared analysis and decision."""
         if self.is_open_weight(model_uri):
-            from rftflow.dataset import read_records
-
-            started_at = now_iso()
-            cfg, notes = self.diversity_config(overrides)
-            records = self.diversity_sample(read_records(train_uri, kind="rft"), cfg)
-            self.reward_function(reward)  # a bad reward spec fails before any paid call
-            completions, job = self._open_weight_sample(model_uri, records, cfg.k, cfg.temperature, cfg.top_p,
-                                                        cfg.max_new_tokens, cfg.seed)
-            return self.finish_diversity(ctx, started_at, model_uri, train_uri, reward, records, completions, cfg,
-                                         [job], notes)
+            return self.converse_diversity(ctx, model_uri, self._open_weight_model_id(model_uri)[1], train_uri, reward,
+                                           overrides, sampler=functools.partial(self._open_weight_sample, model_uri))
         model_id, extra = self._inference_target(ctx, model_uri)
         return self.converse_diversity(ctx, model_uri, model_id, train_uri, reward, overrides, extra)
