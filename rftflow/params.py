@@ -10,6 +10,7 @@ the tasks' params, where `parse_params` reads them (DEFAULTS fills them in when 
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -114,23 +115,7 @@ def build_params() -> dict[str, Any]:
 
     d = DEFAULTS
 
-    def data(*args: Any, **kw: Any) -> Param:
-        return Param(*args, section="Data", **kw)
-
-    def model(*args: Any, **kw: Any) -> Param:
-        return Param(*args, section="Model", **kw)
-
-    def training(*args: Any, **kw: Any) -> Param:
-        return Param(*args, section="Training", **kw)
-
-    def gate(*args: Any, **kw: Any) -> Param:
-        return Param(*args, section="Gate", **kw)
-
-    def ops(*args: Any, **kw: Any) -> Param:
-        return Param(*args, section="Operations", **kw)
-
-    def advanced(*args: Any, **kw: Any) -> Param:
-        return Param(*args, section="Advanced", **kw)
+    data, model, training, gate, ops, advanced = (functools.partial(Param, section=name) for name in SECTIONS)
 
     # Long explanations are Markdown (description_md): the form renders lists and code there, plain text as
     # one block. Airflow shows description_md only where `description` is unset.

@@ -156,6 +156,17 @@ def _stub_eval_setup(stub, account: str, *, package: bool) -> None:
     stub.add_response("create_training_job", {"TrainingJobArn": "arn:aws:sagemaker:x"})
 
 
+def _submit_eval(client, account: str, package: bool, start) -> tuple[PendingJob, dict]:
+    """Run `start` against the stubbed hub and registry calls; (its pending job, the CreateTrainingJob sent)."""
+    sent = _capture(client, "CreateTrainingJob")
+    with Stubber(client) as stub:
+        _stub_eval_setup(stub, account, package=package)
+        pending = start()
+        stub.assert_no_pending_responses()  # every stubbed call was made, in this order
+    (request,) = sent
+    return pending, request
+
+
 def _plant_serverless_eval(pending: PendingJob, answer) -> None:
     """What a serverless evaluation leaves: plain files, `<job>/output/output/<eval job>/eval_results/`
     (SDK v3 evaluators' layout), inference_output.jsonl in gen_qa's {prompt, inference, gold, metadata} form."""
@@ -168,13 +179,9 @@ def _plant_serverless_eval(pending: PendingJob, answer) -> None:
 def test_evaluating_the_trained_model_package_is_a_serverless_custom_scorer_job_scored_here(backend, s3_root, data):
     account = boto("sts").get_caller_identity()["Account"]
     client = backend.aws.client("sagemaker")
-    sent = _capture(client, "CreateTrainingJob")
     ctx = ctx_for(s3_root, "checkpoint_eval")
-    with Stubber(client) as stub:
-        _stub_eval_setup(stub, account, package=True)
-        pending = backend.start_evaluate(ctx, PACKAGE, data["eval"], "numeric")
-        stub.assert_no_pending_responses()
-    (request,) = sent
+    pending, request = _submit_eval(client, account, True, lambda: backend.start_evaluate(
+        ctx, PACKAGE, data["eval"], "numeric"))
     assert request["ServerlessJobConfig"] == {
         "BaseModelArn": QWEN_ARN, "JobType": "Evaluation", "EvaluationType": "CustomScorerEvaluation",
         "AcceptEula": True, "EvaluatorArn": _evaluator(account)[0]}
@@ -201,13 +208,9 @@ def test_the_diversity_check_on_the_base_hub_model_samples_k_per_prompt_in_one_s
         backend, s3_root, data):
     account = boto("sts").get_caller_identity()["Account"]
     client = backend.aws.client("sagemaker")
-    sent = _capture(client, "CreateTrainingJob")
     ctx = ctx_for(s3_root, "diversity_check")
-    with Stubber(client) as stub:
-        _stub_eval_setup(stub, account, package=False)
-        pending = backend.start_diversity(ctx, QWEN, data["train"], "numeric", {"k": 4, "max_prompts": 12})
-        stub.assert_no_pending_responses()
-    (request,) = sent
+    pending, request = _submit_eval(client, account, False, lambda: backend.start_diversity(
+        ctx, QWEN, data["train"], "numeric", {"k": 4, "max_prompts": 12}))
     assert "ModelPackageConfig" not in request and request["HyperParameters"]["temperature"] == "1.0"
     staged = store.read_text(store.join(pending.details["remote_uri"], "input", "gen_qa", "gen_qa.jsonl"))
     assert len(staged.splitlines()) == 12 * 4
