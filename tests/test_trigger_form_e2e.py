@@ -11,11 +11,10 @@ import base64
 import json
 import os
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from test_ui_e2e import CHROMIUM, Browser, _get, airflow_standalone
+from test_ui_e2e import CHROMIUM, Browser, _get, admin_token, airflow_standalone
 
 from rftflow.params import INTERNAL, SECTIONS, build_params
 
@@ -46,12 +45,7 @@ def test_trigger_form_shows_sections_descriptions_and_no_internal_fields(tmp_pat
     browser = None
     try:
         with airflow_standalone(home, (tmp_path / "artifacts").as_uri(), tmp_path / "standalone.log") as base:
-            passwords = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())
-            body = json.dumps({"username": "admin", "password": passwords["admin"]}).encode()
-            request = urllib.request.Request(f"{base}/auth/token", data=body,
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=10) as response:
-                token = json.loads(response.read())["access_token"]
+            token = admin_token(home, base)
             deadline = time.monotonic() + 90
             while (found := _get(f"{base}/api/v2/dags/rft_cycle", token))[0] != 200:
                 assert time.monotonic() < deadline, f"rft_cycle not parsed in time: {found[1][:500]}"

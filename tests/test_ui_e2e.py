@@ -74,6 +74,15 @@ def _group_alive(pgid: int) -> bool:
         return False
 
 
+def admin_token(home: Path, base: str) -> str:
+    """A REST API token for the standalone's admin (its generated password is in the Airflow home)."""
+    passwords = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())
+    body = json.dumps({"username": "admin", "password": passwords["admin"]}).encode()
+    request = urllib.request.Request(f"{base}/auth/token", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["access_token"]
+
+
 @contextlib.contextmanager
 def airflow_standalone(home: Path, artifact_root: str, log: Path) -> Iterator[str]:
     """`airflow standalone` on a free port in its own session; yields its base URL, stops the group after."""
@@ -261,12 +270,7 @@ def test_cycle_history_page_in_airflow_and_chromium(tmp_path, monkeypatch):
     browser = None
     try:
         with airflow_standalone(home, artifact_root, log) as base:
-            passwords = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())
-            body = json.dumps({"username": "admin", "password": passwords["admin"]}).encode()
-            request = urllib.request.Request(f"{base}/auth/token", data=body,
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=10) as response:
-                token = json.loads(response.read())["access_token"]
+            token = admin_token(home, base)
 
             status, plugins = _get(f"{base}/api/v2/plugins", token)
             assert status == 200, plugins
