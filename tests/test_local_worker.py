@@ -165,3 +165,19 @@ def test_a_bad_progress_interval_is_a_clear_error_before_a_trainer_starts(env, m
     with pytest.raises(ValueError, match="RFTFLOW_PROGRESS_EVERY_S='often': expected seconds"):
         backend.sft(ctx.for_stage("sft_bad_every"), base, sft_path, {"max_steps": 2})
     assert not list((Path(ctx.for_stage("sft_bad_every").uri) / "logs").glob("sft.pid"))
+
+
+def test_no_checkpoint_line_is_lost_when_two_saves_fall_between_two_polls(tmp_path):
+    """The waiting side reads the file about once a second; a trainer can save twice in that time (a short
+    run, a slow poller). Both checkpoints are still said, in order, and each only once."""
+    from rftflow.local.progress import ProgressReporter, ProgressWriter, progress_path
+
+    writer = ProgressWriter(progress_path("sft", tmp_path), "sft", 40, unit="samples", per_step=4.0)
+    reporter = ProgressReporter("sft", tmp_path, every=1e9)
+    writer.begin(0, 0.0)
+    writer.saved(20)
+    writer.saved(40)
+    lines = reporter.poll()
+    assert [line for line in lines if "checkpoint" in line] == [
+        "sft: checkpoint saved at step 20/40 (checkpoint-20)", "sft: checkpoint saved at step 40/40 (checkpoint-40)"]
+    assert not [line for line in reporter.poll() if "checkpoint" in line]

@@ -128,7 +128,9 @@ class ProgressWriter:
         self._flush()
 
     def saved(self, step: int) -> None:
+        """Every checkpoint of this attempt is kept in the file, so a reader polling once a second misses none."""
         self.data["checkpoint_step"] = int(step)
+        self.data.setdefault("checkpoints", []).append(int(step))
         self._flush()
 
     def end(self, step: int, elapsed_s: float) -> None:
@@ -177,7 +179,7 @@ class ProgressReporter:
         self.every = every_s() if every is None else every
         self._phase: str | None = None
         self._step: int | None = None
-        self._checkpoint: int | None = None
+        self._checkpoints: set[int] = set()
         self._last_line = -math.inf
         self.latest: dict[str, Any] | None = None
 
@@ -189,10 +191,11 @@ class ProgressReporter:
         lines: list[str] = []
         kind, phase, step = p.get("kind", "train"), p.get("phase"), int(p.get("step", 0))
         total = p.get("max_steps")
-        checkpoint = p.get("checkpoint_step")
-        if checkpoint is not None and checkpoint != self._checkpoint:  # saved by this trainer (this attempt)
-            lines.append(f"{kind}: checkpoint saved at step {checkpoint}/{total} (checkpoint-{checkpoint})")
-            self._checkpoint = checkpoint
+        saved = p.get("checkpoints") or ([p["checkpoint_step"]] if p.get("checkpoint_step") is not None else [])
+        for checkpoint in saved:  # every one saved by this trainer (this attempt), each said once, in order
+            if checkpoint not in self._checkpoints:
+                lines.append(f"{kind}: checkpoint saved at step {checkpoint}/{total} (checkpoint-{checkpoint})")
+                self._checkpoints.add(checkpoint)
         if phase != self._phase:
             if phase == "loading":
                 lines.append(f"{kind}: loading the model and data")
