@@ -31,7 +31,7 @@ class CycleParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["local", "sagemaker", "bedrock"] = "local"
+    backend: Literal["local", "ray", "sagemaker", "bedrock"] = "local"
     base_model: str = Field(min_length=1)
     fallback_model: str = Field(min_length=1)
     model_family: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -184,7 +184,7 @@ def validate_data(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
                 load_recipe("local", stage, p.overrides(stage))
             except RecipeError as err:
                 raise ValueError(f"recipe_overrides.{stage} does not fit the local {stage} recipe:\n{err}") from None
-    else:  # an AWS backend: its role, reward Lambda and every stage's recipe, before any paid call
+    else:  # ray or AWS: the cluster (its role, reward Lambda) and every stage's recipe, before any paid call
         stages = ("sft", "rft", "eval") if _uses_sft_data(p) else ("rft", "eval")
         problems = backend_for(p).preflight(model=_configured_model(p), reward=p.reward,
                                             overrides={s: p.overrides(s) for s in stages}, stages=stages)
@@ -224,8 +224,8 @@ def _configured_model(p: CycleParams) -> str:
 
 def _aws_target(p: CycleParams) -> tuple[str | None, str | None]:
     """(region, flavour) an AWS backend would submit to, so validate_data can refuse a region the chosen
-    models and images are not published in; (None, None) on the local backend or when no region is set."""
-    if p.backend == "local":
+    models and images are not published in; (None, None) off AWS or when no region is set."""
+    if p.backend not in ("sagemaker", "bedrock"):
         return None, None
     try:
         backend = backend_for(p)

@@ -92,6 +92,8 @@ GUARD_DEFAULTS_SHOWN: dict[str, Any] = {
 ESTIMATES = {
     "local": "about 15 min a cycle on 2 CPU cores with the local recipes and the tiny track when SFT "
              "runs (about 4 min without SFT; the demo's shortened recipes: about 7 and 2 min); no cost",
+    "ray": "the local figures divided by the workers' speed-up, plus Ray's own start-up per stage "
+           "(benchmarks/bench_ray.py measures both; README 'Measured'); the cluster's own cost",
     "sagemaker": "about 12 h and $1,400 a cycle with SFT, $940 without (LoRA on ml.p5.48xlarge, sample-size "
                  "data; docs/aws.md section 6, prices from rftflow.aws.pricing)",
     "bedrock": "about 6 h and $600 for the RFT job at the placeholder $100 per job-hour, plus about $0.50 "
@@ -132,11 +134,14 @@ def build_params() -> dict[str, Any]:
                         description="Optional. Demonstrations for the SFT branch; needed when the diversity "
                                     "check can send the cycle to SFT first (sft_policy auto or always)."),
         # ---------------------------------------------------------------------------------------- model
-        "backend": model(d["backend"], type="string", enum=["local", "sagemaker", "bedrock"], title="Backend",
+        "backend": model(d["backend"], type="string", enum=["local", "ray", "sagemaker", "bedrock"],
+                         title="Backend",
                          values_display={"local": "local (TRL on this machine)",
+                                         "ray": "ray (TRL on a Ray cluster: Ray Train and Ray tasks)",
                                          "sagemaker": "sagemaker (SageMaker Training Jobs or serverless)",
                                          "bedrock": "bedrock (Bedrock RFT jobs)"},
-                         description_md="Who trains: local TRL, SageMaker (Training Jobs, or serverless "
+                         description_md="Who trains: local TRL, the same TRL stages as jobs on a Ray cluster "
+                                        "(the ray_default connection names it), SageMaker (Training Jobs, or serverless "
                                         "customization for Nova and open-weight hub models), or Bedrock (Nova, "
                                         "gpt-oss-20b, Qwen3 32B).\n\n"
                                         f"Time and cost of one cycle (estimates):\n{estimates}"),

@@ -114,3 +114,24 @@ def file_root(tmp_path) -> str:
 def artifact_root(request: pytest.FixtureRequest) -> str:
     """The test runs twice: on a local `file://` root and on an `s3://` root (moto)."""
     return request.getfixturevalue(f"{request.param}_root")
+
+
+@pytest.fixture(scope="module")
+def ray_head(moto_server: str) -> Iterator[str]:
+    """A real Ray head on 127.0.0.1 (2 CPUs, free ports) for one test module, stopped by its session id at the
+    end; yields its dashboard URL. The `ray` backend finds it through RFTFLOW_RAY_ADDRESS, and its jobs run this
+    venv's Python. Started after the moto server, so jobs reach s3:// artifact roots there."""
+    import sys
+
+    from ray_cluster import start_head
+
+    head = start_head(num_cpus=2)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("RFTFLOW_RAY_ADDRESS", head.address)
+            mp.setenv("RFTFLOW_RAY_PYTHON", sys.executable)
+            mp.setenv("RFTFLOW_RAY_POLL_S", "1")
+            yield head.address
+    finally:
+        head.stop()
+        assert not head.processes(), "Ray processes outlived the test module"

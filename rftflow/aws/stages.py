@@ -11,9 +11,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
-import sys
 import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
@@ -24,6 +22,7 @@ from rftflow import store
 from rftflow.backends.base import Backend, PendingJob, StageContext
 from rftflow.config import DiversityConfig, EvalConfig, build_config
 from rftflow.manifest import StageManifest, package_versions, stage_uri, write_manifest
+from rftflow.options import setting
 
 log = logging.getLogger(__name__)
 
@@ -83,21 +82,7 @@ class AwsOptions(BaseModel):
 
 
 def _option_value(backend: str, name: str) -> str | None:
-    for env in (f"RFTFLOW_{backend.upper()}_{name.upper()}", f"RFTFLOW_AWS_{name.upper()}"):
-        if os.environ.get(env):
-            return os.environ[env]
-    if "airflow.sdk" not in sys.modules:  # not running inside Airflow: env only, no slow import
-        return None
-    try:
-        from airflow.sdk import Variable
-
-        for key in (f"rftflow_{backend}_{name}", f"rftflow_aws_{name}"):
-            value = Variable.get(key, default=None)
-            if value is not None:
-                return value
-    except Exception:  # no Variable backend reachable
-        return None
-    return None
+    return setting(name, (backend, "aws"))
 
 
 def resolve_options(backend: str, given: dict[str, Any]) -> AwsOptions:

@@ -173,4 +173,8 @@ def get_backend(name: str, **options: Any) -> Backend:
         from rftflow.backends.bedrock import BedrockBackend
 
         return BedrockBackend(**options)
-    raise ValueError(f"unknown backend {name!r}; expected one of local, sagemaker, bedrock")
+    if name == "ray":
+        from rftflow.backends.ray import RayBackend
+
+        return RayBackend(**options)
+    raise ValueError(f"unknown backend {name!r}; expected one of local, ray, sagemaker, bedrock")

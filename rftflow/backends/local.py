@@ -202,6 +202,45 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------------------------ stages
 
+    def _recipe(self, stage: str, overrides: dict[str, Any] | None) -> Any:
+        """The stage's typed recipe: include/recipes/{backend}/{stage}.yaml with the run's overrides."""
+        return load_recipe(self.name, stage, overrides)
+
+    def _eval_plan(self, eval_uri: str, overrides: dict[str, Any] | None
+                   ) -> tuple[EvalConfig, list[Any], list[dict[str, Any]]]:
+        """(recipe, prompts, sampling passes) of an eval: the same on every backend that samples with our code."""
+        cfg: EvalConfig = self._recipe("eval", overrides)
+        from rftflow.dataset import read_records
+
+        records = read_records(eval_uri, kind="rft")
+        if cfg.max_prompts:
+            records = records[:cfg.max_prompts]
+        passes: list[dict[str, Any]] = [{"name": "greedy", "k": 1, "temperature": 0.0,
+                                         "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size}]
+        if cfg.pass_at_k:
+            passes.append({"name": "sampled", "k": cfg.pass_at_k, "temperature": cfg.sample_temperature,
+                           "top_p": cfg.sample_top_p, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
+                           "batch_size": cfg.batch_size})
+        return cfg, records, passes
+
+    def _eval_finish(self, ctx: StageContext, started: float, cfg: EvalConfig, records: list[Any],
+                     completions: dict[str, list[list[dict[str, Any]]]], timings: dict[str, Any], *,
+                     model_uri: str, eval_uri: str, reward: str) -> StageManifest:
+        """Score the sampled completions with the reward, summarise, write rows and the manifest."""
+        local_dir, remote = self._stage_dir(ctx)
+        reward_fn = self._load_reward(reward)
+        rows = evaluation.score_rows(records, [c[0] for c in completions["greedy"]], reward_fn,
+                                     pass_threshold=cfg.pass_threshold, sampled=completions.get("sampled"),
+                                     workers=self.reward_workers, timeout_s=self.reward_timeout_s)
+        _write_jsonl(local_dir / ROWS, rows)
+        metrics = evaluation.summarize(rows, cfg.breakdown_fields)
+        metrics["sampling"] = timings
+        return self._finish(
+            ctx, local_dir, remote, started, checkpoint_uri=model_uri, metrics=metrics,
+            inputs={"model_uri": model_uri, "eval_uri": eval_uri, "reward": reward, "config": cfg.model_dump()},
+            outputs={"rows_uri": store.join(ctx.uri, ROWS)},
+        )
+
     def evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
                  overrides: dict[str, Any] | None = None) -> StageManifest:
         """Greedy pass@1, mean reward, response length, breakdown by metadata; pass@k when cfg.pass_at_k > 0.
@@ -212,39 +251,19 @@ class LocalBackend(Backend):
         if (m := self._reused(ctx)) is not None:
             return m
         started = time.time()
-        cfg: EvalConfig = load_recipe(self.name, "eval", overrides)  # type: ignore[assignment]
-        from rftflow.dataset import read_records
-
-        records = read_records(eval_uri, kind="rft")
-        if cfg.max_prompts:
-            records = records[:cfg.max_prompts]
-        reward_fn = self._load_reward(reward)
-        local_dir, remote = self._stage_dir(ctx)
-        passes: list[dict[str, Any]] = [{"name": "greedy", "k": 1, "temperature": 0.0,
-                                         "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size}]
-        if cfg.pass_at_k:
-            passes.append({"name": "sampled", "k": cfg.pass_at_k, "temperature": cfg.sample_temperature,
-                           "top_p": cfg.sample_top_p, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
-                           "batch_size": cfg.batch_size})
+        cfg, records, passes = self._eval_plan(eval_uri, overrides)
+        self._load_reward(reward)  # a bad reward spec fails before any sampling
+        local_dir, _ = self._stage_dir(ctx)
         completions, gen = self._generate(local_dir, model_uri, records, passes, cfg.timeout_s)
-        rows = evaluation.score_rows(records, [c[0] for c in completions["greedy"]], reward_fn,
-                                     pass_threshold=cfg.pass_threshold, sampled=completions.get("sampled"),
-                                     workers=self.reward_workers, timeout_s=self.reward_timeout_s)
-        _write_jsonl(local_dir / ROWS, rows)
-        metrics = evaluation.summarize(rows, cfg.breakdown_fields)
-        metrics["sampling"] = gen.get("timings", {})
-        return self._finish(
-            ctx, local_dir, remote, started, checkpoint_uri=model_uri, metrics=metrics,
-            inputs={"model_uri": model_uri, "eval_uri": eval_uri, "reward": reward, "config": cfg.model_dump()},
-            outputs={"rows_uri": store.join(ctx.uri, ROWS)},
-        )
+        return self._eval_finish(ctx, started, cfg, records, completions, gen.get("timings", {}),
+                                 model_uri=model_uri, eval_uri=eval_uri, reward=reward)
 
     def drift(self, ctx: StageContext, candidate_uri: str, start_uri: str, eval_uri: str, rows_uri: str | None,
               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """Mean per-token log p_candidate - log p_start over the candidate's greedy eval completions."""
         if not rows_uri or not store.exists(rows_uri):
             return {"kl": None, "reason": "the candidate's eval wrote no per-prompt completions"}
-        cfg: EvalConfig = load_recipe(self.name, "eval", overrides)  # type: ignore[assignment]
+        cfg: EvalConfig = self._recipe("eval", overrides)
         from rftflow.dataset import read_records
 
         prompts = {r.id: r.prompt_messages() for r in read_records(eval_uri, kind="rft")}
@@ -262,30 +281,28 @@ class LocalBackend(Backend):
                             job_dir=local_dir / "logs", timeout_s=cfg.timeout_s, threads=self.torch_threads)
         return {k: result[k] for k in ("kl", "completions", "tokens")}
 
-    def diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
-                  overrides: dict[str, Any] | None = None) -> StageManifest:
-        """k rollouts on a seeded sample of training prompts; pass patterns, fractions, decision.
-
-        Manifest: metrics {k, n_prompts, all_pass, all_fail, mixed, mean_pass_rate, expected_mixed,
-        expected_mixed_per_prompt, pass_at_k, mean_response_tokens, sampling}, decision {decision, reason},
-        outputs {rows_uri, filtered_train_uri (when write_filtered)}.
-        """
-        if (m := self._reused(ctx)) is not None:
-            return m
-        started = time.time()
-        cfg: DiversityConfig = load_recipe(self.name, "diversity", overrides)  # type: ignore[assignment]
-        from rftflow.dataset import read_records, write_records
+    def _diversity_plan(self, train_uri: str, overrides: dict[str, Any] | None
+                        ) -> tuple[DiversityConfig, list[Any], list[dict[str, Any]]]:
+        """(recipe, the seeded sample of training prompts, the sampling pass) of a diversity check."""
+        cfg: DiversityConfig = self._recipe("diversity", overrides)
+        from rftflow.dataset import read_records
 
         records = read_records(train_uri, kind="rft")
         if len(records) > cfg.max_prompts:
             keep = sorted(random.Random(cfg.seed).sample(range(len(records)), cfg.max_prompts))
             records = [records[i] for i in keep]
-        reward_fn = self._load_reward(reward)
-        local_dir, remote = self._stage_dir(ctx)
         passes = [{"name": "sampled", "k": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p,
                    "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed, "batch_size": cfg.batch_size}]
-        completions, gen = self._generate(local_dir, model_uri, records, passes, cfg.timeout_s)
-        sampled = completions["sampled"]
+        return cfg, records, passes
+
+    def _diversity_finish(self, ctx: StageContext, started: float, cfg: DiversityConfig, records: list[Any],
+                          sampled: list[list[dict[str, Any]]], timings: dict[str, Any], *,
+                          model_uri: str, train_uri: str, reward: str) -> StageManifest:
+        """Score the rollouts, classify each prompt's pass pattern, decide, write rows and the manifest."""
+        from rftflow.dataset import write_records
+
+        local_dir, remote = self._stage_dir(ctx)
+        reward_fn = self._load_reward(reward)
         results = evaluation.score_rollouts(records, [[c["text"] for c in cs] for cs in sampled], reward_fn,
                                             workers=self.reward_workers, timeout_s=self.reward_timeout_s)
         rows, metrics, decision = diversity_mod.analyze(
@@ -294,7 +311,7 @@ class LocalBackend(Backend):
             row["completions"] = [c["text"] for c in cs]
         tokens = [c["tokens"] for cs in sampled for c in cs]
         metrics["mean_response_tokens"] = sum(tokens) / len(tokens) if tokens else None
-        metrics["sampling"] = gen.get("timings", {})
+        metrics["sampling"] = timings
         _write_jsonl(local_dir / ROWS, rows)
         outputs: dict[str, Any] = {"rows_uri": store.join(ctx.uri, ROWS)}
         if cfg.write_filtered:
@@ -307,6 +324,24 @@ class LocalBackend(Backend):
             inputs={"model_uri": model_uri, "train_uri": train_uri, "reward": reward, "config": cfg.model_dump()},
             outputs=outputs,
         )
+
+    def diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
+                  overrides: dict[str, Any] | None = None) -> StageManifest:
+        """k rollouts on a seeded sample of training prompts; pass patterns, fractions, decision.
+
+        Manifest: metrics {k, n_prompts, all_pass, all_fail, mixed, mean_pass_rate, expected_mixed,
+        expected_mixed_per_prompt, pass_at_k, mean_response_tokens, sampling}, decision {decision, reason},
+        outputs {rows_uri, filtered_train_uri (when write_filtered)}.
+        """
+        if (m := self._reused(ctx)) is not None:
+            return m
+        started = time.time()
+        cfg, records, passes = self._diversity_plan(train_uri, overrides)
+        self._load_reward(reward)
+        local_dir, _ = self._stage_dir(ctx)
+        completions, gen = self._generate(local_dir, model_uri, records, passes, cfg.timeout_s)
+        return self._diversity_finish(ctx, started, cfg, records, completions["sampled"], gen.get("timings", {}),
+                                      model_uri=model_uri, train_uri=train_uri, reward=reward)
 
     def _train(self, kind: str, ctx: StageContext, model_uri: str, data_uri: str, params: dict[str, Any],
                cfg: SFTConfig | RFTConfig, inputs: dict[str, Any]) -> StageManifest | PendingJob:
@@ -397,7 +432,7 @@ class LocalBackend(Backend):
         """
         if (m := self._reused(ctx)) is not None:
             return m
-        cfg: SFTConfig = load_recipe(self.name, "sft", overrides)  # type: ignore[assignment]
+        cfg: SFTConfig = self._recipe("sft", overrides)
         from rftflow.dataset import read_records
 
         read_records(sft_uri, kind="sft")  # bad data fails here, with file and line, before a child starts
@@ -414,7 +449,7 @@ class LocalBackend(Backend):
         """
         if (m := self._reused(ctx)) is not None:
             return m
-        cfg: RFTConfig = load_recipe(self.name, "rft", overrides)  # type: ignore[assignment]
+        cfg: RFTConfig = self._recipe("rft", overrides)
         from rftflow.dataset import read_records
 
         read_records(train_uri, kind="rft")
