@@ -1,4 +1,4 @@
-"""The `ray` backend against a real Ray head on 127.0.0.1 (tests/ray_cluster.py): jobs submitted over the Jobs
+"""The `ray` backend against a real Ray head on 127.0.0.1 (rftflow.ray.local_head): jobs submitted over the Jobs
 REST API, waited for by the trigger, adopted on retry, stopped when the task fails for good, and failing with
 their last log lines."""
 

@@ -1,6 +1,7 @@
-"""A real Ray head for tests: `ray start --head --block` on 127.0.0.1 with free ports, 2 CPUs, its dashboard
-(the Jobs REST API) on loopback, in its own session; stopped by that session id (every Ray process it started,
-whatever process group Ray put it in)."""
+"""A Ray head on this machine, for tests, benchmarks and the demo: `ray start --head --block` on 127.0.0.1 with
+free ports, its dashboard (the Jobs REST API) on loopback only, in its own session; stopped by that session id
+(every Ray process it started, whatever process group Ray put it in). Needs `ray` installed beside rftflow;
+jobs run this interpreter's Python (pass `python=sys.executable` to the backend or set RFTFLOW_RAY_PYTHON)."""
 
 from __future__ import annotations
 
