@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "include" / "recipes"
 
@@ -20,6 +20,15 @@ class RecipeError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _processes(value: Any) -> Any:
+    """One clear message for `processes` instead of one per member of its union."""
+    if isinstance(value, str) and value.strip().isdigit():  # a form or CLI override
+        value = int(value)
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64):
+        return value
+    raise ValueError("expected auto or a whole number of processes from 1 to 64")
 
 
 class EvalConfig(_Strict):
@@ -36,6 +45,11 @@ class EvalConfig(_Strict):
     breakdown_fields: list[str] = Field(default_factory=lambda: ["category"],
                                         description="Metadata fields to break results down by.")
     timeout_s: float = Field(1800.0, gt=0, description="The sampling child process is stopped after this.")
+    vllm: Literal["auto", "on", "off"] = Field(
+        "auto", description="Sample with vLLM: auto = when a CUDA GPU is present and vllm imports; on = required "
+                            "(a clear error without them); off = HF generate. See docs/gpu.md.")
+    vllm_gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0,
+                                               description="Share of GPU memory vLLM may take for sampling.")
 
 
 class DiversityConfig(_Strict):
@@ -57,6 +71,11 @@ class DiversityConfig(_Strict):
                                          description="Above this all-pass share there is nothing left to learn.")
     write_filtered: bool = Field(False, description="Write the informative (mixed) prompts as a training file.")
     timeout_s: float = Field(1800.0, gt=0, description="The sampling child process is stopped after this.")
+    vllm: Literal["auto", "on", "off"] = Field(
+        "auto", description="Sample with vLLM: auto = when a CUDA GPU is present and vllm imports; on = required "
+                            "(a clear error without them); off = HF generate. See docs/gpu.md.")
+    vllm_gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0,
+                                               description="Share of GPU memory vLLM may take for sampling.")
 
 
 class LoraConfig(_Strict):
@@ -67,7 +86,9 @@ class LoraConfig(_Strict):
 
 
 class SFTConfig(_Strict):
-    method: Literal["full", "lora"] = "full"
+    method: Literal["auto", "full", "lora"] = Field(
+        "auto", description="full fine-tuning, LoRA adapters (merged into the saved model), or auto: LoRA above "
+                            "lora_above_params parameters.")
     max_steps: int = Field(3000, ge=1, le=1_000_000)
     batch_size: int = Field(32, ge=1, le=4096)
     learning_rate: float = Field(2e-3, gt=0.0, le=1.0)
@@ -86,10 +107,23 @@ class SFTConfig(_Strict):
         "wall", description="Clock for max_train_seconds: wall time, or the training process's CPU time "
                             "(the fairer compute budget on a machine shared with other jobs).")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept in the stage folder.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 on a CUDA GPU that supports it, else fp16 on CUDA, fp32 on CPU.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less GPU "
+                                                            "memory for about a third more compute.")
+    lora_above_params: float = Field(1.5e9, gt=0, description="method auto trains LoRA adapters on models with more "
+                                                              "parameters than this, full fine-tuning otherwise.")
+    processes: Literal["auto"] | int = Field(
+        "auto", description="Training processes on this node: auto = one per CUDA device (1 on CPU); more than 1 "
+                            "starts the trainer with accelerate launch.")
+
+    _check_processes = field_validator("processes", mode="before")(_processes)
 
 
 class RFTConfig(_Strict):
-    method: Literal["full", "lora"] = "full"
+    method: Literal["auto", "full", "lora"] = Field(
+        "auto", description="full fine-tuning, LoRA adapters (merged into the saved model), or auto: LoRA above "
+                            "lora_above_params parameters.")
     max_steps: int = Field(60, ge=1, le=1_000_000)
     prompts_per_step: int = Field(32, ge=1, le=4096)
     num_generations: int = Field(8, ge=2, le=64, description="Rollouts per prompt (the GRPO group).")
@@ -113,6 +147,23 @@ class RFTConfig(_Strict):
         None, gt=0, description="Stop once training itself has run this long.")
     train_clock: Literal["wall", "cpu"] = Field("wall", description="Clock for max_train_seconds: wall or CPU time.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept in the stage folder.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 on a CUDA GPU that supports it, else fp16 on CUDA, fp32 on CPU.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less GPU "
+                                                            "memory for about a third more compute.")
+    lora_above_params: float = Field(1.5e9, gt=0, description="method auto trains LoRA adapters on models with more "
+                                                              "parameters than this, full fine-tuning otherwise.")
+    processes: Literal["auto"] | int = Field(
+        "auto", description="Training processes on this node: auto = one per CUDA device (1 on CPU); more than 1 "
+                            "starts the trainer with accelerate launch.")
+
+    _check_processes = field_validator("processes", mode="before")(_processes)
+    vllm: Literal["auto", "on", "off"] = Field(
+        "auto", description="Generate GRPO rollouts with TRL's colocated vLLM: auto = when a CUDA GPU is present "
+                            "and vllm imports; on = required (a clear error without them); off = HF generate.")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0,
+                                               description="Share of GPU memory the colocated vLLM may take "
+                                                           "(the rest trains).")
 
     @model_validator(mode="after")
     def _whole_groups(self) -> RFTConfig:

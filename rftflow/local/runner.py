@@ -3,7 +3,8 @@ cannot take the caller down. The caller never imports torch; the child (rftflow.
 
 Training children hold the stage's trainer lease (rftflow.local.lease): a task killed outright leaves its
 trainer running, and the retry adopts it (or, when its lease went stale, replaces it) instead of starting
-a second trainer on the same folder.
+a second trainer on the same folder. On a node with several GPUs a trainer is started by accelerate launch,
+one process per GPU (the recipe's `processes`; rftflow.local.gpu builds the command).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
@@ -116,6 +116,27 @@ def child_env(threads: int, extra: Mapping[str, str] | None = None) -> dict[str,
     return env
 
 
+def worker_argv(kind: str, params: dict[str, Any], job_path: Path, env: Mapping[str, str]) -> list[str]:
+    """The child's command: one process, or (a training job whose recipe allows it, on several CUDA devices)
+    accelerate launch with one process per device. No NVIDIA device node here: no probe, one process."""
+    from rftflow.local import gpu
+
+    if kind not in TRAINING_KINDS or (params.get("cfg") or {}).get("processes", "auto") == 1:
+        return gpu.worker_command(str(job_path), processes=1)
+    plan = gpu.launch_plan(params.get("cfg") or {}, gpu.cuda_probe(env))
+    port = _free_port() if plan["processes"] > 1 else None
+    return gpu.worker_command(str(job_path), processes=plan["processes"], mixed_precision=plan["mixed_precision"],
+                              port=port)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_worker(kind: str, params: dict[str, Any], *, job_dir: str | Path, timeout_s: float,
                threads: int = 2, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Run one job (`build_tiny`, `generate`, `sft`, `grpo`) in a child and return its result dict.
@@ -129,14 +150,17 @@ def run_worker(kind: str, params: dict[str, Any], *, job_dir: str | Path, timeou
 
 
 def launch(kind: str, params: dict[str, Any], *, job_dir: str | Path, threads: int = 2,
-           env: Mapping[str, str] | None = None) -> subprocess.Popen:
+           env: Mapping[str, str] | None = None, argv: list[str] | None = None) -> subprocess.Popen:
     """Start the worker child for one job, in its own session (so it outlives a killed caller when it
-    holds a trainer lease, and can be stopped as a process group); returns it without waiting."""
+    holds a trainer lease, and can be stopped as a process group); returns it without waiting.
+    `argv` is the command worker_argv gave for it (worked out here when not given)."""
     if kind in TRAINING_KINDS:
         every_s()  # a bad RFTFLOW_PROGRESS_EVERY_S fails here, before a trainer starts
     job_dir = Path(job_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
     job_path, pid_path = job_dir / f"{kind}.json", job_dir / f"{kind}.pid"
+    environment = child_env(threads, env)
+    argv = argv or worker_argv(kind, params, job_path, environment)  # a recipe it cannot honour fails here
+    job_dir.mkdir(parents=True, exist_ok=True)
     log_path, result_path = job_dir / f"{kind}.log", job_dir / f"{kind}-result.json"
     result_path.unlink(missing_ok=True)
     progress_path(kind, job_dir).unlink(missing_ok=True)  # an earlier trainer's; this one writes its own
@@ -144,10 +168,12 @@ def launch(kind: str, params: dict[str, Any], *, job_dir: str | Path, threads: i
                                     "result_path": str(result_path)}, indent=2, default=str), encoding="utf-8")
     with log_path.open("a", encoding="utf-8") as log:
         log.write(f"\n=== {kind} worker started {time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
+        if "accelerate.commands.launch" in argv:
+            log.write(" ".join(argv) + "\n")
         log.flush()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rftflow.local.worker", str(job_path)], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=child_env(threads, env), cwd=str(_PROJECT_ROOT), start_new_session=True,
+            argv, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=environment, cwd=str(_PROJECT_ROOT), start_new_session=True,
         )
     pid_path.write_text(str(proc.pid), encoding="utf-8")
     return proc
@@ -255,11 +281,13 @@ def start_or_adopt(kind: str, params: dict[str, Any], *, job_dir: str | Path, th
             return Trainer(kind, job_dir, current.owner, current.started_at)
         if current is not None and current.state() == "stale":
             log.warning("trainer lease is stale: %s", lease.ensure_dead(current))
+        # before the lease is written: a recipe this machine cannot honour leaves no lease without a trainer
+        argv = worker_argv(kind, params, job_dir / f"{kind}.json", child_env(threads, env))
         new = lease.new_lease(kind, heartbeat_s=heartbeat_s, stale_after_s=stale_after_s)
         lease.write_lease(job_dir, new)  # before the child starts: it checks that it holds the lease
         proc = launch(kind, {**params, "lease": {"dir": str(job_dir), "owner": new.owner,
                                                  "heartbeat_s": heartbeat_s}},
-                      job_dir=job_dir, threads=threads, env=env)
+                      job_dir=job_dir, threads=threads, env=env, argv=argv)
         new.pid, new.pid_start = proc.pid, lease.process_start(proc.pid)
         lease.write_lease(job_dir, new)
     return Trainer(kind, job_dir, new.owner, new.started_at, proc)

@@ -1,30 +1,42 @@
-"""Batched sampling from a Hugging Face causal LM: k rollouts per prompt, greedy or sampled, seeded.
+"""Batched sampling from a Hugging Face causal LM: k rollouts per prompt, greedy or sampled, seeded; with vLLM
+on a CUDA GPU where it is installed (rftflow.local.gpu decides), returning the same completion dicts.
 
 Runs in the worker child (and in benchmarks): it imports torch and transformers.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 
 def device() -> str:
+    """cuda (this process's GPU under torchrun / accelerate launch, which set LOCAL_RANK) or cpu."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    local_rank = os.environ.get("LOCAL_RANK")
+    return f"cuda:{local_rank}" if local_rank and local_rank.isdigit() else "cuda"
 
 
-def load_model(path: str | Path) -> tuple[Any, Any]:
-    """Model (eval mode, on the best device) and tokenizer (left padding) from an HF model directory."""
+def load_model(path: str | Path, dtype: str | None = None) -> tuple[Any, Any]:
+    """Model (eval mode, on the best device) and tokenizer (left padding) from an HF model directory.
+    `dtype` ("float32", "bfloat16", ...) loads the weights in that dtype; None keeps the saved one."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(path)).to(device())
+    extra: dict[str, Any] = {}
+    if dtype is not None:
+        import torch
+
+        extra["dtype"] = getattr(torch, dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(path), **extra).to(device())
     model.eval()
     return model, tokenizer
 
@@ -86,20 +98,72 @@ def _completion(tokenizer: Any, ids: list[int], eos: int | None, pad: int | None
     return {"text": tokenizer.decode(body, skip_special_tokens=True), "tokens": n, "truncated": truncated}
 
 
-def sample_passes(model_path: str, prompts: list[list[dict]], passes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Run several sampling passes (e.g. greedy, then k sampled) over the same prompts with one model load."""
+def vllm_completion(tokenizer: Any, ids: list[int], finish_reason: str | None, eos: int | None,
+                    pad: int | None) -> dict[str, Any]:
+    """A vLLM CompletionOutput (token_ids, finish_reason) as the dict `_completion` makes from HF generate: vLLM
+    keeps the EOS it stopped on in token_ids; should it not, a "stop" finish still counts that EOS."""
+    ids = list(ids)
+    if (eos is not None and eos in ids) or finish_reason != "stop":
+        return _completion(tokenizer, ids, eos, pad)
+    return {"text": tokenizer.decode(ids, skip_special_tokens=True), "tokens": len(ids) + 1, "truncated": False}
+
+
+def vllm_sample(llm: Any, tokenizer: Any, prompts: list[list[dict]], *, k: int = 1, temperature: float = 0.0,
+                top_p: float = 1.0, top_k: int = 0, max_new_tokens: int = 24, seed: int = 1234,
+                batch_size: int = 64) -> list[list[dict[str, Any]]]:
+    """`sample` through a vllm.LLM: the same prompts (chat template, no added special tokens), the same
+    completion dicts. batch_size is ignored: vLLM schedules the whole list itself."""
+    from vllm import SamplingParams
+
+    from rftflow.local.gpu import vllm_sampling_kwargs
+
+    params = SamplingParams(**vllm_sampling_kwargs(k=k, temperature=temperature, top_p=top_p, top_k=top_k,
+                                                   max_new_tokens=max_new_tokens, seed=seed))
+    texts = render_prompts(tokenizer, prompts)
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    outputs = llm.generate([{"prompt_token_ids": p} for p in ids], params, use_tqdm=False)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    out = []
+    for request in outputs:
+        rollouts = [vllm_completion(tokenizer, o.token_ids, o.finish_reason, eos, pad) for o in request.outputs]
+        out.append([dict(rollouts[0]) for _ in range(k)] if temperature <= 0.0 else rollouts)
+    return out
+
+
+def sampler(model_path: str, vllm: str = "auto", gpu_memory_utilization: float = 0.9) -> tuple[Any, str]:
+    """(sample function over prompts, engine name) for a model: vLLM where rftflow.local.gpu.vllm_choice says so
+    (vllm is imported only then), else HF generate on the loaded model."""
+    from rftflow.local.gpu import local_machine, vllm_choice, vllm_engine_kwargs
+
+    machine = local_machine()
+    if vllm_choice(vllm, cuda=machine["cuda"], vllm_available=machine["vllm_available"]):
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        llm = LLM(**vllm_engine_kwargs(model_path, bf16_ok=machine["bf16_ok"],
+                                       gpu_memory_utilization=gpu_memory_utilization, seed=0))
+        return (lambda prompts, **spec: vllm_sample(llm, tokenizer, prompts, **spec)), "vllm"
     model, tokenizer = load_model(model_path)
+    return (lambda prompts, **spec: sample(model, tokenizer, prompts, **spec)), "hf"
+
+
+def sample_passes(model_path: str, prompts: list[list[dict]], passes: list[dict[str, Any]], *,
+                  vllm: str = "auto", gpu_memory_utilization: float = 0.9) -> dict[str, Any]:
+    """Run several sampling passes (e.g. greedy, then k sampled) over the same prompts with one model load.
+    `vllm` (auto | on | off) picks the engine as rftflow.local.gpu.vllm_choice does (HF generate on CPU)."""
+    run, engine = sampler(model_path, vllm, gpu_memory_utilization)
     results: dict[str, Any] = {}
     timings: dict[str, Any] = {}
     for spec in passes:
         spec = dict(spec)
         name = spec.pop("name")
         t0 = time.perf_counter()
-        results[name] = sample(model, tokenizer, prompts, **spec)
+        results[name] = run(prompts, **spec)
         seconds = time.perf_counter() - t0
         n = sum(len(r) for r in results[name])
         timings[name] = {"seconds": round(seconds, 3), "rollouts": n,
-                         "rollouts_per_s": round(n / seconds, 1) if seconds > 0 else None}
+                         "rollouts_per_s": round(n / seconds, 1) if seconds > 0 else None, "engine": engine}
     return {"completions": results, "timings": timings}
 
 

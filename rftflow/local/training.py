@@ -2,6 +2,8 @@
 
 Runs in the worker child. Every logging step is appended to `metrics.jsonl` under the names Nova and
 verl use, so the gate and the report read the same keys whatever the backend trained the model.
+Under several processes (accelerate launch, Ray Train) every rank trains a share of the recipe's global batch
+and rank 0 alone writes: metrics, progress, checkpoint uploads and the final model.
 """
 
 from __future__ import annotations
@@ -52,6 +54,54 @@ _GRPO_NAMES = {
     # frac_reward_zero_std; TRL's own is kept for reference.
     "frac_reward_zero_std": "trl/frac_reward_zero_std",
 }
+
+
+# ------------------------------------------------------------------------------------ processes
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this training process: torch.distributed's once a process group is initialised
+    (Ray Train's TorchTrainer does that before it calls run_sft/run_grpo), else RANK and WORLD_SIZE from the
+    environment (torchrun and accelerate launch set them; the Trainer initialises the group later), else (0, 1)."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except ImportError:
+        pass
+    try:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 0, 1
+
+
+def _from_rank0(value: Any) -> Any:
+    """Rank 0's value on every rank (the process group is up: building TRL's config initialised it)."""
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _gather(value: Any) -> list[Any]:
+    """Every rank's value, in rank order (a collective: every rank must call it at the same point)."""
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def _any_rank(flag: bool, device: Any) -> bool:
+    """True on every rank when it is True on one (so all ranks stop at the same step)."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 # ------------------------------------------------------------------------------------ checkpoints
@@ -148,12 +198,14 @@ def make_progress(params: dict[str, Any], kind: str, cfg: SFTConfig | RFTConfig)
 def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock, *,
                    max_train_seconds: float | None = None, train_clock: str = "wall", window: Any = None,
                    sync_uri: str | None = None, finish_row: Any = None,
-                   fence: Callable[[], bool] | None = None, progress: Any = None, live: Any = None) -> list[Any]:
+                   fence: Callable[[], bool] | None = None, progress: Any = None, live: Any = None,
+                   rank: int = 0, world_size: int = 1) -> list[Any]:
     """Metrics logger, optional time limit and optional checkpoint upload, as TrainerCallbacks.
 
     `fence()` is False once this trainer's lease was taken over: it then writes no row and no checkpoint
     and stops (its process exits at the next heartbeat anyway). `progress` (a ProgressWriter) hears of each
-    step, logging step and checkpoint; `live` (tracking.LiveMetrics) sends each row to the cycle's MLflow run."""
+    step, logging step and checkpoint; `live` (tracking.LiveMetrics) sends each row to the cycle's MLflow run.
+    Under several processes only rank 0 logs and uploads; the time limit stops every rank at the same step."""
     from transformers import TrainerCallback
 
     last_logged = [_last_step(metrics_path)]
@@ -208,7 +260,10 @@ def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock,
         """Stop once training has run max_train_seconds on its clock (the equal-compute control's budget)."""
 
         def on_step_end(self, args, state, control, **kwargs):
-            if clock.read(train_clock) >= max_train_seconds:
+            stop = clock.read(train_clock) >= max_train_seconds
+            if world_size > 1:
+                stop = _any_rank(stop, args.device)
+            if stop:
                 control.should_training_stop = True
 
     class UploadCheckpoint(TrainerCallback):
@@ -232,12 +287,13 @@ def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock,
             if fence is None or fence():
                 progress.saved(state.global_step)
 
-    callbacks: list[Any] = [MetricsLogger()]
+    writer = rank == 0
+    callbacks: list[Any] = [MetricsLogger()] if writer else []
     if max_train_seconds:
         callbacks.append(TimeLimit())
-    if sync_uri:
+    if sync_uri and writer:
         callbacks.append(UploadCheckpoint())
-    if progress is not None:
+    if progress is not None and writer:
         callbacks.append(CheckpointProgress())
     return callbacks
 
@@ -245,20 +301,30 @@ def make_callbacks(metrics_path: Path, names: dict[str, str], clock: TrainClock,
 # ------------------------------------------------------------------------------------ shared setup
 
 
-def _common_args(cfg: SFTConfig | RFTConfig, out_dir: Path) -> dict[str, Any]:
-    import torch
-
+def _common_args(cfg: SFTConfig | RFTConfig, out_dir: Path, plan: dict[str, Any]) -> dict[str, Any]:
+    """TrainingArguments shared by SFT and GRPO; device, precision and checkpointing from the plan (on CPU:
+    use_cpu=True, bf16=False, fp16=False, activation_checkpointing as the recipe says, False by default)."""
     return dict(
         output_dir=str(out_dir / CHECKPOINTS), max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps, logging_steps=cfg.logging_steps,
         save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed,
-        report_to=[], disable_tqdm=True, use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False,
-        activation_checkpointing=False, dataloader_num_workers=0,
+        report_to=[], disable_tqdm=True, dataloader_num_workers=0, **plan["trainer_args"],
     )
 
 
-def _peft_config(cfg: SFTConfig | RFTConfig) -> Any:
-    if cfg.method != "lora":
+def training_plan(cfg: SFTConfig | RFTConfig, model_path: str, world_size: int) -> dict[str, Any]:
+    """rftflow.local.gpu's plan for this machine (CUDA, bf16, vllm) and this model's parameter count."""
+    from rftflow.local.gpu import count_parameters, gpu_plan, local_machine
+
+    return gpu_plan(cfg, **local_machine(), n_params=count_parameters(model_path), world_size=world_size)
+
+
+def _plan_summary(plan: dict[str, Any]) -> dict[str, Any]:
+    return {k: plan[k] for k in ("precision", "method", "n_params", "vllm", "world_size", "per_device_batch")}
+
+
+def _peft_config(cfg: SFTConfig | RFTConfig, method: str) -> Any:
+    if method != "lora":
         return None
     from peft import LoraConfig
 
@@ -300,12 +366,25 @@ def lease_fence(params: dict[str, Any]) -> Callable[[], bool] | None:
     return lambda: lease.holds(held["dir"], held["owner"])
 
 
-def _prepare(params: dict[str, Any]) -> tuple[Path, Path, Path | None, tuple[float, float]]:
+def _prepare(params: dict[str, Any], rank: int = 0, world_size: int = 1
+             ) -> tuple[Path, Path, Path | None, tuple[float, float]]:
+    """The stage folder, its metrics file, the checkpoint to resume from and the clocks it had reached.
+
+    Under several processes rank 0 picks the checkpoint and every rank resumes from that step, in its own
+    out_dir (a shared folder, or a copy per rank as Ray's workers make); rank 0 alone rewinds the metrics."""
     out_dir = Path(params["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / METRICS
-    resume = last_complete_checkpoint(out_dir / CHECKPOINTS) if params.get("resume", True) else None
-    offset = rewind_metrics(metrics_path, checkpoint_step(resume))
+    step = 0
+    if params.get("resume", True) and rank == 0:
+        step = checkpoint_step(last_complete_checkpoint(out_dir / CHECKPOINTS))
+    if world_size > 1:
+        step = _from_rank0(step)
+    resume = out_dir / CHECKPOINTS / f"checkpoint-{step}" if step else None
+    if resume is not None and not (resume / "trainer_state.json").is_file():
+        raise FileNotFoundError(f"rank {rank}: rank 0 resumes from checkpoint-{step}, which {out_dir / CHECKPOINTS} "
+                                "does not hold; every rank needs that checkpoint (a shared folder or a copy per rank)")
+    offset = rewind_metrics(metrics_path, step) if rank == 0 else (0.0, 0.0)
     return out_dir, metrics_path, resume, offset
 
 
@@ -361,26 +440,33 @@ def run_sft(params: dict[str, Any]) -> dict[str, Any]:
 
     _quiet_datasets()
     cfg = SFTConfig.model_validate(params["cfg"])
-    progress = make_progress(params, "sft", cfg)  # "loading" until training begins
-    out_dir, metrics_path, resume, offset = _prepare(params)
+    rank, size = world()
+    progress = make_progress(params, "sft", cfg) if rank == 0 else None  # "loading" until training begins
+    plan = training_plan(cfg, params["model_path"], size)
+    out_dir = Path(params["out_dir"])
+    # Building TRL's config initialises the process group under several processes: before _prepare broadcasts.
+    args = TrlSFTConfig(per_device_train_batch_size=plan["per_device_batch"], weight_decay=cfg.weight_decay,
+                        max_length=cfg.max_length, packing=False, dataset_kwargs={"skip_prepare_dataset": True},
+                        **_common_args(cfg, out_dir, plan))
+    out_dir, metrics_path, resume, offset = _prepare(params, rank, size)
     records = read_records(params["data_uri"], kind="sft")
     rows = [{"prompt": r.prompt_messages(), "completion": [{"role": "assistant", "content": r.answer_text()}]}
             for r in records]
-    model, tokenizer = load_model(params["model_path"])
+    model, tokenizer = load_model(params["model_path"], dtype=plan["load_dtype"])
     model.train()
     tokenizer.padding_side = "right"
     columns = tokenize_sft(tokenizer, rows, cfg.max_length)
-    args = TrlSFTConfig(per_device_train_batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-                        max_length=cfg.max_length, packing=False, dataset_kwargs={"skip_prepare_dataset": True},
-                        **_common_args(cfg, out_dir))
     clock = TrainClock(offset)
     callbacks = make_callbacks(metrics_path, _SFT_NAMES, clock, max_train_seconds=cfg.max_train_seconds,
                                train_clock=cfg.train_clock, sync_uri=params.get("sync_uri"),
-                               fence=lease_fence(params), progress=progress, live=live_metrics("sft"))
+                               fence=lease_fence(params), progress=progress,
+                               live=live_metrics("sft") if rank == 0 else None, rank=rank, world_size=size)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns), processing_class=tokenizer,
-                         peft_config=_peft_config(cfg), callbacks=callbacks)
+                         peft_config=_peft_config(cfg, plan["method"]), callbacks=callbacks)
     train(trainer, resume, cfg.max_steps)
     train_seconds, cpu_seconds = clock.elapsed(), clock.cpu()
+    if rank != 0:
+        return _other_rank(rank, trainer)
     final = _save_final(trainer, tokenizer, out_dir)
     steps = trainer.state.global_step
     convergence = sft_convergence(_read_rows(metrics_path), demo_fit(final, records, seed=cfg.seed))
@@ -393,7 +479,15 @@ def run_sft(params: dict[str, Any]) -> dict[str, Any]:
                                / max(train_seconds - offset[0], 1e-9), 1),
         "last": _last_row(metrics_path),
         "convergence": convergence,
+        "world_size": size, "per_device_batch_size": args.per_device_train_batch_size,
+        "plan": _plan_summary(plan),
     }
+
+
+def _other_rank(rank: int, trainer: Any) -> dict[str, Any]:
+    """What a rank other than 0 returns: it wrote nothing, rank 0 reports the run."""
+    return {"rank": rank, "world_size": trainer.args.world_size, "steps": trainer.state.global_step,
+            "per_device_batch_size": trainer.args.per_device_train_batch_size}
 
 
 # Did SFT converge? A stalled run (loss stuck on a plateau while the schedule ran out) otherwise surfaces
@@ -492,7 +586,7 @@ class RewardWindow:
     """
 
     def __init__(self, reward_spec: str, records: list[Any], num_generations: int, *, workers: int = 0,
-                 timeout_s: float = 60.0):
+                 timeout_s: float = 60.0, world_size: int = 1):
         from rftflow.rewards import load_reward
 
         self.reward = load_reward(reward_spec)
@@ -500,6 +594,7 @@ class RewardWindow:
         self.records = records
         self.num_generations = num_generations
         self.workers, self.timeout_s = workers, timeout_s
+        self.world_size = world_size
         self.rollouts = 0
         self._reset()
 
@@ -519,17 +614,24 @@ class RewardWindow:
                    for n, (i, text) in enumerate(zip(record_index, texts, strict=True))]
         results = score(self.reward, samples, workers=self.workers, timeout_s=self.timeout_s)
         values = [float(r.aggregate_reward_score) for r in results]
-        self.scores.extend(values)
-        for r in results:
-            for m in r.metrics_list:
-                self.metrics.setdefault(m.name, []).append(float(m.value))
+        metrics = [(m.name, float(m.value)) for r in results for m in r.metrics_list]
+        everyone, all_metrics = values, metrics
+        if self.world_size > 1:
+            # Each rank scores its slice of the generation batch (TRL splits it in rank order): the window
+            # counts the whole batch, so groups split across ranks are whole again and rates are global.
+            shards = _gather((values, metrics))
+            everyone = [v for shard, _ in shards for v in shard]
+            all_metrics = [m for _, shard in shards for m in shard]
+        self.scores.extend(everyone)
+        for name, value in all_metrics:
+            self.metrics.setdefault(name, []).append(value)
         # RepeatSampler puts each prompt's num_generations rollouts next to each other.
         g = self.num_generations
-        for start in range(0, len(values) - g + 1, g):
-            group = values[start:start + g]
+        for start in range(0, len(everyone) - g + 1, g):
+            group = everyone[start:start + g]
             self.groups += 1
             self.zero_std_groups += max(group) == min(group)
-        self.rollouts += len(values)
+        self.rollouts += len(everyone)
         return values
 
     def pop(self) -> dict[str, Any]:
@@ -562,21 +664,27 @@ def run_grpo(params: dict[str, Any]) -> dict[str, Any]:
 
     _quiet_datasets()
     cfg = RFTConfig.model_validate(params["cfg"])
-    progress = make_progress(params, "grpo", cfg)  # "loading" until training begins
-    out_dir, metrics_path, resume, offset = _prepare(params)
+    rank, size = world()
+    progress = make_progress(params, "grpo", cfg) if rank == 0 else None  # "loading" until training begins
+    plan = training_plan(cfg, params["model_path"], size)
+    out_dir = Path(params["out_dir"])
+    # Building TRL's config initialises the process group under several processes: before _prepare broadcasts.
+    args = GRPOConfig(
+        per_device_train_batch_size=plan["per_device_batch"], num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
+        beta=cfg.beta, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards, num_iterations=cfg.num_iterations,
+        max_grad_norm=cfg.max_grad_norm, log_completions=False, **_common_args(cfg, out_dir, plan),
+        **plan["grpo_args"],
+    )
+    out_dir, metrics_path, resume, offset = _prepare(params, rank, size)
     records = read_records(params["data_uri"], kind="rft")
     dataset = Dataset.from_list([{"prompt": r.prompt_messages(), "record_index": i} for i, r in enumerate(records)])
     window = RewardWindow(params["reward_spec"], records, cfg.num_generations,
-                          workers=params.get("reward_workers", 0), timeout_s=params.get("reward_timeout_s", 60.0))
-    model, tokenizer = load_model(params["model_path"])
+                          workers=params.get("reward_workers", 0), timeout_s=params.get("reward_timeout_s", 60.0),
+                          world_size=size)
+    model, tokenizer = load_model(params["model_path"], dtype=plan["load_dtype"])
     model.train()
     tokenizer.padding_side = "left"
-    args = GRPOConfig(
-        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations, num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
-        beta=cfg.beta, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards, num_iterations=cfg.num_iterations,
-        max_grad_norm=cfg.max_grad_norm, log_completions=False, **_common_args(cfg, out_dir),
-    )
     def finish_row(row: dict[str, Any]) -> None:
         # TRL logs the policy loss on its own only with an entropy bonus; otherwise loss = pg + beta * kl.
         if "actor/pg_loss" not in row and row.get("actor/loss") is not None:
@@ -588,11 +696,13 @@ def run_grpo(params: dict[str, Any]) -> dict[str, Any]:
     callbacks = make_callbacks(metrics_path, _GRPO_NAMES, clock, max_train_seconds=cfg.max_train_seconds,
                                train_clock=cfg.train_clock, window=window, sync_uri=params.get("sync_uri"),
                                finish_row=finish_row, fence=lease_fence(params), progress=progress,
-                               live=live_metrics("rft"))
+                               live=live_metrics("rft") if rank == 0 else None, rank=rank, world_size=size)
     trainer = GRPOTrainer(model=model, reward_funcs=[window], args=args, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=_peft_config(cfg), callbacks=callbacks)
+                          processing_class=tokenizer, peft_config=_peft_config(cfg, plan["method"]), callbacks=callbacks)
     train(trainer, resume, cfg.max_steps)
     train_seconds, cpu_seconds = clock.elapsed(), clock.cpu()
+    if rank != 0:
+        return _other_rank(rank, trainer)
     final = _save_final(trainer, tokenizer, out_dir)
     steps = trainer.state.global_step
     resumed = checkpoint_step(resume)
@@ -606,6 +716,8 @@ def run_grpo(params: dict[str, Any]) -> dict[str, Any]:
         "rollouts_per_s": round(window.rollouts / this_attempt_s, 1),
         "stopped_by_time": bool(cfg.max_train_seconds and steps < cfg.max_steps),
         "prompts": len(records), "last": _last_row(metrics_path),
+        "world_size": size, "per_device_batch_size": args.per_device_train_batch_size,
+        "plan": _plan_summary(plan),
     }
 
 

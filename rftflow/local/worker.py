@@ -1,7 +1,8 @@
 """The local backend's child process: `python -m rftflow.local.worker job.json`.
 
 Reads one job (build the tiny model, sample, SFT or GRPO), runs it with torch, and writes the result JSON
-next to the job; a failure writes the error there and exits non-zero.
+next to the job; a failure writes the error there and exits non-zero. Started by accelerate launch (several
+GPUs), every process trains and rank 0 alone holds the lease and writes the result.
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ def _build_tiny(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _generate(params: dict[str, Any]) -> dict[str, Any]:
-    """Prompts from a JSONL file of {"messages": [...]}; completions to a JSONL file, one line per prompt."""
+    """Prompts from a JSONL file of {"messages": [...]}; completions to a JSONL file, one line per prompt.
+    `vllm` (auto | on | off, default auto) and `vllm_gpu_memory_utilization` choose the engine (eval/diversity)."""
     from rftflow.local.sampling import sample_passes
 
     prompts = [json.loads(line)["messages"] for line in
                Path(params["prompts_path"]).read_text(encoding="utf-8").splitlines() if line.strip()]
-    result = sample_passes(params["model_path"], prompts, params["passes"])
+    result = sample_passes(params["model_path"], prompts, params["passes"], vllm=params.get("vllm", "auto"),
+                           gpu_memory_utilization=float(params.get("vllm_gpu_memory_utilization", 0.9)))
     completions = result.pop("completions")
     out = Path(params["out_path"])
     tmp = out.with_suffix(out.suffix + ".tmp")
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     result_path = Path(job["result_path"])
+    if _rank() != 0:  # another process of a multi-GPU trainer: it trains; rank 0 holds the lease and reports
+        return _follower(job)
     if job.get("kind") in ("sft", "grpo"):  # step n/N, rates and time left, for whoever waits (progress.py)
         from rftflow.local.progress import progress_path
 
@@ -150,6 +155,28 @@ def main(argv: list[str] | None = None) -> int:
         return LEASE_LOST
     _write_result(result_path, {"ok": True, "result": result, **stamp})
     _release(held)
+    return 0
+
+
+def _rank() -> int:
+    """This process's rank under accelerate launch / torchrun (RANK), 0 when started alone."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _follower(job: dict[str, Any]) -> int:
+    """Run the job on a rank other than 0: no lease, no result file; a failure exits non-zero, which makes
+    accelerate launch stop the other ranks and the runner report the log."""
+    try:
+        if job["kind"] not in ("sft", "grpo"):
+            raise ValueError(f"job kind {job['kind']!r} runs in one process; only sft and grpo run on several")
+        _setup(int(job.get("threads", 2)))
+        JOBS[job["kind"]](job["params"])
+    except Exception:
+        traceback.print_exc()
+        return 1
     return 0
 
 
