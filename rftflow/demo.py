@@ -10,6 +10,7 @@ import argparse
 import shlex
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rftflow.airflow_home import airflow_bin, airflow_env, dags_test, ensure_db
@@ -102,7 +103,39 @@ def main(argv: list[str] | None = None) -> int:
                          "(default reject: nobody approved it)")
     ap.add_argument("--seed", type=int, default=0,
                     help="the tiny model's initialisation (tiny:seed=N) and the trainers' seeds (default 0)")
+    ap.add_argument("--backend", choices=["local", "ray"], default="local",
+                    help="local (default): TRL in child processes; ray: the same stages as Ray jobs (SFT and GRPO "
+                         "on 2 Ray Train workers) on a Ray head started here on 127.0.0.1, or on --ray-address")
+    ap.add_argument("--ray-address", default=None,
+                    help="with --backend ray: a running cluster's dashboard URL instead of a head started here "
+                         "(its nodes must see this machine's .demo/artifacts folder)")
     args = ap.parse_args(argv)
+    if args.backend == "ray":
+        return _with_ray_head(args, lambda extra: _run(args, extra))
+    return _run(args, {})
+
+
+def _with_ray_head(args: argparse.Namespace, run: Callable[[dict[str, str]], int]) -> int:
+    """Run the demo against `--ray-address`, or a Ray head started (and stopped) here."""
+    import sys
+
+    extra = {"RFTFLOW_RAY_PYTHON": sys.executable, "RFTFLOW_RAY_CONN_ID": "none"}
+    if args.ray_address:
+        return run({**extra, "RFTFLOW_RAY_ADDRESS": args.ray_address})
+    from rftflow.ray.local_head import start_head
+
+    started = time.time()
+    print("rftflow demo: starting a Ray head on 127.0.0.1 (2 CPUs) ...", flush=True)
+    head = start_head(num_cpus=2)
+    print(f"rftflow demo: Ray head up in {time.time() - started:.0f} s; dashboard and Jobs API at {head.address}")
+    try:
+        return run({**extra, "RFTFLOW_RAY_ADDRESS": head.address})
+    finally:
+        head.stop()
+        print("rftflow demo: Ray head stopped")
+
+
+def _run(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
 
     from rftflow.report import summary_text
     from rftflow.summary import read_index
@@ -111,11 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     artifacts = DEMO_DIR / "artifacts"
     if artifacts.exists() and not args.keep:
         shutil.rmtree(artifacts)
-    env = airflow_env(DEMO_DIR / "airflow", artifacts.as_uri())
+    env = {**airflow_env(DEMO_DIR / "airflow", artifacts.as_uri()), **extra_env}
     t0 = time.time()
     print(f"rftflow demo: Airflow home {DEMO_DIR / 'airflow'} (SQLite), artifacts {artifacts}")
     ensure_db(DEMO_DIR / "airflow", env)
     for i, (title, conf) in enumerate(cycles(args.fast, args.seed), start=1):
+        conf = {**conf, "backend": args.backend}
         log = DEMO_DIR / f"cycle-{i}.log"
         started = time.time()
         print(f"\n== {title} (airflow dags test rft_cycle; log: {log.relative_to(PROJECT_ROOT)})", flush=True)

@@ -60,6 +60,10 @@ ROW_LIMITS: dict[str, dict[str, RowLimit]] = {
             100, None, "warn", "local runs take any size, but under 100 rows results are mostly noise"
         ),
     },
+    "ray": {
+        "rft": RowLimit(100, None, "warn", "a Ray cluster takes any size, but under 100 rows results are mostly noise"),
+        "sft": RowLimit(100, None, "warn", "a Ray cluster takes any size, but under 100 rows results are mostly noise"),
+    },
     "sagemaker": {
         "rft": RowLimit(100, None, "warn", "SageMaker recommends at least 100 examples"),
         "sft": RowLimit(100, None, "warn", "SageMaker recommends at least 100 examples"),

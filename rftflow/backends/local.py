@@ -420,6 +420,8 @@ class LocalBackend(Backend):
                        if row.get("critic/rewards/mean") is not None]
             metrics["reward_first"] = rewards[0] if rewards else None
             metrics["reward_last"] = rewards[-1] if rewards else None
+        if result.get("workers") is not None:  # trained by several processes (Ray Train, accelerate)
+            metrics["workers"] = result["workers"]
         return self._finish(ctx, local_dir, remote, started, checkpoint_uri=store.join(ctx.uri, FINAL_MODEL),
                             metrics=metrics, inputs={**inputs, "config": cfg.model_dump()}, outputs=outputs)
 
