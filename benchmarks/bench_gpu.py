@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "0")  # one process, one GPU (not DataParallel over all of them)
     import torch
 
     if not torch.cuda.is_available():
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         n_params = build_model(work / "base")
         name = torch.cuda.get_device_name(0)
         print(f"model: {n_params / 1e6:.1f}M parameters ({SHAPE['num_hidden_layers']} layers, hidden "
-              f"{SHAPE['hidden_size']}), tiny-track tokenizer; GPU: {name} (x{torch.cuda.device_count()}), "
+              f"{SHAPE['hidden_size']}), tiny-track tokenizer; GPU: {name}, "
               f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}; one process", flush=True)
         sft = bench_sft(work / "base", work, args.sft_steps)
         print(f"sft: {sft['steps']} steps x {sft['batch']} samples, {sft['plan'].get('precision')}, "

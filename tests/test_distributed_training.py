@@ -103,3 +103,36 @@ def test_two_processes_split_the_global_batch_and_only_rank_0_writes(tmp_path):
     # rank 0 counts every rank's rollouts (2 steps x 4), not only its own half
     assert r0["grpo"]["rollouts"] == 8 and rows[-1]["rollouts"] == 8
     assert "convergence" in r0["sft"]  # the demonstrations' fit is measured once, on rank 0
+
+
+def test_under_torchrun_the_worker_trains_on_both_ranks_and_rank_0_alone_holds_the_lease_and_reports(tmp_path):
+    """What accelerate launch does on a node with several GPUs, on CPU: RANK/WORLD_SIZE set and no process group
+    yet (building TRL's config creates it), one shared stage folder, and the stage's trainer lease."""
+    import subprocess
+    import sys
+
+    from rftflow.local import lease
+    from rftflow.local.runner import child_env
+    from rftflow.local.tiny_model import build_tiny
+
+    build_tiny(tmp_path / "base", seed=0)
+    (tmp_path / "sft.jsonl").write_text("".join((TINY / "sft.jsonl").read_text().splitlines(keepends=True)[:64]))
+    job_dir = tmp_path / "logs"
+    held = lease.new_lease("sft", heartbeat_s=1.0, stale_after_s=120.0)
+    lease.write_lease(job_dir, held)
+    job = job_dir / "sft.json"
+    job.write_text(json.dumps({"kind": "sft", "threads": 1, "result_path": str(job_dir / "sft-result.json"), "params": {
+        "model_path": str(tmp_path / "base"), "data_uri": str(tmp_path / "sft.jsonl"), "out_dir": str(tmp_path / "stage"),
+        "lease": {"dir": str(job_dir), "owner": held.owner, "heartbeat_s": 1.0},
+        "cfg": {"max_steps": 6, "batch_size": 4, "logging_steps": 2, "save_steps": 100, "warmup_steps": 0}}}))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                           "127.0.0.1", "--master_port", str(_free_port()), "-m", "rftflow.local.worker", str(job)],
+                          capture_output=True, text=True, timeout=300, env=child_env(1), cwd=str(ROOT))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    payload = json.loads((job_dir / "sft-result.json").read_text())
+    assert payload["ok"] and payload["owner"] == held.owner
+    result = payload["result"]
+    assert (result["steps"], result["world_size"], result["per_device_batch_size"]) == (6, 2, 2)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "stage" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]  # one writer: each row once
+    assert lease.read_lease(job_dir).finished

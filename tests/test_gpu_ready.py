@@ -253,8 +253,8 @@ def test_several_processes_start_the_worker_with_accelerate_launch_and_valid_fla
                                                                               ["/j/sft.json"])
     assert args.main_process_port == 29555
     assert gpu.launch_plan({"processes": "auto", "precision": "auto"}, {"devices": 4, "bf16": False}) == {
-        "processes": 4, "mixed_precision": "fp16"}
-    assert gpu.launch_plan({}, {"devices": 0, "bf16": False}) == {"processes": 1, "mixed_precision": "no"}
+        "processes": 4, "mixed_precision": "fp16", "env": {}}
+    assert gpu.launch_plan({}, {"devices": 0, "bf16": False}) == {"processes": 1, "mixed_precision": "no", "env": {}}
 
 
 def test_the_runner_probes_no_gpu_here_and_starts_the_worker_as_before(tmp_path, monkeypatch):
@@ -264,13 +264,24 @@ def test_the_runner_probes_no_gpu_here_and_starts_the_worker_as_before(tmp_path,
     assert gpu.cuda_probe({"CUDA_VISIBLE_DEVICES": ""}) == {"devices": 0, "bf16": False}
     job = tmp_path / "sft.json"
     plain = [sys.executable, "-m", "rftflow.local.worker", str(job)]
-    assert runner.worker_argv("sft", {"cfg": SFTConfig().model_dump()}, job, {}) == plain
+    assert runner.worker_launch("sft", {"cfg": SFTConfig().model_dump()}, job, {}) == (plain, {})
+    assert runner.worker_launch("grpo", {"cfg": RFTConfig().model_dump()}, job, {}) == (plain, {})
+
+
+def test_on_a_node_with_several_gpus_the_runner_starts_one_trainer_process_per_gpu(tmp_path, monkeypatch):
+    from rftflow.local import runner
+
+    job = tmp_path / "grpo.json"
+    plain = [sys.executable, "-m", "rftflow.local.worker", str(job)]
     monkeypatch.setattr(gpu, "cuda_probe", lambda env=None: {"devices": 4, "bf16": True})
-    argv = runner.worker_argv("grpo", {"cfg": RFTConfig().model_dump()}, job, {})
-    assert "accelerate.commands.launch" in argv and argv[argv.index("--num_processes") + 1] == "4"
-    assert argv[argv.index("--mixed_precision") + 1] == "bf16"
-    assert runner.worker_argv("generate", {}, job, {}) == [sys.executable, "-m", "rftflow.local.worker", str(job)]
-    assert runner.worker_argv("sft", {"cfg": SFTConfig(processes=1).model_dump()}, job, {}) == plain
+    argv, env = runner.worker_launch("grpo", {"cfg": RFTConfig().model_dump()}, job, {})
+    assert "accelerate.commands.launch" in argv and argv[argv.index("--num_processes") + 1] == "4" and env == {}
+    assert argv[argv.index("--mixed_precision") + 1] == "bf16" and argv[-3:] == ["-m", "rftflow.local.worker", str(job)]
+    assert runner.worker_launch("generate", {}, job, {}) == (plain, {})  # sampling: one process (vLLM or HF)
+    # one process on a 4-GPU node sees one GPU: the Trainer would otherwise use DataParallel and 4x the batch
+    one = {"cfg": SFTConfig(processes=1).model_dump()}
+    assert runner.worker_launch("sft", one, job, {}) == (plain, {"CUDA_VISIBLE_DEVICES": "0"})
+    assert runner.worker_launch("sft", one, job, {"CUDA_VISIBLE_DEVICES": "2,3"}) == (plain, {"CUDA_VISIBLE_DEVICES": "2"})
 
 
 def test_a_recipe_the_machine_cannot_honour_fails_before_a_lease_or_child_exists(tmp_path, monkeypatch):

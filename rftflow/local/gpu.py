@@ -163,12 +163,19 @@ def worker_command(job_path: str, *, processes: int, mixed_precision: str = "no"
             "-m", "rftflow.local.worker", str(job_path)]
 
 
-def launch_plan(cfg: Mapping[str, Any], probe: Mapping[str, Any]) -> dict[str, Any]:
-    """Processes and accelerate's mixed precision for a training job's recipe dump and a cuda_probe() result."""
-    cuda = probe.get("devices", 0) > 0
-    processes = resolve_processes(cfg.get("processes", "auto"), device_count=int(probe.get("devices", 0)))
-    precision = precision_for(cfg.get("precision", "auto"), cuda=cuda, bf16_ok=bool(probe.get("bf16")))
-    return {"processes": processes, "mixed_precision": mixed_precision_flag(precision)}
+def launch_plan(cfg: Mapping[str, Any], probe: Mapping[str, Any], env: Mapping[str, str] | None = None
+                ) -> dict[str, Any]:
+    """Processes, accelerate's mixed precision and extra child environment for a training job's recipe dump and
+    a cuda_probe() result. One process on a node with several GPUs is kept to the first visible one: the Trainer
+    would otherwise wrap the model in DataParallel and multiply the recipe's batch by the GPU count."""
+    devices = int(probe.get("devices", 0))
+    processes = resolve_processes(cfg.get("processes", "auto"), device_count=devices)
+    precision = precision_for(cfg.get("precision", "auto"), cuda=devices > 0, bf16_ok=bool(probe.get("bf16")))
+    extra_env: dict[str, str] = {}
+    if processes == 1 and devices > 1:
+        visible = [d for d in (env or {}).get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        extra_env["CUDA_VISIBLE_DEVICES"] = visible[0].strip() if visible else "0"
+    return {"processes": processes, "mixed_precision": mixed_precision_flag(precision), "env": extra_env}
 
 
 # ------------------------------------------------------------------------------------ probes

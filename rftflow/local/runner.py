@@ -116,17 +116,19 @@ def child_env(threads: int, extra: Mapping[str, str] | None = None) -> dict[str,
     return env
 
 
-def worker_argv(kind: str, params: dict[str, Any], job_path: Path, env: Mapping[str, str]) -> list[str]:
-    """The child's command: one process, or (a training job whose recipe allows it, on several CUDA devices)
-    accelerate launch with one process per device. No NVIDIA device node here: no probe, one process."""
+def worker_launch(kind: str, params: dict[str, Any], job_path: Path, env: Mapping[str, str]
+                  ) -> tuple[list[str], dict[str, str]]:
+    """The child's command and the environment it adds: one process, or (a training job on several CUDA devices,
+    as the recipe's `processes` allows) accelerate launch with one process per device. Where there is no NVIDIA
+    device node nothing is probed: one process, as on CPU."""
     from rftflow.local import gpu
 
-    if kind not in TRAINING_KINDS or (params.get("cfg") or {}).get("processes", "auto") == 1:
-        return gpu.worker_command(str(job_path), processes=1)
-    plan = gpu.launch_plan(params.get("cfg") or {}, gpu.cuda_probe(env))
+    if kind not in TRAINING_KINDS:
+        return gpu.worker_command(str(job_path), processes=1), {}
+    plan = gpu.launch_plan(params.get("cfg") or {}, gpu.cuda_probe(env), env)
     port = _free_port() if plan["processes"] > 1 else None
     return gpu.worker_command(str(job_path), processes=plan["processes"], mixed_precision=plan["mixed_precision"],
-                              port=port)
+                              port=port), plan["env"]
 
 
 def _free_port() -> int:
@@ -150,16 +152,18 @@ def run_worker(kind: str, params: dict[str, Any], *, job_dir: str | Path, timeou
 
 
 def launch(kind: str, params: dict[str, Any], *, job_dir: str | Path, threads: int = 2,
-           env: Mapping[str, str] | None = None, argv: list[str] | None = None) -> subprocess.Popen:
+           env: Mapping[str, str] | None = None,
+           command: tuple[list[str], dict[str, str]] | None = None) -> subprocess.Popen:
     """Start the worker child for one job, in its own session (so it outlives a killed caller when it
     holds a trainer lease, and can be stopped as a process group); returns it without waiting.
-    `argv` is the command worker_argv gave for it (worked out here when not given)."""
+    `command` is what worker_launch gave for it (worked out here when not given)."""
     if kind in TRAINING_KINDS:
         every_s()  # a bad RFTFLOW_PROGRESS_EVERY_S fails here, before a trainer starts
     job_dir = Path(job_dir)
     job_path, pid_path = job_dir / f"{kind}.json", job_dir / f"{kind}.pid"
     environment = child_env(threads, env)
-    argv = argv or worker_argv(kind, params, job_path, environment)  # a recipe it cannot honour fails here
+    argv, extra = command or worker_launch(kind, params, job_path, environment)  # a recipe it cannot honour fails here
+    environment.update(extra)
     job_dir.mkdir(parents=True, exist_ok=True)
     log_path, result_path = job_dir / f"{kind}.log", job_dir / f"{kind}-result.json"
     result_path.unlink(missing_ok=True)
@@ -282,12 +286,12 @@ def start_or_adopt(kind: str, params: dict[str, Any], *, job_dir: str | Path, th
         if current is not None and current.state() == "stale":
             log.warning("trainer lease is stale: %s", lease.ensure_dead(current))
         # before the lease is written: a recipe this machine cannot honour leaves no lease without a trainer
-        argv = worker_argv(kind, params, job_dir / f"{kind}.json", child_env(threads, env))
+        command = worker_launch(kind, params, job_dir / f"{kind}.json", child_env(threads, env))
         new = lease.new_lease(kind, heartbeat_s=heartbeat_s, stale_after_s=stale_after_s)
         lease.write_lease(job_dir, new)  # before the child starts: it checks that it holds the lease
         proc = launch(kind, {**params, "lease": {"dir": str(job_dir), "owner": new.owner,
                                                  "heartbeat_s": heartbeat_s}},
-                      job_dir=job_dir, threads=threads, env=env, argv=argv)
+                      job_dir=job_dir, threads=threads, env=env, command=command)
         new.pid, new.pid_start = proc.pid, lease.process_start(proc.pid)
         lease.write_lease(job_dir, new)
     return Trainer(kind, job_dir, new.owner, new.started_at, proc)
