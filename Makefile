@@ -14,4 +14,6 @@ test: venv lint
 	@.venv/bin/python -m pytest -q
 
 bench: venv
-	@for f in benchmarks/*.py; do echo "== $$f"; .venv/bin/python $$f || exit 1; done
+	@# bench_gpu.py exits 2 on a machine without CUDA (it says so): not a failure of the others
+	@for f in benchmarks/*.py; do echo "== $$f"; .venv/bin/python $$f; rc=$$?; \
+	  if [ $$rc -ne 0 ] && ! { [ $$rc -eq 2 ] && [ $$f = benchmarks/bench_gpu.py ]; }; then exit 1; fi; done

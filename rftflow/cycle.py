@@ -45,7 +45,7 @@ class CycleParams(BaseModel):
     max_all_fail_fraction: float = Field(ge=0, le=1)
     max_all_pass_fraction: float = Field(ge=0, le=1)
     sft_policy: Literal["auto", "always", "never"] = "auto"
-    training_method: Literal["full", "lora"] = "full"
+    training_method: Literal["auto", "full", "lora"] = "auto"
     recipe_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     gate_metric: Literal["pass_at_1", "mean_reward"] = "pass_at_1"
     min_abs_gain: float = Field(ge=0, le=1)

@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "max_all_fail_fraction": 0.7,
     "max_all_pass_fraction": 0.9,
     "sft_policy": "auto",
-    "training_method": "full",
+    "training_method": "auto",
     "recipe_overrides": {},
     "gate_metric": "pass_at_1",
     "min_abs_gain": 0.02,
@@ -159,10 +159,12 @@ def build_params() -> dict[str, Any]:
                               description="Champion registry key and Asset name: cycles of one family compete "
                                           "for one champion. The default is the demo's family, so a trigger "
                                           "after make demo continues from the demo's champion."),
-        "training_method": model(d["training_method"], type="string", enum=["full", "lora"],
+        "training_method": model(d["training_method"], type="string", enum=["auto", "full", "lora"],
                                  title="Training method",
-                                 description="full: every weight is trained; lora: adapters (recipe lora.* "
-                                             "settings) merged into the checkpoint afterwards."),
+                                 description="auto: LoRA for models above the recipe's lora_above_params "
+                                             "(1.5B; Nova on AWS), every weight below it; full: every weight "
+                                             "is trained; lora: adapters (recipe lora.* settings) merged into "
+                                             "the checkpoint afterwards."),
         # ------------------------------------------------------------------------------------- training
         "reward": training(d["reward"], type="string", minLength=1, title="Reward function",
                            examples=list(BUILTIN_REWARDS),

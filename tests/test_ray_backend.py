@@ -24,7 +24,7 @@ EVAL = {"max_prompts": 64, "batch_size": 16}  # 4 batches: the Ray job splits th
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, ray_head):
+def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("ray-models")
     return LocalBackend(work_dir=str(root / "work")).resolve_model(
         "tiny", StageContext((root / "artifacts").as_uri(), "t", "r", 0, "base"))
@@ -152,3 +152,24 @@ def test_run_remote_outside_airflow_waits_for_the_job_here(ray_head, tiny, tmp_p
         ctx, tiny, str(TINY / "train.jsonl"), "numeric", {"max_prompts": 16, "k": 2, "batch_size": 8}))
     assert manifest.decision["decision"] in ("sft_first", "rft", "stop_saturated")
     assert manifest.metrics["n_prompts"] == 16 and manifest.metrics["sampling"]["sampled"]["tasks"] == 2
+
+
+def test_fsdp_and_deepspeed_reach_trl_on_gpus_and_are_refused_on_cpus(tiny, tmp_path):
+    """The recipe's ray.strategy becomes TRL training arguments on every worker; on CPUs only DDP runs, and
+    saying otherwise fails before anything is submitted."""
+    from rftflow.backends.ray import strategy_args
+    from rftflow.local.training import training_plan
+
+    _, fsdp = load_ray_recipe("sft", {"ray": {"strategy": "fsdp", "use_gpu": True}})
+    assert strategy_args(fsdp)["fsdp"] == "full_shard auto_wrap"
+    _, zero = load_ray_recipe("rft", {"ray": {"strategy": "deepspeed", "use_gpu": True,
+                                              "deepspeed_config": {"zero_optimization": {"stage": 3}}}})
+    assert strategy_args(zero) == {"deepspeed": {"zero_optimization": {"stage": 3}}}
+    cfg, ddp = load_ray_recipe("sft", None)
+    assert strategy_args(ddp) == {}
+    plan = training_plan(cfg, store.local_path(tiny), 2, strategy_args(fsdp))
+    assert plan["trainer_args"]["fsdp"] == "full_shard auto_wrap" and plan["trainer_args"]["use_cpu"] is True
+    backend = RayBackend(address="http://127.0.0.1:9", conn_id="none")
+    with pytest.raises(ValueError, match="ray.strategy=fsdp needs GPUs"):
+        backend.sft(_ctx((tmp_path / "a").as_uri(), "sft"), tiny, str(TINY / "sft.jsonl"),
+                    {"ray": {"strategy": "fsdp"}})

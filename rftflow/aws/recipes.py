@@ -480,8 +480,10 @@ def choose_sagemaker_recipe(stage: str, overrides: dict[str, Any] | None, flavou
         return str(overrides["recipe"])
     flavour = str(overrides.get("flavour") or flavour)
     method = str(overrides.get("method") or "lora")
+    if method == "auto":  # LoRA above 1.5B parameters (rftflow.local.gpu.training_method): every Nova model
+        method = "lora"
     if method not in ("lora", "full"):
-        raise RecipeError(f"overrides: method: expected lora or full; got {method!r}")
+        raise RecipeError(f"overrides: method: expected auto, lora or full; got {method!r}")
     if stage in ("eval", "diversity"):
         return "eval_gen_qa"
     if flavour == "serverless":

@@ -183,14 +183,15 @@ class LocalBackend(Backend):
         return manifest
 
     def _generate(self, local_dir: Path, model_uri: str, records: list[Any], passes: list[dict[str, Any]],
-                  timeout_s: float) -> tuple[dict[str, list[list[dict[str, Any]]]], dict[str, Any]]:
+                  timeout_s: float, engine: dict[str, Any] | None = None
+                  ) -> tuple[dict[str, list[list[dict[str, Any]]]], dict[str, Any]]:
         """Completions per pass name, per prompt (k each), sampled in the worker child; plus its timings."""
         work = local_dir / "work"
         work.mkdir(parents=True, exist_ok=True)
         prompts_path, out_path = work / "prompts.jsonl", work / "completions.jsonl"
         _write_jsonl(prompts_path, [{"id": r.id, "messages": r.prompt_messages()} for r in records])
         result = run_worker("generate", {"model_path": self._model_dir(model_uri), "prompts_path": str(prompts_path),
-                                         "out_path": str(out_path), "passes": passes},
+                                         "out_path": str(out_path), "passes": passes, **(engine or {})},
                             job_dir=local_dir / "logs", timeout_s=timeout_s, threads=self.torch_threads)
         lines = [json.loads(line) for line in out_path.read_text(encoding="utf-8").splitlines() if line.strip()]
         return {p["name"]: [line[p["name"]] for line in lines] for p in passes}, result
@@ -254,7 +255,7 @@ class LocalBackend(Backend):
         cfg, records, passes = self._eval_plan(eval_uri, overrides)
         self._load_reward(reward)  # a bad reward spec fails before any sampling
         local_dir, _ = self._stage_dir(ctx)
-        completions, gen = self._generate(local_dir, model_uri, records, passes, cfg.timeout_s)
+        completions, gen = self._generate(local_dir, model_uri, records, passes, cfg.timeout_s, sampling_engine(cfg))
         return self._eval_finish(ctx, started, cfg, records, completions, gen.get("timings", {}),
                                  model_uri=model_uri, eval_uri=eval_uri, reward=reward)
 
@@ -339,7 +340,7 @@ class LocalBackend(Backend):
         cfg, records, passes = self._diversity_plan(train_uri, overrides)
         self._load_reward(reward)
         local_dir, _ = self._stage_dir(ctx)
-        completions, gen = self._generate(local_dir, model_uri, records, passes, cfg.timeout_s)
+        completions, gen = self._generate(local_dir, model_uri, records, passes, cfg.timeout_s, sampling_engine(cfg))
         return self._diversity_finish(ctx, started, cfg, records, completions["sampled"], gen.get("timings", {}),
                                       model_uri=model_uri, train_uri=train_uri, reward=reward)
 
@@ -504,6 +505,11 @@ class LocalBackend(Backend):
         cfg = (SFTConfig if d["stage_kind"] == "sft" else RFTConfig).model_validate(d["cfg"])
         return self._finish_training(d["stage_kind"], ctx, Path(d["local_dir"]), d["remote"], float(d["started"]),
                                      result, cfg, d["inputs"])
+
+
+def sampling_engine(cfg: EvalConfig | DiversityConfig) -> dict[str, Any]:
+    """The eval/diversity recipe's engine settings as the sampling job takes them (vLLM or HF generate)."""
+    return {"vllm": cfg.vllm, "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization}
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rftflow import store
 from rftflow.backends.base import PendingJob, StageContext, run_remote
-from rftflow.backends.local import PENDING, LocalBackend, _digest
+from rftflow.backends.local import PENDING, LocalBackend, _digest, sampling_engine
 from rftflow.config import (
     RECIPES_DIR,
     STAGE_MODELS,
@@ -50,7 +50,7 @@ from rftflow.config import (
 from rftflow.manifest import StageManifest
 from rftflow.options import setting
 from rftflow.ray import job as ray_job
-from rftflow.ray.client import LIVE, RayApiError, RayJobs, plain, tail
+from rftflow.ray.client import LIVE, RayApiError, RayJobs, plain
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ class RayBackend(LocalBackend):
                                      "scaling": scaling.model_dump()}, sort_keys=True, default=str))
         spec = {"kind": kind, "model_uri": self._ship(ctx, model_uri, "base_model"),
                 "data_uri": self._ship(ctx, data_uri, Path(str(data_uri)).name), "cfg": cfg.model_dump(),
-                "params": params, "job_digest": digest, "resume": True,
+                "params": {**params, "trainer_args": strategy_args(scaling)}, "job_digest": digest, "resume": True,
                 "scaling": scaling.model_dump(), "threads_per_worker": scaling.threads_per_worker
                 or max(int(scaling.cpus_per_worker), 1)}
         submission = self._submit(ctx, kind, spec, digest, scaling)
@@ -299,7 +299,7 @@ class RayBackend(LocalBackend):
     # ------------------------------------------------------------------------------ eval and diversity
 
     def _start_generate(self, ctx: StageContext, model_uri: str, records: list[Any], passes: list[dict[str, Any]],
-                        scaling: RayScaling, **details: Any) -> PendingJob:
+                        scaling: RayScaling, engine: dict[str, Any], **details: Any) -> PendingJob:
         prompts_uri = store.join(ctx.uri, "work", "prompts.jsonl")
         store.write_text(prompts_uri, "".join(json.dumps({"id": r.id, "messages": r.prompt_messages()}) + "\n"
                                               for r in records))
@@ -307,7 +307,10 @@ class RayBackend(LocalBackend):
                 "out_uri": store.join(ctx.uri, "work", "completions.jsonl"), "passes": passes,
                 "workers": scaling.num_workers, "cpus_per_worker": scaling.cpus_per_worker,
                 "gpus_per_worker": scaling.gpus_per_worker if scaling.use_gpu else 0,
-                "threads_per_worker": scaling.threads_per_worker or max(int(scaling.cpus_per_worker), 1)}
+                "threads_per_worker": scaling.threads_per_worker or max(int(scaling.cpus_per_worker), 1),
+                # tasks sharing a GPU share its memory: each vLLM engine takes its share of the recipe's fraction
+                "engine": {**engine, "vllm_gpu_memory_utilization": engine["vllm_gpu_memory_utilization"]
+                           * min(scaling.gpus_per_worker, 1.0)}}
         digest = _digest(json.dumps({**spec, "prompts": [r.id for r in records]}, sort_keys=True, default=str))
         submission = self._submit(ctx, "generate", spec, digest, scaling)
         return self._pending(ctx, submission, started=time.time(), model_uri=model_uri, job_digest=digest,
@@ -319,7 +322,8 @@ class RayBackend(LocalBackend):
             return m
         cfg, records, passes = self._eval_plan(eval_uri, overrides)
         self._load_reward(reward)
-        return self._start_generate(ctx, model_uri, records, passes, self.scaling("eval"), stage_kind="evaluate",
+        return self._start_generate(ctx, model_uri, records, passes, self.scaling("eval"), sampling_engine(cfg),
+                                    stage_kind="evaluate",
                                     data_uri=eval_uri, reward=reward, overrides=overrides, timeout_s=cfg.timeout_s)
 
     def start_diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
@@ -329,7 +333,7 @@ class RayBackend(LocalBackend):
         cfg, records, passes = self._diversity_plan(train_uri, overrides)
         self._load_reward(reward)
         return self._start_generate(ctx, model_uri, records, passes, self.scaling("diversity"),
-                                    stage_kind="diversity", data_uri=train_uri, reward=reward, overrides=overrides,
+                                    sampling_engine(cfg), stage_kind="diversity", data_uri=train_uri, reward=reward, overrides=overrides,
                                     timeout_s=cfg.timeout_s)
 
     def evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
@@ -447,5 +451,14 @@ def load_ray_recipe(stage: str, overrides: dict[str, Any] | None) -> tuple[Any, 
     return cfg, scaling
 
 
-def job_log_tail(jobs: RayJobs, submission: str, lines: int = 30) -> str:
-    return tail(jobs.logs(submission), lines)
+def strategy_args(scaling: RayScaling) -> dict[str, Any]:
+    """What the recipe's `ray.strategy` adds to TRL's training arguments on every worker (ddp: nothing, the
+    Trainer wraps the model in DDP over Ray Train's process group by itself)."""
+    if scaling.strategy == "fsdp":
+        return {"fsdp": "full_shard auto_wrap",
+                "fsdp_config": {"use_orig_params": True, "sync_module_states": True}}
+    if scaling.strategy == "deepspeed":
+        return {"deepspeed": scaling.deepspeed_config or {
+            "zero_optimization": {"stage": 2}, "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"},
+            "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto"}}
+    return {}

@@ -312,11 +312,15 @@ def _common_args(cfg: SFTConfig | RFTConfig, out_dir: Path, plan: dict[str, Any]
     )
 
 
-def training_plan(cfg: SFTConfig | RFTConfig, model_path: str, world_size: int) -> dict[str, Any]:
-    """rftflow.local.gpu's plan for this machine (CUDA, bf16, vllm) and this model's parameter count."""
+def training_plan(cfg: SFTConfig | RFTConfig, model_path: str, world_size: int,
+                  extra_args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """rftflow.local.gpu's plan for this machine (CUDA, bf16, vllm) and this model's parameter count; extra_args
+    (the Ray recipe's FSDP / DeepSpeed settings) go to TRL's training arguments with the plan's own."""
     from rftflow.local.gpu import count_parameters, gpu_plan, local_machine
 
-    return gpu_plan(cfg, **local_machine(), n_params=count_parameters(model_path), world_size=world_size)
+    plan = gpu_plan(cfg, **local_machine(), n_params=count_parameters(model_path), world_size=world_size)
+    plan["trainer_args"] = {**plan["trainer_args"], **(extra_args or {})}
+    return plan
 
 
 def _plan_summary(plan: dict[str, Any]) -> dict[str, Any]:
@@ -442,7 +446,7 @@ def run_sft(params: dict[str, Any]) -> dict[str, Any]:
     cfg = SFTConfig.model_validate(params["cfg"])
     rank, size = world()
     progress = make_progress(params, "sft", cfg) if rank == 0 else None  # "loading" until training begins
-    plan = training_plan(cfg, params["model_path"], size)
+    plan = training_plan(cfg, params["model_path"], size, params.get("trainer_args"))
     out_dir = Path(params["out_dir"])
     # Building TRL's config initialises the process group under several processes: before _prepare broadcasts.
     args = TrlSFTConfig(per_device_train_batch_size=plan["per_device_batch"], weight_decay=cfg.weight_decay,
@@ -666,7 +670,7 @@ def run_grpo(params: dict[str, Any]) -> dict[str, Any]:
     cfg = RFTConfig.model_validate(params["cfg"])
     rank, size = world()
     progress = make_progress(params, "grpo", cfg) if rank == 0 else None  # "loading" until training begins
-    plan = training_plan(cfg, params["model_path"], size)
+    plan = training_plan(cfg, params["model_path"], size, params.get("trainer_args"))
     out_dir = Path(params["out_dir"])
     # Building TRL's config initialises the process group under several processes: before _prepare broadcasts.
     args = GRPOConfig(

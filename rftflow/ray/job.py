@@ -167,12 +167,13 @@ def run_training(spec: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------ sampling
 
 
-def _shard(model_uri: str, prompts: list[list[dict]], passes: list[dict[str, Any]], threads: int | None
-           ) -> dict[str, Any]:
+def _shard(model_uri: str, prompts: list[list[dict]], passes: list[dict[str, Any]], threads: int | None,
+           engine: dict[str, Any]) -> dict[str, Any]:
     _setup(threads)
     from rftflow.local.sampling import sample_passes
 
-    return sample_passes(local_copy(model_uri), prompts, passes)
+    return sample_passes(local_copy(model_uri), prompts, passes, vllm=engine.get("vllm", "auto"),
+                         gpu_memory_utilization=float(engine.get("vllm_gpu_memory_utilization", 0.9)))
 
 
 def shards(n: int, batch_size: int, workers: int) -> list[tuple[int, int]]:
@@ -193,7 +194,8 @@ def run_generate(spec: dict[str, Any]) -> dict[str, Any]:
     task = ray.remote(num_cpus=float(spec.get("cpus_per_worker", 1)),
                       num_gpus=float(spec.get("gpus_per_worker", 0)))(_shard)
     t0 = time.perf_counter()
-    parts = ray.get([task.remote(spec["model_uri"], prompts[a:b], passes, spec.get("threads_per_worker"))
+    parts = ray.get([task.remote(spec["model_uri"], prompts[a:b], passes, spec.get("threads_per_worker"),
+                                 spec.get("engine") or {})
                      for a, b in ranges])
     seconds = time.perf_counter() - t0
     lines = []

@@ -72,9 +72,9 @@ def test_joins_survive_skipped_branches(dagbag):
 def test_trigger_form_params_are_typed(dagbag):
     params = dagbag.dags["rft_cycle"].params
     schema = {k: params.get_param(k).schema for k in params}
-    assert schema["backend"]["enum"] == ["local", "sagemaker", "bedrock"]
+    assert schema["backend"]["enum"] == ["local", "ray", "sagemaker", "bedrock"]
     assert schema["sft_policy"]["enum"] == ["auto", "always", "never"]
-    assert schema["training_method"]["enum"] == ["full", "lora"]
+    assert schema["training_method"]["enum"] == ["auto", "full", "lora"]
     assert schema["rollouts_per_prompt"]["minimum"] == 2 and schema["rollouts_per_prompt"]["maximum"] == 16
     assert schema["max_cycles"]["type"] == "integer"
 
