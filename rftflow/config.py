@@ -85,7 +85,23 @@ class LoraConfig(_Strict):
     target_modules: list[str] | str = "all-linear"
 
 
-class SFTConfig(_Strict):
+class _Hardware(_Strict):
+    """How a trainer uses the machine it lands on (SFT and GRPO alike); on CPU every default is fp32, one process."""
+
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 on a CUDA GPU that supports it, else fp16 on CUDA, fp32 on CPU.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less GPU "
+                                                            "memory for about a third more compute.")
+    lora_above_params: float = Field(1.5e9, gt=0, description="method auto trains LoRA adapters on models with more "
+                                                              "parameters than this, full fine-tuning otherwise.")
+    processes: Literal["auto"] | int = Field(
+        "auto", description="Training processes on this node: auto = one per CUDA device (1 on CPU); more than 1 "
+                            "starts the trainer with accelerate launch.")
+
+    _check_processes = field_validator("processes", mode="before")(_processes)
+
+
+class SFTConfig(_Hardware):
     method: Literal["auto", "full", "lora"] = Field(
         "auto", description="full fine-tuning, LoRA adapters (merged into the saved model), or auto: LoRA above "
                             "lora_above_params parameters.")
@@ -107,20 +123,9 @@ class SFTConfig(_Strict):
         "wall", description="Clock for max_train_seconds: wall time, or the training process's CPU time "
                             "(the fairer compute budget on a machine shared with other jobs).")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept in the stage folder.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto = bf16 on a CUDA GPU that supports it, else fp16 on CUDA, fp32 on CPU.")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less GPU "
-                                                            "memory for about a third more compute.")
-    lora_above_params: float = Field(1.5e9, gt=0, description="method auto trains LoRA adapters on models with more "
-                                                              "parameters than this, full fine-tuning otherwise.")
-    processes: Literal["auto"] | int = Field(
-        "auto", description="Training processes on this node: auto = one per CUDA device (1 on CPU); more than 1 "
-                            "starts the trainer with accelerate launch.")
-
-    _check_processes = field_validator("processes", mode="before")(_processes)
 
 
-class RFTConfig(_Strict):
+class RFTConfig(_Hardware):
     method: Literal["auto", "full", "lora"] = Field(
         "auto", description="full fine-tuning, LoRA adapters (merged into the saved model), or auto: LoRA above "
                             "lora_above_params parameters.")
@@ -147,17 +152,6 @@ class RFTConfig(_Strict):
         None, gt=0, description="Stop once training itself has run this long.")
     train_clock: Literal["wall", "cpu"] = Field("wall", description="Clock for max_train_seconds: wall or CPU time.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept in the stage folder.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto = bf16 on a CUDA GPU that supports it, else fp16 on CUDA, fp32 on CPU.")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less GPU "
-                                                            "memory for about a third more compute.")
-    lora_above_params: float = Field(1.5e9, gt=0, description="method auto trains LoRA adapters on models with more "
-                                                              "parameters than this, full fine-tuning otherwise.")
-    processes: Literal["auto"] | int = Field(
-        "auto", description="Training processes on this node: auto = one per CUDA device (1 on CPU); more than 1 "
-                            "starts the trainer with accelerate launch.")
-
-    _check_processes = field_validator("processes", mode="before")(_processes)
     vllm: Literal["auto", "on", "off"] = Field(
         "auto", description="Generate GRPO rollouts with TRL's colocated vLLM: auto = when a CUDA GPU is present "
                             "and vllm imports; on = required (a clear error without them); off = HF generate.")

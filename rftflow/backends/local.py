@@ -472,6 +472,18 @@ class LocalBackend(Backend):
             return None
         return PendingJob(**json.loads(path.read_text(encoding="utf-8")))
 
+    def awaited(self, ctx: StageContext, pending: PendingJob | None, event: dict[str, Any], what: str) -> PendingJob:
+        """The job this stage waited for: the one the task deferred with, else the one recorded under the stage
+        (some runners, dag.test, resume with the event only); the trigger's event must be about that job."""
+        if pending is None or not pending.details:
+            pending = self.load_pending(ctx)
+            if pending is None:
+                raise RuntimeError(f"{ctx.stage}: no {what} recorded under {ctx.uri}")
+        if event.get("job_name") and event["job_name"] != pending.job_name:
+            raise RuntimeError(f"{ctx.stage}: the trigger reported {what} {event['job_name']}, but this stage "
+                               f"waits for {pending.job_name}")
+        return pending
+
     def trigger_for(self, pending: PendingJob) -> Any:
         """Waits in the triggerer (no worker slot, no parent process) for the trainer's result or its end."""
         from rftflow.local.trigger import LocalTrainerTrigger
@@ -493,14 +505,8 @@ class LocalBackend(Backend):
         the runner's error (a retry then adopts a live trainer or resumes from the last checkpoint)."""
         from rftflow.local.runner import finished_trainer
 
-        if pending is None or not pending.details:
-            pending = self.load_pending(ctx)
-            if pending is None:
-                raise RuntimeError(f"{ctx.stage}: no detached trainer recorded under {ctx.uri}")
+        pending = self.awaited(ctx, pending, event, "detached trainer")
         d = pending.details
-        if event.get("job_name") and event["job_name"] != pending.job_name:
-            raise RuntimeError(f"{ctx.stage}: the trigger reported trainer {event['job_name']}, but this stage "
-                               f"waits for {pending.job_name}")
         result = finished_trainer(d["stage_kind"], d["job_dir"], {"job_name": pending.job_name, **event})
         cfg = (SFTConfig if d["stage_kind"] == "sft" else RFTConfig).model_validate(d["cfg"])
         return self._finish_training(d["stage_kind"], ctx, Path(d["local_dir"]), d["remote"], float(d["started"]),

@@ -371,14 +371,8 @@ class RayBackend(LocalBackend):
             log.warning("Ray job %s could not be stopped: %s", pending.job_name, err)
 
     def complete(self, ctx: StageContext, pending: PendingJob | None, event: dict[str, Any]) -> StageManifest:
-        if pending is None or not pending.details:
-            pending = self.load_pending(ctx)
-            if pending is None:
-                raise RuntimeError(f"{ctx.stage}: no Ray job recorded under {ctx.uri}")
+        pending = self.awaited(ctx, pending, event, "Ray job")
         d = pending.details
-        if event.get("job_name") and event["job_name"] != pending.job_name:
-            raise RuntimeError(f"{ctx.stage}: the trigger reported Ray job {event['job_name']}, but this stage "
-                               f"waits for {pending.job_name}")
         kind = d["stage_kind"]
         job_kind = kind if kind in ("sft", "grpo") else "generate"
         status = event.get("status")
