@@ -197,7 +197,7 @@ def test_prompt_hash_normalises_case_spacing_and_ignores_system_turns():
 
 
 def test_bad_settings_are_rejected_early():
-    with pytest.raises(ValueError, match="backend: expected one of local, sagemaker, bedrock; got 'vertex'"):
+    with pytest.raises(ValueError, match="backend: expected one of local, ray, sagemaker, bedrock; got 'vertex'"):
         run_checks(prompts(3), backend="vertex")
     with pytest.raises(ValueError, match="min_reference_share"):
         run_checks(prompts(3), min_reference_share=1.5)
