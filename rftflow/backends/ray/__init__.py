@@ -1,2 +1,3 @@
-"""The Ray side of the `ray` backend: the Jobs REST client and trigger (Airflow side, no `ray` import) and the
-job entrypoint that runs on the cluster (rftflow.backends.ray.job)."""
+"""The `ray` backend: backend.py (the stages as Ray jobs), client.py (the Jobs REST API, no `ray` import), job.py
+(the entrypoint that runs on the cluster) and local_head.py (a head on this machine for tests and the demo). Its
+trigger is rftflow.orchestration.ray_trigger."""
