@@ -5,7 +5,7 @@ venv:
 	@bash scripts/bootstrap.sh
 
 demo: venv
-	@.venv/bin/python -m rftflow.demo
+	@.venv/bin/python -m rftflow.cli.demo
 
 lint: venv
 	@.venv/bin/ruff check .

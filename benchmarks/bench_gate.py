@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from rftflow.gate import GateConfig, decide
-from rftflow.gate_simulation import (
+from rftflow.scoring.gate import GateConfig, decide
+from rftflow.scoring.gate_simulation import (
     HEALTHY_DRIFT,
     HEALTHY_TRAINING,
     chained_promotions,

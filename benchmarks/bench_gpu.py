@@ -3,7 +3,7 @@ SFT tokens/s, and GRPO rollouts/s with HF generate and with TRL's colocated vLLM
 
     python benchmarks/bench_gpu.py [--sft-steps 40] [--grpo-steps 12] [--work DIR]
 
-It runs the stages' own entry points (rftflow.local.training.run_sft / run_grpo) with the recipe defaults for
+It runs the stages' own entry points (rftflow.backends.local.training.run_sft / run_grpo) with the recipe defaults for
 precision (auto: bf16 where supported) and method (auto: full at this size), on the tiny track's data. "steady"
 leaves out the first logging window (CUDA start-up, kernel selection, vLLM warm-up); "overall" keeps it.
 Without CUDA it prints one line and exits with status 2.
@@ -34,7 +34,7 @@ def build_model(out: Path) -> int:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from rftflow.local.tiny_model import build_tokenizer
+    from rftflow.backends.local.tiny_model import build_tokenizer
 
     tokenizer = build_tokenizer()
     config = LlamaConfig(vocab_size=len(tokenizer), tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
@@ -61,8 +61,8 @@ def _steady(rows: list[dict[str, Any]], key: str) -> float | None:
 
 
 def bench_sft(model: Path, work: Path, steps: int) -> dict[str, Any]:
-    from rftflow.config import SFTConfig
-    from rftflow.local.training import run_sft
+    from rftflow.backends.local.training import run_sft
+    from rftflow.cycle.recipes import SFTConfig
 
     cfg = SFTConfig(max_steps=steps, batch_size=64, learning_rate=3e-4, warmup_steps=0, logging_steps=max(steps // 4, 1),
                     save_steps=10 * steps)
@@ -76,8 +76,8 @@ def bench_sft(model: Path, work: Path, steps: int) -> dict[str, Any]:
 
 
 def bench_grpo(model: Path, work: Path, steps: int, vllm: str) -> dict[str, Any]:
-    from rftflow.config import RFTConfig
-    from rftflow.local.training import run_grpo
+    from rftflow.backends.local.training import run_grpo
+    from rftflow.cycle.recipes import RFTConfig
 
     cfg = RFTConfig(max_steps=steps, prompts_per_step=32, num_generations=8, max_new_tokens=24, warmup_steps=0,
                     logging_steps=max(steps // 4, 1), save_steps=10 * steps, vllm=vllm)
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from transformers.utils import logging as hf_logging
 
-    from rftflow.local.gpu import vllm_available
+    from rftflow.backends.local.gpu import vllm_available
 
     hf_logging.set_verbosity_error()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="rftflow-bench-gpu-"))

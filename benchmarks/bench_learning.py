@@ -26,10 +26,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rftflow import diversity, sample_data, store  # noqa: E402
+from rftflow import store  # noqa: E402
 from rftflow.backends.base import StageContext  # noqa: E402
-from rftflow.backends.local import LocalBackend  # noqa: E402
-from rftflow.config import load_recipe  # noqa: E402
+from rftflow.backends.local.backend import LocalBackend  # noqa: E402
+from rftflow.cycle.recipes import load_recipe  # noqa: E402
+from rftflow.data import sample_data
+from rftflow.scoring import diversity
 
 TARGET_STORY_S = 8 * 60
 TARGET_SFT = 0.55
@@ -80,14 +82,14 @@ def diversity_decision(backend: LocalBackend, ctx: StageContext, model_uri: str,
 def sampling_throughput(model_path: str, eval_uri: str, threads: int, n_prompts: int = 64, k: int = 8) -> dict:
     """Batched (all prompts in one generate call) against one prompt per call, same rollouts each."""
     if "OMP_WAIT_POLICY" not in os.environ:
-        os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # as the worker child does (see rftflow.local.runner)
+        os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # as the worker child does (see rftflow.backends.local.runner)
     import torch
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
 
-    from rftflow.dataset import read_records
-    from rftflow.local.sampling import load_model, sample
+    from rftflow.backends.local.sampling import load_model, sample
+    from rftflow.data.dataset import read_records
 
     torch.set_num_threads(threads)
     model, tokenizer = load_model(model_path)

@@ -24,9 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rftflow.backends.base import StageContext, run_remote  # noqa: E402
-from rftflow.backends.local import LocalBackend  # noqa: E402
-from rftflow.backends.ray import RayBackend  # noqa: E402
-from rftflow.ray.local_head import start_head  # noqa: E402
+from rftflow.backends.local.backend import LocalBackend  # noqa: E402
+from rftflow.backends.ray.backend import RayBackend  # noqa: E402
+from rftflow.backends.ray.local_head import start_head  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "include" / "data" / "tiny"
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rftflow.rewards import load_reward, score
+from rftflow.rewards.runner import load_reward, score
 
 BATCH = 128
 NUMERIC_N, NUMERIC_TARGET = 10_000, 20_000

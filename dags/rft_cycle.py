@@ -1,7 +1,7 @@
 """rft_cycle: validate data -> baseline eval -> diversity check -> (SFT -> recheck) -> RFT ->
 checkpoint eval -> gate -> promote | hold (a person approves) | iterate | reject -> report.
 
-Wiring only: each task runs a few lines of rftflow.tasks around one function of rftflow.cycle, and
+Wiring only: each task runs a few lines of rftflow.cycle.tasks around one function of rftflow.cycle.stages, and
 XCom carries small dicts and URIs. Runs manually, or on a cron from RFTFLOW_CYCLE_SCHEDULE;
 dags/rft_cycle_on_data.py starts it when the training data changes. Both start from the champion.
 """
@@ -15,7 +15,8 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, AssetAlias
 
-from rftflow.operators import (
+from rftflow.cycle.params import build_params
+from rftflow.orchestration.operators import (
     CHAMPION_ALIAS,
     CycleBranch,
     CycleTask,
@@ -25,7 +26,6 @@ from rftflow.operators import (
     stop_remote_job,
     task_timeout,
 )
-from rftflow.params import build_params
 
 JOIN = "none_failed_min_one_success"  # joins after branches: skipped upstreams never fail them
 
@@ -43,7 +43,7 @@ def build_rft_cycle(dag_id: str, schedule, description: str) -> DAG:
         default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "on_failure_callback": notify_failure},
         doc_md=__doc__,
     ) as dag:
-        # Each CycleTask runs rftflow.tasks.<task_id>; `inputs` are upstream results passed by XCom.
+        # Each CycleTask runs rftflow.cycle.tasks.<task_id>; `inputs` are upstream results passed by XCom.
         validate_data = CycleTask(task_id="validate_data")
         baseline_eval = CycleTask(task_id="baseline_eval")
         diversity_check = CycleTask(task_id="diversity_check")

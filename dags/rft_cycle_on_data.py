@@ -11,7 +11,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Asset
 
-from rftflow.operators import StartNextCycleOperator
+from rftflow.orchestration.operators import StartNextCycleOperator
 
 with DAG(
     dag_id="rft_cycle_on_data",

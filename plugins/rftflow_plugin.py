@@ -20,7 +20,7 @@ from urllib.parse import quote
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
-from rftflow.operators import TrainingStageOperator
+from rftflow.orchestration.operators import TrainingStageOperator
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ _STAGE_PATH = re.compile(r"^[A-Za-z0-9][\w.-]*/[^/]+/cycle-\d+/")  # {dag_id}/{r
 
 def artifact_root() -> str:
     """RFTFLOW_ARTIFACT_ROOT, else the project's `.artifacts` folder (as the DAG's params default)."""
-    from rftflow.params import default_artifact_root
+    from rftflow.cycle.params import default_artifact_root
 
     return default_artifact_root()
 
@@ -52,7 +52,7 @@ def relative_artifact_path(root: str, uri: str | None) -> str | None:
     """`uri` as a path relative to the artifact root, or None when it lies elsewhere."""
     if not uri:
         return None
-    from rftflow import store
+    from rftflow.artifacts import store
 
     try:
         root_local, uri_local = store.local_path(root), store.local_path(uri)
@@ -69,7 +69,7 @@ def relative_artifact_path(root: str, uri: str | None) -> str | None:
 
 def resolve_artifact(root: str, rel: str) -> tuple[str, str | None]:
     """(uri, local path or None) of a file under the root; ValueError for paths that leave it or are not served."""
-    from rftflow import store
+    from rftflow.artifacts import store
 
     if not rel or "\\" in rel or "\x00" in rel or rel.startswith("/"):
         raise ValueError(f"not a path under the artifact root: {rel!r}")
@@ -148,7 +148,7 @@ def text_parts(text: Any) -> list[dict[str, str]]:
 
 def cycle_view(root: str, summary: dict[str, Any]) -> dict[str, Any]:
     """What the page shows of one cycle summary; links are relative to the page (`/rftflow/`)."""
-    from rftflow.tracking import diversity_fractions
+    from rftflow.publish.tracking import diversity_fractions
 
     s = summary
     baseline, candidate, champion = (s.get(k) if isinstance(s.get(k), dict) else {}
@@ -294,7 +294,7 @@ def trend_view(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def families_view(root: str, summaries: list[dict[str, Any]], family: str | None = None) -> list[dict[str, Any]]:
     """Per model family: its champion, its trend across cycles and its cycles, newest first."""
-    from rftflow.registry import ChampionRegistry
+    from rftflow.artifacts.registry import ChampionRegistry
 
     by_family: dict[str, list[dict[str, Any]]] = {}
     for s in summaries:
@@ -355,7 +355,7 @@ def create_app(root: str | None = None) -> Any:
         return cache[dag_id]
 
     def readable_cycles(user: Any, family: str | None) -> tuple[str, list[dict[str, Any]]]:
-        from rftflow.summary import read_index
+        from rftflow.publish.summary import read_index
 
         where = current_root()
         cache: dict[str, bool] = {}
@@ -402,7 +402,7 @@ def create_app(root: str | None = None) -> Any:
             if not os.path.isfile(path):
                 raise HTTPException(status_code=404, detail=f"no such file under the artifact root: {rel}")
             return FileResponse(path, media_type=media_type, headers=headers)
-        from rftflow import store
+        from rftflow.artifacts import store
 
         try:
             data = store.read_bytes(uri)
@@ -467,7 +467,7 @@ def _run_conf(ti_key: Any) -> dict[str, Any]:
 
 def stage_folder(ti_key: Any, stage: str, conf: dict[str, Any] | None = None) -> str:
     """Where the run's `stage` writes: the run's own artifact_root and cycle when its conf sets them."""
-    from rftflow.manifest import stage_uri
+    from rftflow.artifacts.manifest import stage_uri
 
     conf = _run_conf(ti_key) if conf is None else conf
     return stage_uri(conf.get("artifact_root") or artifact_root(), ti_key.dag_id, ti_key.run_id,
@@ -495,7 +495,7 @@ def _pending_job(ti_key: Any) -> dict[str, Any] | None:
 
 def stage_jobs(ti_key: Any, conf: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Job records of the task's finished stage manifest, else the job it is waiting for (deferred)."""
-    from rftflow import store
+    from rftflow.artifacts import store
 
     manifest = store.join(stage_folder(ti_key, ti_key.task_id, conf), "manifest.json")
     if store.exists(manifest):
@@ -530,7 +530,7 @@ class MlflowRunLink(BaseOperatorLink):
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
         try:
-            from rftflow import store
+            from rftflow.artifacts import store
 
             summary = store.join(stage_folder(ti_key, "report"), "cycle.json")
             if store.exists(summary):

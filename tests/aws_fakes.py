@@ -49,7 +49,7 @@ def tar_gz(files: dict[str, bytes | str]) -> bytes:
 
 def plant_training_output(output_path: str, job: str, checkpoint: str, *, serverless: bool = False) -> None:
     """What a Nova training container leaves: manifest.json (in output.tar.gz, or plain for serverless)."""
-    from rftflow import store
+    from rftflow.artifacts import store
 
     manifest = json.dumps({"checkpoint_s3_bucket": checkpoint})
     if serverless:
@@ -62,7 +62,7 @@ def plant_training_output(output_path: str, job: str, checkpoint: str, *, server
 def plant_eval_output(output_path: str, job: str, inference_rows: list[dict[str, Any]] | None = None,
                       results: dict[str, Any] | None = None) -> None:
     """What a Nova eval container leaves: results_<ts>.json and, for gen_qa, inference_output.jsonl."""
-    from rftflow import store
+    from rftflow.artifacts import store
 
     files: dict[str, bytes | str] = {
         "eval-result/results_2026-11-25T10-00-00.json": json.dumps(results or {"results": {
@@ -96,7 +96,7 @@ def aws_inference(text: str) -> str:
 
 def gen_qa_answers(staged_gen_qa: str, answer: Any) -> list[dict[str, Any]]:
     """inference_output.jsonl rows for a staged gen_qa.jsonl; `answer(row)` gives the model's text."""
-    from rftflow import store
+    from rftflow.artifacts import store
 
     rows = [json.loads(line) for line in store.read_text(staged_gen_qa).splitlines() if line.strip()]
     return [{"prompt": r["query"], "inference": aws_inference(answer(r)), "gold": r["response"],

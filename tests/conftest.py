@@ -123,7 +123,7 @@ def ray_head(moto_server: str) -> Iterator[str]:
     venv's Python. Started after the moto server, so jobs reach s3:// artifact roots there."""
     import sys
 
-    from rftflow.ray.local_head import start_head
+    from rftflow.backends.ray.local_head import start_head
 
     head = start_head(num_cpus=2)
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rftflow.airflow_home import airflow_env, dags_test, ensure_db
+from rftflow.cli.airflow_home import airflow_env, dags_test, ensure_db
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from rftflow.aws import availability, images
-from rftflow.validation import validate_dataset
+from rftflow.backends.aws import availability, images
+from rftflow.data.validation import validate_dataset
 
 TRAIN = "include/data/tiny/train.jsonl"
 

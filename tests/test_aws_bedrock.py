@@ -10,10 +10,10 @@ import pytest
 from aws_fakes import BEDROCK_ROLE, LAMBDA_ARN, aws_env, boto  # noqa: F401  (aws_env is a fixture)
 from botocore.stub import ANY, Stubber
 
-from rftflow import store
+from rftflow.artifacts import store
+from rftflow.artifacts.manifest import load_complete
 from rftflow.backends.base import PendingJob, StageContext, get_backend
-from rftflow.dataset import read_records, write_records
-from rftflow.manifest import load_complete
+from rftflow.data.dataset import read_records, write_records
 
 pytestmark = pytest.mark.usefixtures("aws_env")
 MODEL_ARN = "arn:aws:bedrock:us-east-1:123456789012:custom-model/amazon.nova-2-lite-v1:0:256k/abcdefghij12"
@@ -173,7 +173,7 @@ def test_bedrock_models_are_checked(backend):
 
 
 def test_the_wait_covers_the_job_limit_plus_queueing_slack(backend, s3_root, data):
-    from rftflow.aws.stages import PENDING_SLACK_HOURS
+    from rftflow.backends.aws.stages import PENDING_SLACK_HOURS
 
     pending = backend.rft(ctx_for(s3_root, "rft"), "nova-2-lite", data["train"], "numeric", {})
     _, kwargs = backend.trigger_for(pending).serialize()
@@ -183,7 +183,7 @@ def test_the_wait_covers_the_job_limit_plus_queueing_slack(backend, s3_root, dat
 
 def test_a_trigger_out_of_attempts_on_a_running_job_says_retry_to_reattach(backend, s3_root, data):
     """The provider's trigger reports running out of attempts as status "error", not "timeout"."""
-    from rftflow.aws.stages import WaitEnded
+    from rftflow.backends.aws.stages import WaitEnded
 
     ctx = ctx_for(s3_root, "rft")
     pending = backend.rft(ctx, "nova-2-lite", data["train"], "numeric", {})
@@ -195,7 +195,7 @@ def test_a_trigger_out_of_attempts_on_a_running_job_says_retry_to_reattach(backe
 def _failure_context(root: str, stage: str, error: BaseException, state: str = "failed") -> dict:
     from types import SimpleNamespace
 
-    from rftflow.params import DEFAULTS
+    from rftflow.cycle.params import DEFAULTS
 
     params = {**DEFAULTS, "backend": "bedrock", "base_model": "nova-2-lite", "artifact_root": root, "cycle": 2}
     return {"params": params, "dag": SimpleNamespace(dag_id="rft_cycle"),
@@ -210,8 +210,8 @@ def _failure_context(root: str, stage: str, error: BaseException, state: str = "
 ])
 def test_stop_remote_job_stops_only_what_the_run_will_not_come_back_for(backend, s3_root, data, monkeypatch,
                                                                        caplog, error, state, stopped):
-    from rftflow.aws.stages import WaitEnded
-    from rftflow.operators import stop_remote_job
+    from rftflow.backends.aws.stages import WaitEnded
+    from rftflow.orchestration.operators import stop_remote_job
 
     monkeypatch.setenv("RFTFLOW_BEDROCK_ROLE_ARN", BEDROCK_ROLE)
     monkeypatch.setenv("RFTFLOW_BEDROCK_REWARD_LAMBDA_ARN", LAMBDA_ARN)
@@ -221,10 +221,10 @@ def test_stop_remote_job_stops_only_what_the_run_will_not_come_back_for(backend,
     # listen on the module's logger itself: Airflow may reconfigure the root logging on its first hook
     import logging
 
-    logger = logging.getLogger("rftflow.operators")
+    logger = logging.getLogger("rftflow.orchestration.operators")
     logger.addHandler(caplog.handler)
     try:
-        with caplog.at_level("WARNING", logger="rftflow.operators"):
+        with caplog.at_level("WARNING", logger="rftflow.orchestration.operators"):
             stop_remote_job(_failure_context(root, "rft", exc, state))
     finally:
         logger.removeHandler(caplog.handler)

@@ -10,11 +10,11 @@ import json
 import pytest
 from mantle_fake import MantleFake
 
-from rftflow import store
-from rftflow.aws import bedrock_openai as ow
+from rftflow.artifacts import store
+from rftflow.artifacts.manifest import load_complete
+from rftflow.backends.aws import bedrock_openai as ow
 from rftflow.backends.base import PendingJob, StageContext, get_backend
-from rftflow.dataset import read_records, write_records
-from rftflow.manifest import load_complete
+from rftflow.data.dataset import read_records, write_records
 
 LAMBDA_ARN = "arn:aws:lambda:us-west-2:123456789012:function:SageMaker-rftflow-numeric"
 ROLE = "arn:aws:iam::123456789012:role/rftflow-bedrock-customization"
@@ -85,10 +85,10 @@ def test_the_trigger_fires_when_the_job_succeeds_and_completion_records_model_co
     pending = backend.rft(ctx, "qwen3-32b", data["train"], "numeric", {})
     trigger = backend.trigger_for(pending)
     classpath, kwargs = trigger.serialize()  # what the triggerer stores: no key in it
-    assert classpath == "rftflow.aws.open_weight_trigger.OpenWeightJobTrigger"
+    assert classpath == "rftflow.orchestration.open_weight_trigger.OpenWeightJobTrigger"
     assert "api_key" not in json.dumps(kwargs) and kwargs["options"]["openai_base_url"] == mantle.url
     mantle.finish(pending.job_name)
-    from rftflow.aws.open_weight_trigger import OpenWeightJobTrigger
+    from rftflow.orchestration.open_weight_trigger import OpenWeightJobTrigger
 
     event = asyncio.run(_first_event(OpenWeightJobTrigger(**{**kwargs, "poll_s": 0.01})))
     assert event == {"status": "success", "job_name": pending.job_name}
@@ -190,7 +190,7 @@ def test_without_an_api_key_a_short_term_key_is_signed_from_the_aws_credentials(
 
 
 def test_validate_data_refuses_a_region_or_an_sft_stage_bedrock_does_not_offer(data, tmp_path):
-    from rftflow.validation import validate_dataset
+    from rftflow.data.validation import validate_dataset
 
     report = validate_dataset(data["train"], data["eval"], backend="bedrock", region="us-east-1",
                               model="gpt-oss-20b", customizations=("RFT",), report_dir_uri=str(tmp_path / "a"),

@@ -13,9 +13,10 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
-from rftflow.aws import cli, lambda_deploy
-from rftflow.dataset import read_records
-from rftflow.rewards import RewardContractError
+from rftflow.backends.aws import lambda_deploy
+from rftflow.cli import aws as cli
+from rftflow.data.dataset import read_records
+from rftflow.rewards.runner import RewardContractError
 
 ROLE = "arn:aws:iam::123456789012:role/rftflow-reward-lambda"
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:SageMaker-rftflow-numeric"

@@ -8,9 +8,9 @@ import json
 import pytest
 from aws_fakes import aws_env, put_metric_logs, tar_gz  # noqa: F401  (aws_env is a fixture)
 
-from rftflow import store
-from rftflow.aws import pricing, sagemaker_jobs
-from rftflow.aws.sagemaker_jobs import JobOutputError
+from rftflow.artifacts import store
+from rftflow.backends.aws import pricing, sagemaker_jobs
+from rftflow.backends.aws.sagemaker_jobs import JobOutputError
 
 JOB = "rft-cycle-rft-c1-0123456789-1"
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from aws_fakes import BEDROCK_ROLE, LAMBDA_ARN, ROLE, aws_env, boto  # noqa: F401  (aws_env is a fixture)
 
-from rftflow import cycle, store
-from rftflow.dataset import read_records, write_records
+from rftflow.artifacts import store
+from rftflow.cycle import stages as cycle
+from rftflow.data.dataset import read_records, write_records
 
 pytestmark = pytest.mark.usefixtures("aws_env")
 

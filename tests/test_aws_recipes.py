@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rftflow.aws import recipes
-from rftflow.config import RecipeError, RFTConfig
+from rftflow.backends.aws import recipes
+from rftflow.cycle.recipes import RecipeError, RFTConfig
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:SageMaker-rftflow-numeric"
 OTHER = "arn:aws:lambda:us-east-1:123456789012:function:SageMaker-rftflow-exact-match"

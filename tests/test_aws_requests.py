@@ -10,11 +10,17 @@ import pytest
 from botocore.stub import Stubber
 from botocore.validate import ParamValidator
 
-from rftflow.aws import bedrock_jobs, lambda_deploy, recipes, rollouts, sagemaker_jobs
-from rftflow.aws.images import nova_image_uri
-from rftflow.aws.modelcheck import RequestError, validate_request
-from rftflow.aws.naming import JobNameError, job_name, request_digest, stage_job_base, validate_job_name
-from rftflow.config import RecipeError
+from rftflow.backends.aws import bedrock_jobs, lambda_deploy, recipes, rollouts, sagemaker_jobs
+from rftflow.backends.aws.images import nova_image_uri
+from rftflow.backends.aws.modelcheck import RequestError, validate_request
+from rftflow.backends.aws.naming import (
+    JobNameError,
+    job_name,
+    request_digest,
+    stage_job_base,
+    validate_job_name,
+)
+from rftflow.cycle.recipes import RecipeError
 
 ROLE = "arn:aws:iam::123456789012:role/rftflow-sagemaker-execution"
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:SageMaker-rftflow-numeric"
@@ -319,7 +325,7 @@ def test_bedrock_rft_needs_a_lambda_arn():
 
 
 def test_deployment_and_converse_requests_fit_their_models():
-    from rftflow.dataset import RftRecord
+    from rftflow.data.dataset import RftRecord
 
     record = RftRecord(id="r1", messages=[{"role": "system", "content": "Be brief."},
                                           {"role": "user", "content": "2+2?"}], reference_answer="4")

@@ -12,8 +12,8 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from rftflow.aws import rollouts
-from rftflow.dataset import RftRecord
+from rftflow.backends.aws import rollouts
+from rftflow.data.dataset import RftRecord
 
 SETTINGS = rollouts.ConverseSettings(model_id="us.amazon.nova-2-lite-v1:0", max_retries=3, base_delay_s=1.0)
 
@@ -144,7 +144,7 @@ def test_inference_text_reads_every_form_aws_writes(inference, text):
 
 def test_exact_match_scores_the_aws_form_like_the_clean_text():
     """The defect: with the repr form parsed as plain text, exact_match scored 0.0 instead of 1.0."""
-    from rftflow.rewards import load_reward, score
+    from rftflow.rewards.runner import load_reward, score
 
     rec = RftRecord(id="g1", messages=[{"role": "user", "content": "6*7?"}], reference_answer="42")
     rows = [{"inference": repr(["<|begin_of_solution|>#### 42\nI hope this helps.<|end_of_solution|>"]),

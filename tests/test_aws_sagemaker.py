@@ -19,12 +19,12 @@ from aws_fakes import (
 )
 from botocore.stub import Stubber
 
-from rftflow import store
-from rftflow.aws import sagemaker_jobs
-from rftflow.aws.naming import stage_job_base
+from rftflow.artifacts import store
+from rftflow.artifacts.manifest import StageManifest, load_complete
+from rftflow.backends.aws import sagemaker_jobs
+from rftflow.backends.aws.naming import stage_job_base
 from rftflow.backends.base import PendingJob, StageContext, get_backend
-from rftflow.dataset import read_records, write_records
-from rftflow.manifest import StageManifest, load_complete
+from rftflow.data.dataset import read_records, write_records
 
 EVAL = "include/data/tiny/eval.jsonl"
 

@@ -16,10 +16,10 @@ import pytest
 from aws_fakes import LAMBDA_ARN, ROLE, aws_env, boto, gen_qa_answers  # noqa: F401  (aws_env is a fixture)
 from botocore.stub import Stubber
 
-from rftflow import store
-from rftflow.aws import lambda_deploy, sagemaker_jobs
+from rftflow.artifacts import store
+from rftflow.backends.aws import lambda_deploy, sagemaker_jobs
 from rftflow.backends.base import PendingJob, StageContext, get_backend
-from rftflow.dataset import read_records, write_records
+from rftflow.data.dataset import read_records, write_records
 
 pytestmark = pytest.mark.usefixtures("aws_env")
 QWEN = "huggingface-reasoning-qwen3-8b"
@@ -229,7 +229,7 @@ def test_an_open_weight_model_needs_the_serverless_flavour_and_a_region_that_has
     jobs_flavour = get_backend("sagemaker", role_arn=ROLE, reward_lambda_arn=LAMBDA_ARN)
     with pytest.raises(ValueError, match="open-weight hub models train on SageMaker serverless"):
         jobs_flavour.rft(ctx_for(s3_root, "rft"), QWEN, data["train"], "numeric")
-    from rftflow.validation import validate_dataset
+    from rftflow.data.validation import validate_dataset
 
     def region(name: str):
         report = validate_dataset(data["train"], data["eval"], backend="sagemaker", region=name, flavour="serverless",
@@ -250,7 +250,7 @@ def test_without_an_arn_the_open_weight_path_looks_for_the_http_envelope_lambda(
 def test_the_http_envelope_package_answers_as_open_weight_reward_functions_do(tmp_path, monkeypatch):
     """SDK v3's reward verifier (rlvr_reward_verifier._unwrap_response): open-weight reward functions return
     {statusCode: 200, body: <JSON list>}; the wrapper gives that from the same handler, and rftflow reads both."""
-    from rftflow.rewards import validate_output
+    from rftflow.rewards.runner import validate_output
 
     pkg = lambda_deploy.package("numeric", response="http")
     assert pkg.module == lambda_deploy.HTTP_ENVELOPE_MODULE and "numeric.py" in pkg.files

@@ -10,7 +10,7 @@ import pytest
 from aws_fakes import ROLE, aws_env, boto  # noqa: F401  (aws_env is a fixture)
 from botocore.stub import Stubber
 
-from rftflow.aws.watch_trigger import AwsJobWatchTrigger, JobWatcher
+from rftflow.orchestration.aws_watch_trigger import AwsJobWatchTrigger, JobWatcher
 
 pytestmark = pytest.mark.usefixtures("aws_env")
 T0 = datetime.datetime(2026, 12, 2, 10, 0)
@@ -73,7 +73,7 @@ def test_the_watch_wraps_the_providers_trigger_and_fires_its_event(capfd):
                              aws_conn_id=None, region_name="us-east-1")
     trigger = AwsJobWatchTrigger.wrapping(inner, "sagemaker", "watched-1", "us-east-1", None, poll_s=0.2)
     classpath, kwargs = trigger.serialize()
-    assert classpath == "rftflow.aws.watch_trigger.AwsJobWatchTrigger"
+    assert classpath == "rftflow.orchestration.aws_watch_trigger.AwsJobWatchTrigger"
     rebuilt = AwsJobWatchTrigger(**kwargs)  # as the triggerer rebuilds it
 
     async def first():

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from rftflow import cli, demo
-from rftflow.params import DEFAULTS, PROJECT_ROOT
-from rftflow.registry import Champion, ChampionRegistry
-from rftflow.summary import read_index
+from rftflow.artifacts.registry import Champion, ChampionRegistry
+from rftflow.cli import demo
+from rftflow.cli import main as cli
+from rftflow.cycle.params import DEFAULTS, PROJECT_ROOT
+from rftflow.publish.summary import read_index
 
 
 def test_validate_sample_data_passes(capsys, tmp_path):
@@ -181,7 +182,7 @@ def test_a_closed_pipe_ends_quietly(command, tmp_path):
     root = _many_cycles(tmp_path / "art", 400)
     read, write = os.pipe()
     os.close(read)
-    proc = subprocess.run([sys.executable, "-m", "rftflow.cli", *command, "--artifact-root", root],
+    proc = subprocess.run([sys.executable, "-m", "rftflow.cli.main", *command, "--artifact-root", root],
                           stdout=write, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT, timeout=120)
     os.close(write)
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
@@ -218,13 +219,13 @@ def test_run_prints_the_outcome_and_report_path_at_the_end(tmp_path, monkeypatch
 # What `airflow dags test` prints while rft_cycle's sft task runs (structlog lines, as in .demo/cycle-1.log).
 _DAGS_TEST_OUTPUT = """\
 2026-12-02T01:13:08.254007Z [info     ] [DAG TEST] starting task_id=sft map_index=-1 [airflow.sdk.definitions.dag] loc=dag.py:1501
-2026-12-02T01:13:08.303036Z [info     ] sft: waiting for local_trainer 94e1 (deferred) [airflow.task.operators.rftflow.operators.TrainingStageOperator] loc=operators.py:182
+2026-12-02T01:13:08.303036Z [info     ] sft: waiting for local_trainer 94e1 (deferred) [airflow.task.operators.rftflow.orchestration.operators.TrainingStageOperator] loc=operators.py:182
 2026-12-02T01:13:08.421986Z [info     ] [DAG TEST] running trigger in line [airflow.sdk.definitions.dag] loc=dag.py:1534
-2026-12-02T01:13:14.446471Z [info     ] sft: loading the model and data [rftflow.local.progress_trigger.LocalTrainerProgressTrigger] loc=progress_trigger.py:46
-2026-12-02T01:13:18.463430Z [info     ] sft: step 5/40 (12%) | loss 5.0150 | 358.1 samples/s | elapsed 0s | left ~3s [rftflow.local.progress_trigger.LocalTrainerProgressTrigger] loc=progress_trigger.py:46
-2026-12-02T01:13:22.479670Z [info     ] sft: step 10/40 (25%) | loss 3.6619 | 90.0 samples/s, 2154 tokens/s | elapsed 4s | left ~11s [rftflow.local.progress_trigger.LocalTrainerProgressTrigger] loc=progress_trigger.py:46
-2026-12-02T01:13:26.494274Z [info     ] sft: checkpoint saved at step 20/40 (checkpoint-20) [rftflow.local.progress_trigger.LocalTrainerProgressTrigger] loc=progress_trigger.py:46
-2026-12-02T01:13:30.508246Z [info     ] sft: training done at step 40/40 in 12s; saving the final model [rftflow.local.progress_trigger.LocalTrainerProgressTrigger] loc=progress_trigger.py:46
+2026-12-02T01:13:14.446471Z [info     ] sft: loading the model and data [rftflow.orchestration.local_progress_trigger.LocalTrainerProgressTrigger] loc=progress_trigger.py:46
+2026-12-02T01:13:18.463430Z [info     ] sft: step 5/40 (12%) | loss 5.0150 | 358.1 samples/s | elapsed 0s | left ~3s [rftflow.orchestration.local_progress_trigger.LocalTrainerProgressTrigger] loc=progress_trigger.py:46
+2026-12-02T01:13:22.479670Z [info     ] sft: step 10/40 (25%) | loss 3.6619 | 90.0 samples/s, 2154 tokens/s | elapsed 4s | left ~11s [rftflow.orchestration.local_progress_trigger.LocalTrainerProgressTrigger] loc=progress_trigger.py:46
+2026-12-02T01:13:26.494274Z [info     ] sft: checkpoint saved at step 20/40 (checkpoint-20) [rftflow.orchestration.local_progress_trigger.LocalTrainerProgressTrigger] loc=progress_trigger.py:46
+2026-12-02T01:13:30.508246Z [info     ] sft: training done at step 40/40 in 12s; saving the final model [rftflow.orchestration.local_progress_trigger.LocalTrainerProgressTrigger] loc=progress_trigger.py:46
 2026-12-02T01:13:30.971187Z [info     ] [DAG TEST] end task task_id=sft map_index=-1 [airflow.sdk.definitions.dag] loc=dag.py:1563
 2026-12-02T01:13:30.984559Z [info     ] [DAG TEST] starting task_id=diversity_recheck map_index=-1 [airflow.sdk.definitions.dag] loc=dag.py:1501
 """
@@ -245,7 +246,7 @@ def test_the_terminal_display_falls_back_to_plain_lines_without_a_tty(every_s, s
     import io
     import re
 
-    from rftflow.terminal import CycleProgress
+    from rftflow.publish.terminal import CycleProgress
 
     out = io.StringIO()  # not a TTY: no rich live display, no escape codes
     progress = CycleProgress(out, every_s=every_s)
@@ -262,7 +263,7 @@ def test_the_terminal_display_falls_back_to_plain_lines_without_a_tty(every_s, s
 def test_the_terminal_display_on_a_tty_shows_the_task_and_the_step():
     import io
 
-    from rftflow.terminal import CycleProgress
+    from rftflow.publish.terminal import CycleProgress
 
     out = io.StringIO()
     progress = CycleProgress(out, rich=True)

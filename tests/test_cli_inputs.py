@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rftflow.cli import main
+from rftflow.cli.main import main
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +37,7 @@ def test_s3_without_credentials_is_one_line_saying_what_to_set(tmp_path):
     env.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=str(tmp_path / "none"),
                AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_DEFAULT_REGION="us-east-1",
                HOME=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "rftflow.cli", "validate", "s3://rftflow-no-such-bucket/train.jsonl",
+    proc = subprocess.run([sys.executable, "-m", "rftflow.cli.main", "validate", "s3://rftflow-no-such-bucket/train.jsonl",
                            "--no-report"], capture_output=True, text=True, env=env, cwd=PROJECT, timeout=300)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
@@ -49,7 +49,7 @@ def test_s3_without_credentials_is_one_line_saying_what_to_set(tmp_path):
 
 @pytest.mark.parametrize("name", ["exists", "read_bytes", "list_prefix"])
 def test_store_calls_without_credentials_raise_the_same_error(name, tmp_path, monkeypatch):
-    from rftflow import store
+    from rftflow.artifacts import store
 
     for key in list(os.environ):
         if key.startswith("AWS_") or key == "RFTFLOW_S3_ENDPOINT_URL":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rftflow.rewards import builtin_dir, load_reward, validate_output
+from rftflow.rewards.runner import builtin_dir, load_reward, validate_output
 
 TESTS = {"tests": ["assert f(1) == 2", "assert f(5) == 6"]}
 MARKER = "rftflow-code-sandbox"

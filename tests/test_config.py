@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rftflow.config import DiversityConfig, EvalConfig, RecipeError, RFTConfig, SFTConfig, load_recipe
+from rftflow.cycle.recipes import DiversityConfig, EvalConfig, RecipeError, RFTConfig, SFTConfig, load_recipe
 
 
 def test_local_recipes_load_into_typed_configs_with_the_measured_settings():

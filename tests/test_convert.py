@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from rftflow.cli_data import main as cli_main
-from rftflow.convert import convert_qa, detect_format
-from rftflow.dataset import DatasetError, read_records
+from rftflow.cli.data import main as cli_main
+from rftflow.data.convert import convert_qa, detect_format
+from rftflow.data.dataset import DatasetError, read_records
 
 
 def rows_of(path) -> list[dict]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rftflow import cycle, store
-from rftflow.manifest import load_complete
+from rftflow.artifacts import store
+from rftflow.artifacts.manifest import load_complete
+from rftflow.cycle import stages as cycle
 
 TINY_OVERRIDES = {
     "sft": {"max_steps": 6, "warmup_steps": 1, "save_steps": 3, "logging_steps": 2},
@@ -82,8 +83,8 @@ def test_choose_outcome_routes_promotion_through_approval_when_asked(params):
 
 
 def test_unapproved_promotion_is_reported_as_not_promoted(params):
-    from rftflow.manifest import StageManifest
-    from rftflow.summary import _outcome
+    from rftflow.artifacts.manifest import StageManifest
+    from rftflow.publish.summary import _outcome
 
     gate = StageManifest(dag_id="d", run_id="r", cycle=1, stage="gate", backend="local",
                          started_at="t", finished_at="t", duration_s=0.0,
@@ -116,8 +117,8 @@ def test_unchanged_data_is_validated_once(params, tmp_path):
 
 
 def _promote_setup(params):
-    from rftflow.manifest import StageManifest, write_manifest
-    from rftflow.registry import Champion, ChampionRegistry
+    from rftflow.artifacts.manifest import StageManifest, write_manifest
+    from rftflow.artifacts.registry import Champion, ChampionRegistry
 
     ctx = cycle.stage_context(params, "rft_cycle", "manual__promote", "promote")
     registry = ChampionRegistry(params.artifact_root, params.model_family)
@@ -149,7 +150,7 @@ def test_a_promote_retried_after_a_crash_past_the_swap_finishes_its_promotion(pa
 
 
 def test_a_promote_that_lost_a_real_race_is_still_not_promoted(params):
-    from rftflow.registry import Champion
+    from rftflow.artifacts.registry import Champion
 
     ctx, registry, old = _promote_setup(params)
     registry.promote(Champion(model_uri="file:///models/other", run_id="other-run", cycle=1), expected_token=old)

@@ -8,11 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from rftflow import cycle, store
-from rftflow.cli import main as cli_main
-from rftflow.gate_simulation import simulate_pairs
-from rftflow.manifest import StageManifest, load_complete, write_manifest
-from rftflow.summary import build_summary
+from rftflow.artifacts import store
+from rftflow.artifacts.manifest import StageManifest, load_complete, write_manifest
+from rftflow.cli.main import main as cli_main
+from rftflow.cycle import stages as cycle
+from rftflow.publish.summary import build_summary
+from rftflow.scoring.gate_simulation import simulate_pairs
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rftflow.dataset import (
+from rftflow.data.dataset import (
     DatasetError,
     DatasetIssue,
     RftRecord,
@@ -443,7 +443,7 @@ def test_write_records_accepts_plain_dicts(tmp_path):
 
 
 def test_reads_and_writes_s3_uris(s3_root):
-    from rftflow import store
+    from rftflow.artifacts import store
 
     uri = f"{s3_root}/data/train.jsonl"
     store.write_bytes(uri, AWS_SAMPLE.read_bytes())

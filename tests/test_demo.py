@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rftflow import cycle, demo
-from rftflow.config import load_recipe
+from rftflow.cli import demo
+from rftflow.cycle import stages as cycle
+from rftflow.cycle.recipes import load_recipe
 
 
 @pytest.mark.parametrize("fast", [False, True])

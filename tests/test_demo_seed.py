@@ -1,12 +1,13 @@
-"""`python -m rftflow.demo --seed N`: the first cycle starts from tiny:seed=N and both trainers take the seed;
+"""`python -m rftflow.cli.demo --seed N`: the first cycle starts from tiny:seed=N and both trainers take the seed;
 seed 0 leaves the demo's conf exactly as it was."""
 
 from __future__ import annotations
 
 import pytest
 
-from rftflow import cycle, demo
-from rftflow.config import load_recipe
+from rftflow.cli import demo
+from rftflow.cycle import stages as cycle
+from rftflow.cycle.recipes import load_recipe
 
 
 @pytest.mark.parametrize("fast", [False, True])

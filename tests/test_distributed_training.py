@@ -44,7 +44,7 @@ def _rank_main(rank: int, world_size: int, port: int, work: str) -> None:
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    from rftflow.local.training import run_grpo, run_sft, world
+    from rftflow.backends.local.training import run_grpo, run_sft, world
 
     assert world() == (rank, world_size)
     w = Path(work)
@@ -70,7 +70,7 @@ def _tensors(model_dir: Path) -> dict:
 def test_two_processes_split_the_global_batch_and_only_rank_0_writes(tmp_path):
     import torch.multiprocessing as mp
 
-    from rftflow.local.tiny_model import build_tiny
+    from rftflow.backends.local.tiny_model import build_tiny
 
     build_tiny(tmp_path / "base", seed=0)
     lines = (TINY / "sft.jsonl").read_text().splitlines(keepends=True)
@@ -111,9 +111,9 @@ def test_under_torchrun_the_worker_trains_on_both_ranks_and_rank_0_alone_holds_t
     import subprocess
     import sys
 
-    from rftflow.local import lease
-    from rftflow.local.runner import child_env
-    from rftflow.local.tiny_model import build_tiny
+    from rftflow.backends.local import lease
+    from rftflow.backends.local.runner import child_env
+    from rftflow.backends.local.tiny_model import build_tiny
 
     build_tiny(tmp_path / "base", seed=0)
     (tmp_path / "sft.jsonl").write_text("".join((TINY / "sft.jsonl").read_text().splitlines(keepends=True)[:64]))
@@ -126,7 +126,7 @@ def test_under_torchrun_the_worker_trains_on_both_ranks_and_rank_0_alone_holds_t
         "lease": {"dir": str(job_dir), "owner": held.owner, "heartbeat_s": 1.0},
         "cfg": {"max_steps": 6, "batch_size": 4, "logging_steps": 2, "save_steps": 100, "warmup_steps": 0}}}))
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                           "127.0.0.1", "--master_port", str(_free_port()), "-m", "rftflow.local.worker", str(job)],
+                           "127.0.0.1", "--master_port", str(_free_port()), "-m", "rftflow.backends.local.worker", str(job)],
                           capture_output=True, text=True, timeout=300, env=child_env(1), cwd=str(ROOT))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     payload = json.loads((job_dir / "sft-result.json").read_text())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rftflow import diversity
-from rftflow.config import DiversityConfig
+from rftflow.cycle.recipes import DiversityConfig
+from rftflow.scoring import diversity
 
 
 def _table(*patterns: tuple[int, int]) -> list[list[float]]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rftflow import evaluation
-from rftflow.dataset import RftRecord
-from rftflow.rewards import load_reward
+from rftflow.data.dataset import RftRecord
+from rftflow.rewards.runner import load_reward
+from rftflow.scoring import evaluation
 
 
 def _record(i: int, answer: str, category: str, op: str = "inc") -> RftRecord:

@@ -8,9 +8,9 @@ import pytest
 from pydantic import ValidationError
 from scipy import stats
 
-from rftflow.gate import EvalEvidence, GateConfig, GateResult, decide
-from rftflow.gate_simulation import simulate_pairs
-from rftflow.paired import chance_words, compare, holm, look_alpha, pair_rows, split_ids
+from rftflow.scoring.gate import EvalEvidence, GateConfig, GateResult, decide
+from rftflow.scoring.gate_simulation import simulate_pairs
+from rftflow.scoring.paired import chance_words, compare, holm, look_alpha, pair_rows, split_ids
 
 GUARDS = {"reward_hacking", "eval_length_ratio", "train_length_ratio", "kl", "entropy", "format_penalty"}
 

@@ -3,8 +3,8 @@ and stays quiet over many cycles judged on one eval set."""
 
 import pytest
 
-from rftflow.gate import GateConfig
-from rftflow.gate_simulation import chained_promotions, promotion_rate
+from rftflow.scoring.gate import GateConfig
+from rftflow.scoring.gate_simulation import chained_promotions, promotion_rate
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rftflow.config import RecipeError, RFTConfig, SFTConfig, load_recipe
-from rftflow.local import gpu
-from rftflow.local.gpu import (
+from rftflow.backends.local import gpu
+from rftflow.backends.local.gpu import (
     PlanError,
     gpu_plan,
     per_device_batch,
@@ -22,12 +21,13 @@ from rftflow.local.gpu import (
     training_method,
     vllm_choice,
 )
+from rftflow.cycle.recipes import RecipeError, RFTConfig, SFTConfig, load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = {"cuda": False, "bf16_ok": False, "vllm_available": False}
 H100 = {"cuda": True, "bf16_ok": True, "vllm_available": True}
 T4 = {"cuda": True, "bf16_ok": False, "vllm_available": False}
-TINY_PARAMS = 885_632  # about the tiny track's model (rftflow.local.tiny_model)
+TINY_PARAMS = 885_632  # about the tiny track's model (rftflow.backends.local.tiny_model)
 
 
 # ------------------------------------------------------------------------------------ recipe fields
@@ -150,7 +150,7 @@ def test_the_planned_argument_names_are_fields_of_trls_configs():
 
 
 def test_the_tiny_model_is_counted_from_its_config_and_auto_trains_it_in_full(tmp_path):
-    from rftflow.local.tiny_model import build_tiny
+    from rftflow.backends.local.tiny_model import build_tiny
 
     info = build_tiny(tmp_path / "tiny", seed=0)
     n = gpu.count_parameters(str(tmp_path / "tiny"))
@@ -174,13 +174,13 @@ def test_vllm_sampling_arguments_mirror_the_hf_pass():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from rftflow.local.tiny_model import build_tokenizer
+    from rftflow.backends.local.tiny_model import build_tokenizer
 
     return build_tokenizer()
 
 
 def test_a_vllm_completion_is_the_same_dict_as_the_hf_one(tokenizer):
-    from rftflow.local.sampling import _completion, vllm_completion
+    from rftflow.backends.local.sampling import _completion, vllm_completion
 
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     body = tokenizer(" 57-33=24 #### 24", add_special_tokens=False)["input_ids"]
@@ -195,7 +195,7 @@ def test_a_vllm_completion_is_the_same_dict_as_the_hf_one(tokenizer):
 
 
 def test_vllm_sample_sends_the_chat_prompts_as_token_ids_and_returns_k_completions(tokenizer, monkeypatch):
-    from rftflow.local.sampling import render_prompts, vllm_sample
+    from rftflow.backends.local.sampling import render_prompts, vllm_sample
 
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=lambda **kw: kw))
     eos = tokenizer.eos_token_id
@@ -221,7 +221,7 @@ def test_vllm_sample_sends_the_chat_prompts_as_token_ids_and_returns_k_completio
 
 
 def test_sampling_with_vllm_on_without_cuda_fails_before_loading_anything():
-    from rftflow.local.sampling import sample_passes
+    from rftflow.backends.local.sampling import sample_passes
 
     with pytest.raises(PlanError, match="vllm: on needs a CUDA GPU .* and the vllm package"):
         sample_passes("/no/such/model", [], [], vllm="on")
@@ -243,13 +243,13 @@ def test_processes_auto_is_one_per_gpu_and_more_than_the_gpus_is_an_error():
 def test_several_processes_start_the_worker_with_accelerate_launch_and_valid_flags():
     from accelerate.commands.launch import launch_command_parser
 
-    assert gpu.worker_command("/j/sft.json", processes=1, python="py") == ["py", "-m", "rftflow.local.worker",
+    assert gpu.worker_command("/j/sft.json", processes=1, python="py") == ["py", "-m", "rftflow.backends.local.worker",
                                                                             "/j/sft.json"]
     argv = gpu.worker_command("/j/sft.json", processes=4, mixed_precision="bf16", python="py", port=29555)
     assert argv[:3] == ["py", "-m", "accelerate.commands.launch"]
     args = launch_command_parser().parse_args(argv[3:])  # accelerate's own parser accepts what we build
     assert (args.num_processes, args.mixed_precision, args.multi_gpu, args.num_machines) == (4, "bf16", True, 1)
-    assert (args.module, args.training_script, args.training_script_args) == (True, "rftflow.local.worker",
+    assert (args.module, args.training_script, args.training_script_args) == (True, "rftflow.backends.local.worker",
                                                                               ["/j/sft.json"])
     assert args.main_process_port == 29555
     assert gpu.launch_plan({"processes": "auto", "precision": "auto"}, {"devices": 4, "bf16": False}) == {
@@ -258,25 +258,25 @@ def test_several_processes_start_the_worker_with_accelerate_launch_and_valid_fla
 
 
 def test_the_runner_probes_no_gpu_here_and_starts_the_worker_as_before(tmp_path, monkeypatch):
-    from rftflow.local import runner
+    from rftflow.backends.local import runner
 
     assert gpu.cuda_probe() == {"devices": 0, "bf16": False}  # no NVIDIA device node on this machine
     assert gpu.cuda_probe({"CUDA_VISIBLE_DEVICES": ""}) == {"devices": 0, "bf16": False}
     job = tmp_path / "sft.json"
-    plain = [sys.executable, "-m", "rftflow.local.worker", str(job)]
+    plain = [sys.executable, "-m", "rftflow.backends.local.worker", str(job)]
     assert runner.worker_launch("sft", {"cfg": SFTConfig().model_dump()}, job, {}) == (plain, {})
     assert runner.worker_launch("grpo", {"cfg": RFTConfig().model_dump()}, job, {}) == (plain, {})
 
 
 def test_on_a_node_with_several_gpus_the_runner_starts_one_trainer_process_per_gpu(tmp_path, monkeypatch):
-    from rftflow.local import runner
+    from rftflow.backends.local import runner
 
     job = tmp_path / "grpo.json"
-    plain = [sys.executable, "-m", "rftflow.local.worker", str(job)]
+    plain = [sys.executable, "-m", "rftflow.backends.local.worker", str(job)]
     monkeypatch.setattr(gpu, "cuda_probe", lambda env=None: {"devices": 4, "bf16": True})
     argv, env = runner.worker_launch("grpo", {"cfg": RFTConfig().model_dump()}, job, {})
     assert "accelerate.commands.launch" in argv and argv[argv.index("--num_processes") + 1] == "4" and env == {}
-    assert argv[argv.index("--mixed_precision") + 1] == "bf16" and argv[-3:] == ["-m", "rftflow.local.worker", str(job)]
+    assert argv[argv.index("--mixed_precision") + 1] == "bf16" and argv[-3:] == ["-m", "rftflow.backends.local.worker", str(job)]
     assert runner.worker_launch("generate", {}, job, {}) == (plain, {})  # sampling: one process (vLLM or HF)
     # one process on a 4-GPU node sees one GPU: the Trainer would otherwise use DataParallel and 4x the batch
     one = {"cfg": SFTConfig(processes=1).model_dump()}
@@ -285,7 +285,7 @@ def test_on_a_node_with_several_gpus_the_runner_starts_one_trainer_process_per_g
 
 
 def test_a_recipe_the_machine_cannot_honour_fails_before_a_lease_or_child_exists(tmp_path, monkeypatch):
-    from rftflow.local import lease, runner
+    from rftflow.backends.local import lease, runner
 
     monkeypatch.setattr(gpu, "cuda_probe", lambda env=None: {"devices": 1, "bf16": True})
     with pytest.raises(PlanError, match="processes: 2 needs 2 CUDA devices; this machine has 1"):
@@ -294,7 +294,7 @@ def test_a_recipe_the_machine_cannot_honour_fails_before_a_lease_or_child_exists
 
 
 def test_a_worker_on_another_rank_trains_without_the_lease_and_writes_no_result(tmp_path, monkeypatch):
-    from rftflow.local import worker
+    from rftflow.backends.local import worker
 
     ran = []
     monkeypatch.setattr(worker, "_setup", lambda threads: None)
@@ -310,7 +310,7 @@ def test_a_worker_on_another_rank_trains_without_the_lease_and_writes_no_result(
 
 
 def test_world_reads_the_environment_until_a_process_group_exists(monkeypatch):
-    from rftflow.local.training import world
+    from rftflow.backends.local.training import world
 
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)

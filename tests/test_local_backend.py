@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from rftflow import diversity
+from rftflow.artifacts.manifest import load_complete
 from rftflow.backends.base import StageContext, get_backend
-from rftflow.config import load_recipe
-from rftflow.dataset import read_records
-from rftflow.manifest import load_complete
+from rftflow.cycle.recipes import load_recipe
+from rftflow.data.dataset import read_records
+from rftflow.scoring import diversity
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "include" / "data" / "tiny"
@@ -150,7 +150,7 @@ def test_grpo_with_a_handler_file_changes_parameters_and_logs_nova_names(env, tm
 
 
 def test_stages_run_against_an_s3_artifact_root(env, s3_root):
-    from rftflow import store
+    from rftflow.artifacts import store
 
     backend, base, _, _, sft_path = env
     ctx = StageContext(s3_root, "tests", "run-s3", 0, "sft")
@@ -169,7 +169,7 @@ def test_the_caller_process_never_imports_torch():
     import subprocess
     import sys
 
-    code = ("import sys, rftflow.backends.local, rftflow.evaluation, rftflow.diversity, rftflow.local.runner; "
+    code = ("import sys, rftflow.backends.local.backend, rftflow.scoring.evaluation, rftflow.scoring.diversity, rftflow.backends.local.runner; "
             "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

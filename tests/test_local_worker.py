@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from rftflow.backends.base import StageContext
-from rftflow.backends.local import LocalBackend
-from rftflow.local.runner import WorkerError, WorkerTimeout
+from rftflow.backends.local.backend import LocalBackend
+from rftflow.backends.local.runner import WorkerError, WorkerTimeout
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "include" / "data" / "tiny"
@@ -108,16 +108,16 @@ def test_a_model_that_is_not_there_fails_before_any_child_starts(env, tmp_path):
 def test_the_waiting_task_logs_the_trainers_progress_while_it_trains(env, caplog, monkeypatch):
     """The task that waits for its trainer (as its parent) logs step n/N with loss, rate and time left from
     the progress file the trainer writes, plus its checkpoints and its end."""
-    from rftflow.local.progress import STEP_LINE
+    from rftflow.backends.local.progress import STEP_LINE
 
     monkeypatch.setenv("RFTFLOW_PROGRESS_EVERY_S", "0")  # every poll where the step moved: a short run
-    caplog.set_level(logging.INFO, logger="rftflow.local.runner")
+    caplog.set_level(logging.INFO, logger="rftflow.backends.local.runner")
     backend, base, ctx, sft_path = env
     ctx = ctx.for_stage("sft_progress")
     cfg = {"max_steps": 40, "batch_size": 4, "logging_steps": 5, "save_steps": 20, "warmup_steps": 0}
     manifest = backend.sft(ctx, base, sft_path, cfg)
     assert manifest.metrics["steps"] == 40
-    lines = [r.getMessage() for r in caplog.records if r.name == "rftflow.local.runner"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "rftflow.backends.local.runner"]
     steps = [int(m["step"]) for line in lines if (m := STEP_LINE.search(line)) and m["total"] == "40"]
     # A line about step n < 40 was read from the file while the trainer was at step n: it was running.
     assert steps and steps == sorted(steps) and steps[0] < 40, lines
@@ -131,7 +131,7 @@ def test_the_waiting_task_logs_the_trainers_progress_while_it_trains(env, caplog
 def test_progress_lines_come_at_most_once_per_interval_with_every_checkpoint(tmp_path):
     """The reporter against a writer, without a trainer: with an interval longer than the test, one step line
     when training starts and one at its end; checkpoints and phases are never held back."""
-    from rftflow.local.progress import ProgressReporter, ProgressWriter, describe, progress_path
+    from rftflow.backends.local.progress import ProgressReporter, ProgressWriter, describe, progress_path
 
     path = progress_path("grpo", tmp_path)
     writer = ProgressWriter(path, "grpo", 30, unit="rollouts", per_step=16.0, owner="me")
@@ -170,7 +170,7 @@ def test_a_bad_progress_interval_is_a_clear_error_before_a_trainer_starts(env, m
 def test_no_checkpoint_line_is_lost_when_two_saves_fall_between_two_polls(tmp_path):
     """The waiting side reads the file about once a second; a trainer can save twice in that time (a short
     run, a slow poller). Both checkpoints are still said, in order, and each only once."""
-    from rftflow.local.progress import ProgressReporter, ProgressWriter, progress_path
+    from rftflow.backends.local.progress import ProgressReporter, ProgressWriter, progress_path
 
     writer = ProgressWriter(progress_path("sft", tmp_path), "sft", 40, unit="samples", per_step=4.0)
     reporter = ProgressReporter("sft", tmp_path, every=1e9)

@@ -8,8 +8,8 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from rftflow import store
-from rftflow.manifest import (
+from rftflow.artifacts import store
+from rftflow.artifacts.manifest import (
     SCHEMA_VERSION,
     ManifestError,
     NewerManifestError,
@@ -145,7 +145,7 @@ def test_a_retried_stage_reuses_its_complete_manifest(artifact_root):
 def test_unparseable_manifest_counts_as_incomplete_and_is_logged(artifact_root, caplog):
     uri = stage_uri(artifact_root, "rft_cycle", RUN_ID, 0, "rft")
     store.write_text(manifest_uri(uri), '{"dag_id": "rft_cycle", ')  # truncated by hand
-    with caplog.at_level(logging.WARNING, logger="rftflow.manifest"):
+    with caplog.at_level(logging.WARNING, logger="rftflow.artifacts.manifest"):
         assert load_complete(uri) is None
     assert "manifest.json" in caplog.text
     with pytest.raises(ManifestError, match=r"manifest\.json:1:\d+: invalid JSON"):

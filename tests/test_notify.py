@@ -18,8 +18,8 @@ import pytest
 from airflow.sdk import BaseNotifier
 from test_plugin import write_finished_cycle
 
-from rftflow import notify
-from rftflow.operators import notify_failure
+from rftflow.orchestration.operators import notify_failure
+from rftflow.publish import notify
 
 
 class RecordingNotifier(BaseNotifier):

@@ -10,9 +10,8 @@ import pytest
 import yaml
 from airflow.sdk.definitions.param import ParamsDict, process_params
 
-from rftflow import demo
-from rftflow.cycle import parse_params
-from rftflow.params import (
+from rftflow.cli import demo
+from rftflow.cycle.params import (
     BUILTIN_REWARDS,
     DEFAULTS,
     ESTIMATES,
@@ -23,6 +22,7 @@ from rftflow.params import (
     SECTIONS,
     build_params,
 )
+from rftflow.cycle.stages import parse_params
 
 OPTIONAL = {"sft_uri", "recipe_overrides", "protected_slices", "guards", "artifact_root", "notify"}
 
@@ -112,7 +112,7 @@ def test_defaults_validate_and_match_the_demo(form):
 
 
 def test_reward_is_a_choice_of_the_built_ins_or_free_text(form):
-    from rftflow.rewards import builtin_names
+    from rftflow.rewards.runner import builtin_names
 
     schema = form["reward"].schema
     assert list(schema["examples"]) == builtin_names() == list(BUILTIN_REWARDS)
@@ -133,24 +133,24 @@ def test_recipe_overrides_shows_the_local_recipe_defaults(form):
 
 
 def test_guards_shows_the_gate_defaults(form):
-    from rftflow.gate import GateConfig
+    from rftflow.scoring.gate import GateConfig
 
     fields = GateConfig.model_fields
     for key, value in GUARD_DEFAULTS_SHOWN.items():
         assert fields[key].default == value, f"guards.{key}: the form says {value}, GateConfig {fields[key].default}"
     description = form["guards"].description
     assert "Defaults: margin 0.0" in description and "kl_max 1.0" in description
-    assert description.startswith("Any other rftflow.gate.GateConfig field")  # the gate's own wording kept
+    assert description.startswith("Any other rftflow.scoring.gate.GateConfig field")  # the gate's own wording kept
 
 
 def test_backend_field_estimates_time_and_cost_per_backend(form):
-    from rftflow.aws.pricing import DEFAULT_PRICES
+    from rftflow.backends.aws.pricing import DEFAULT_PRICES
 
     description = _description(form["backend"])
     assert set(ESTIMATES) == set(form["backend"].schema["enum"])
     for text in ESTIMATES.values():
         assert text in description
-    assert "rftflow.aws.pricing" in description
+    assert "rftflow.backends.aws.pricing" in description
     # The Bedrock line is priced at the table's placeholder rate.
     rate = DEFAULT_PRICES["bedrock_customization_hour"]["REINFORCEMENT_FINE_TUNING"]
     assert f"${rate:.0f} per job-hour" in ESTIMATES["bedrock"] and f"${6 * rate:.0f}" in ESTIMATES["bedrock"]

@@ -40,7 +40,7 @@ def _answer(i: int) -> str:
 
 def write_eval_set(root: str) -> str:
     """The eval set the fixture's evals scored: one question per prompt id (the report quotes them)."""
-    from rftflow import store
+    from rftflow.artifacts import store
 
     uri = store.join(root, "data", "eval.jsonl")
     store.write_text(uri, "".join(json.dumps({
@@ -66,7 +66,7 @@ def eval_rows(passing: int, model: str) -> list[dict[str, Any]]:
 
 def diversity_rows() -> list[dict[str, Any]]:
     """20 prompts x 4 rollouts as the diversity check scores them: 4 all-fail, 11 mixed, 5 all-pass."""
-    from rftflow.diversity import outcome_rows
+    from rftflow.scoring.diversity import outcome_rows
 
     passes = [0] * 4 + [1, 2, 3, 1, 2, 3, 2, 2, 1, 3, 2] + [4] * 5
     rows = outcome_rows([f"t{i}" for i in range(len(passes))],
@@ -92,15 +92,16 @@ def write_finished_cycle(root: str, run_id: str, *, family: str = "tiny-finqa", 
     improved=False: the candidate is worse and the gate rejects it.
     mlflow: the `mlflow` entry (run id, URL) to record in cycle.json and the index.
     """
-    from rftflow import cycle, store
-    from rftflow.config import DiversityConfig
-    from rftflow.diversity import decide as diversity_decision
-    from rftflow.diversity import summarize as diversity_summary
-    from rftflow.evaluation import summarize
-    from rftflow.gate import EvalEvidence, GateConfig, decide
-    from rftflow.manifest import StageManifest, write_manifest
-    from rftflow.registry import Champion, ChampionRegistry
-    from rftflow.summary import build_summary, index_uri, publish_summary
+    from rftflow.artifacts import store
+    from rftflow.artifacts.manifest import StageManifest, write_manifest
+    from rftflow.artifacts.registry import Champion, ChampionRegistry
+    from rftflow.cycle import stages as cycle
+    from rftflow.cycle.recipes import DiversityConfig
+    from rftflow.publish.summary import build_summary, index_uri, publish_summary
+    from rftflow.scoring.diversity import decide as diversity_decision
+    from rftflow.scoring.diversity import summarize as diversity_summary
+    from rftflow.scoring.evaluation import summarize
+    from rftflow.scoring.gate import EvalEvidence, GateConfig, decide
 
     p = cycle.parse_params({"artifact_root": root, "model_family": family, "eval_uri": write_eval_set(root)})
     ctx = cycle.stage_context(p, DAG_ID, run_id, "report")
@@ -410,7 +411,7 @@ def test_plugin_registers_app_nav_view_and_training_task_links():
     from airflow.plugins_manager import AirflowPlugin
     from rftflow_plugin import AwsJobLink, MlflowRunLink, RftflowPlugin
 
-    from rftflow.operators import TrainingStageOperator
+    from rftflow.orchestration.operators import TrainingStageOperator
 
     assert issubclass(RftflowPlugin, AirflowPlugin)
     (app,) = RftflowPlugin.fastapi_apps
@@ -439,8 +440,8 @@ def test_extra_links_read_the_stage_manifest_and_the_cycle_summary(file_root, mo
     from airflow.models.taskinstancekey import TaskInstanceKey
     from rftflow_plugin import AwsJobLink, MlflowRunLink
 
-    from rftflow import store
-    from rftflow.manifest import StageManifest, stage_uri, write_manifest
+    from rftflow.artifacts import store
+    from rftflow.artifacts.manifest import StageManifest, stage_uri, write_manifest
 
     monkeypatch.setenv("RFTFLOW_ARTIFACT_ROOT", file_root)
     monkeypatch.setenv("RFTFLOW_TRACKING", "off")

@@ -1,4 +1,4 @@
-"""The `ray` backend against a real Ray head on 127.0.0.1 (rftflow.ray.local_head): jobs submitted over the Jobs
+"""The `ray` backend against a real Ray head on 127.0.0.1 (rftflow.backends.ray.local_head): jobs submitted over the Jobs
 REST API, waited for by the trigger, adopted on retry, stopped when the task fails for good, and failing with
 their last log lines."""
 
@@ -11,11 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from rftflow import store
+from rftflow.artifacts import store
 from rftflow.backends.base import PendingJob, StageContext, run_remote
-from rftflow.backends.local import LocalBackend
-from rftflow.backends.ray import RayBackend, load_ray_recipe
-from rftflow.ray.client import RayJobs
+from rftflow.backends.local.backend import LocalBackend
+from rftflow.backends.ray.backend import RayBackend, load_ray_recipe
+from rftflow.backends.ray.client import RayJobs
 
 pytestmark = pytest.mark.slow
 
@@ -72,8 +72,8 @@ def test_eval_on_ray_gives_the_local_backends_completions_and_metrics(ray_head, 
 def test_a_retried_stage_adopts_its_job_and_a_failed_task_stops_it(ray_head, tiny, tmp_path):
     """Two starts of one stage (a retry, another worker) make one Ray job; a task that failed for good stops it,
     one that will be retried leaves it running; the next start after a stop submits a new attempt."""
-    from rftflow import cycle
-    from rftflow.operators import stop_remote_job
+    from rftflow.cycle import stages as cycle
+    from rftflow.orchestration.operators import stop_remote_job
 
     root = (tmp_path / "artifacts").as_uri()
     p = cycle.parse_params({"artifact_root": root, "backend": "ray"})
@@ -133,13 +133,13 @@ def test_preflight_names_the_unreachable_cluster_and_the_bad_scaling_field(tmp_p
 
 
 def test_the_trigger_keeps_no_secret_and_reads_it_where_it_runs(monkeypatch):
-    from rftflow.ray.trigger import RayJobTrigger
+    from rftflow.orchestration.ray_trigger import RayJobTrigger
 
     monkeypatch.setenv("RFTFLOW_RAY_TOKEN", "s3cr3t-token")
     backend = RayBackend(address="http://head:8265", conn_id="none")
     trigger = backend.trigger_for(PendingJob("ray_job", "rftflow-sft-c1-abc", details={"deadline": 1e12}))
     path, kwargs = trigger.serialize()
-    assert path == "rftflow.ray.trigger.RayJobTrigger" and "s3cr3t" not in json.dumps(kwargs)
+    assert path == "rftflow.orchestration.ray_trigger.RayJobTrigger" and "s3cr3t" not in json.dumps(kwargs)
     rebuilt = RayJobTrigger(**kwargs).jobs()
     assert rebuilt.address == "http://head:8265" and rebuilt.token == "s3cr3t-token"
 
@@ -157,8 +157,8 @@ def test_run_remote_outside_airflow_waits_for_the_job_here(ray_head, tiny, tmp_p
 def test_fsdp_and_deepspeed_reach_trl_on_gpus_and_are_refused_on_cpus(tiny, tmp_path):
     """The recipe's ray.strategy becomes TRL training arguments on every worker; on CPUs only DDP runs, and
     saying otherwise fails before anything is submitted."""
-    from rftflow.backends.ray import strategy_args
-    from rftflow.local.training import training_plan
+    from rftflow.backends.local.training import training_plan
+    from rftflow.backends.ray.backend import strategy_args
 
     _, fsdp = load_ray_recipe("sft", {"ray": {"strategy": "fsdp", "use_gpu": True}})
     assert strategy_args(fsdp)["fsdp"] == "full_shard auto_wrap"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rftflow import store
+from rftflow.artifacts import store
 from rftflow.redact import MASK, install_log_redaction, redact, redact_text, redact_uri, redacted_errors
 
 
@@ -88,9 +88,9 @@ def test_an_error_quoting_a_credential_is_reraised_masked():
 
 def _finished_cycle(root: str, run_id: str, model_uri: str) -> dict:
     """A rejected local cycle written as its tasks write it (stage manifests, then build and publish the summary)."""
-    from rftflow import cycle
-    from rftflow.manifest import StageManifest, write_manifest
-    from rftflow.summary import build_summary, publish_summary
+    from rftflow.artifacts.manifest import StageManifest, write_manifest
+    from rftflow.cycle import stages as cycle
+    from rftflow.publish.summary import build_summary, publish_summary
 
     p = cycle.parse_params({"artifact_root": root, "base_model": model_uri})
     ctx = cycle.stage_context(p, "rft_cycle", run_id, "report")
@@ -152,7 +152,7 @@ def test_a_finished_cycle_records_no_planted_secret(tmp_path, monkeypatch, caplo
 
 
 def test_the_ui_index_hides_credentials_written_before_redaction(tmp_path):
-    from rftflow.summary import read_index
+    from rftflow.publish.summary import read_index
 
     root = tmp_path.as_uri()
     store.write_json(store.join(root, "index", "fam", "old.json"),

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from rftflow import store
-from rftflow.registry import Champion, ChampionRegistry, PromotionConflict, RegistryError
+from rftflow.artifacts import store
+from rftflow.artifacts.registry import Champion, ChampionRegistry, PromotionConflict, RegistryError
 
 FAMILY = "tiny-llama"
 

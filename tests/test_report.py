@@ -3,10 +3,10 @@
 import re
 from pathlib import Path
 
-from rftflow import store
-from rftflow.gate import EvalEvidence, GateConfig, decide
-from rftflow.gate_simulation import nested_rows
-from rftflow.report import summary_text, write_cycle_report
+from rftflow.artifacts import store
+from rftflow.publish.report import summary_text, write_cycle_report
+from rftflow.scoring.gate import EvalEvidence, GateConfig, decide
+from rftflow.scoring.gate_simulation import nested_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rftflow import cli_reward
-from rftflow.rewards import (
+from rftflow.cli import reward as cli_reward
+from rftflow.rewards.runner import (
     RewardContractError,
     RewardError,
     RewardLoadError,
@@ -83,7 +83,7 @@ def test_sample_for_puts_the_reference_in_both_places_with_the_metadata():
 
 
 def test_sample_for_accepts_a_dataset_record():
-    from rftflow.dataset import RftRecord
+    from rftflow.data.dataset import RftRecord
 
     record = RftRecord(id="t-1", messages=[{"role": "user", "content": "Revenue was 33 then 57. Change?"}],
                        reference_answer="24", metadata={"category": "carry"})
@@ -498,7 +498,7 @@ def test_rftflow_test_never_exits_0_for_a_handler_that_exits(tmp_path, body, wor
     import sys
     handler = handler_file(tmp_path, body)
     rollouts = write_rollouts(tmp_path / "r.jsonl", ROWS)
-    proc = subprocess.run([sys.executable, "-m", "rftflow.cli", "test", str(handler), str(rollouts), "--workers",
+    proc = subprocess.run([sys.executable, "-m", "rftflow.cli.main", "test", str(handler), str(rollouts), "--workers",
                            workers], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
     assert "rftflow test:" in proc.stderr and ("exit" in proc.stderr or "died" in proc.stderr)

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from rftflow.run_note import MAX_NOTE, note_text, set_run_note
+from rftflow.publish.run_note import MAX_NOTE, note_text, set_run_note
 
 
 @contextlib.contextmanager
@@ -18,7 +18,7 @@ def _records():
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = records.append
-    logger = logging.getLogger("rftflow.run_note")
+    logger = logging.getLogger("rftflow.publish.run_note")
     logger.addHandler(handler)
     try:
         yield records

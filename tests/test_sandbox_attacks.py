@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rftflow.rewards import load_reward
+from rftflow.rewards.runner import load_reward
 
 sys.path.insert(0, str(Path(__file__).parent / "sandbox_attacks"))
 import corpus  # noqa: E402

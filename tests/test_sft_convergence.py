@@ -3,7 +3,7 @@ is flagged instead of surfacing later as an RFT stage that changed nothing."""
 
 from __future__ import annotations
 
-from rftflow.local.training import final_answer, loss_trend, sft_convergence
+from rftflow.backends.local.training import final_answer, loss_trend, sft_convergence
 
 
 def _rows(losses: list[float], every: int = 50) -> list[dict]:

@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from rftflow import store
-from rftflow.store import UnsupportedURIError
+from rftflow.artifacts import store
+from rftflow.artifacts.store import UnsupportedURIError
 
 # --------------------------------------------------------------------------- URIs (no I/O)
 
@@ -75,8 +75,8 @@ def test_s3_client_uses_the_same_endpoint_as_the_store(moto_server, s3_root):
 
 def test_importing_the_store_modules_stays_light():
     code = (
-        "import sys, rftflow.store, rftflow.manifest, rftflow.registry\n"
-        "rftflow.manifest.package_versions()\n"
+        "import sys, rftflow.artifacts.store, rftflow.artifacts.manifest, rftflow.artifacts.registry\n"
+        "rftflow.artifacts.manifest.package_versions()\n"
         "heavy = {'boto3', 'botocore', 's3fs', 'fsspec', 'aiobotocore', 'torch', 'transformers', 'trl'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from rftflow.backends.base import StageContext
-from rftflow.backends.local import LocalBackend
-from rftflow.local.runner import run_worker
+from rftflow.backends.local.backend import LocalBackend
+from rftflow.backends.local.runner import run_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "include" / "data" / "tiny"
@@ -117,9 +117,9 @@ def test_sft_rows_are_tokenized_exactly_as_trl_prepares_them(built):
 import json
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
-from rftflow.dataset import read_records
-from rftflow.local.sampling import load_model
-from rftflow.local.training import tokenize_sft
+from rftflow.data.dataset import read_records
+from rftflow.backends.local.sampling import load_model
+from rftflow.backends.local.training import tokenize_sft
 records = read_records({str(TINY / 'sft.jsonl')!r}, kind="sft")[:64]
 rows = [{{"prompt": r.prompt_messages(), "completion": [{{"role": "assistant", "content": r.answer_text()}}]}}
         for r in records]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from test_plugin import write_finished_cycle
 
-from rftflow import store, tracking
+from rftflow.artifacts import store
+from rftflow.publish import tracking
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_tracking_can_be_switched_off(promoted_cycle, monkeypatch):
 
 
 def test_default_store_is_sqlite_inside_the_project(monkeypatch):
-    from rftflow.params import PROJECT_ROOT
+    from rftflow.cycle.params import PROJECT_ROOT
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking.default_tracking_uri() == f"sqlite:///{PROJECT_ROOT / '.mlflow' / 'mlflow.db'}"

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from rftflow.backends.base import PendingJob, StageContext
-from rftflow.backends.local import LocalBackend
-from rftflow.local import lease
-from rftflow.local.runner import TrainerLost, WorkerError
+from rftflow.backends.local import lease
+from rftflow.backends.local.backend import LocalBackend
+from rftflow.backends.local.runner import TrainerLost, WorkerError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "include" / "data" / "tiny"
@@ -50,7 +50,7 @@ def _task_process(work: str, base: str, ctx: StageContext, sft_path: str) -> sub
     """A stand-in for an Airflow task process running the sft stage (synchronously, as its parent)."""
     code = ("import json, sys\n"
             "from rftflow.backends.base import StageContext\n"
-            "from rftflow.backends.local import LocalBackend\n"
+            "from rftflow.backends.local.backend import LocalBackend\n"
             "a = json.loads(sys.argv[1])\n"
             "LocalBackend(work_dir=a['work'], **a['lease']).sft(StageContext(*a['ctx']), a['base'], a['sft'], a['cfg'])\n")
     args = json.dumps({"work": work, "lease": FAST_LEASE, "ctx": [ctx.artifact_root, ctx.dag_id, ctx.run_id,
@@ -167,8 +167,8 @@ def test_the_training_task_defers_on_its_trainer_and_completes_from_the_trigger(
     assert not (Path(ctx.uri) / "manifest.json").exists()
     trigger = backend.trigger_for(pending)
     classpath, kwargs = trigger.serialize()  # what the triggerer stores and rebuilds it from
-    assert classpath == "rftflow.local.trigger.LocalTrainerTrigger"
-    from rftflow.local.trigger import LocalTrainerTrigger
+    assert classpath == "rftflow.orchestration.local_trigger.LocalTrainerTrigger"
+    from rftflow.orchestration.local_trigger import LocalTrainerTrigger
 
     event = asyncio.run(_first_event(LocalTrainerTrigger(**kwargs)))
     assert event["status"] == "success"
@@ -259,7 +259,7 @@ def test_training_detaches_only_where_the_triggerer_can_watch_it(monkeypatch, tm
     monkeypatch.setenv("RFTFLOW_LOCAL_WORK_DIR", str(tmp_path / "shared"))
     shared = LocalBackend(detach_training=True)
     assert shared.detaches("s3://b/stage") and shared.work_dir == tmp_path / "shared"
-    from rftflow.local.runner import trainer_event
+    from rftflow.backends.local.runner import trainer_event
 
     event = trainer_event("grpo", tmp_path / "not-mounted-here", "owner")
     assert event["status"] == "unobservable" and "RFTFLOW_LOCAL_WORK_DIR" in event["message"]
@@ -269,8 +269,8 @@ def test_training_detaches_only_where_the_triggerer_can_watch_it(monkeypatch, tm
 def test_a_failed_training_task_stops_its_detached_trainer_only_when_nothing_comes_back(env, state, stopped):
     from types import SimpleNamespace
 
-    from rftflow import cycle
-    from rftflow.operators import stop_remote_job
+    from rftflow.cycle import stages as cycle
+    from rftflow.orchestration.operators import stop_remote_job
 
     work, base, root, sft_path = env
     p = cycle.parse_params({"artifact_root": str(root / f"cb-{state}")})

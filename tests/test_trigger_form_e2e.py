@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_ui_e2e import CHROMIUM, Browser, _get, admin_token, airflow_standalone
 
-from rftflow.params import INTERNAL, SECTIONS, build_params
+from rftflow.cycle.params import INTERNAL, SECTIONS, build_params
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 import pytest
 from test_plugin import write_finished_cycle
 
-from rftflow.airflow_home import airflow_bin, airflow_env
+from rftflow.cli.airflow_home import airflow_bin, airflow_env
 
 pytestmark = pytest.mark.slow
 

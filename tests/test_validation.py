@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from rftflow.cli_data import main as cli_main
-from rftflow.dataset import RftRecord, read_records, write_records
-from rftflow.validation import (
+from rftflow.cli.data import main as cli_main
+from rftflow.data.dataset import RftRecord, read_records, write_records
+from rftflow.data.validation import (
     DatasetValidationFailed,
     prompt_hash,
     run_checks,
@@ -271,7 +271,7 @@ def test_aws_shaped_rows_pass_the_schema_and_dataset_checks(tmp_path):
 
 
 def test_validates_data_on_s3_and_writes_reports_next_to_it(s3_root):
-    from rftflow import store
+    from rftflow.artifacts import store
 
     store.write_bytes(f"{s3_root}/data/train.jsonl", AWS_SAMPLE.read_bytes())
     rows = AWS_SAMPLE.read_text().splitlines()
@@ -375,7 +375,7 @@ def test_validate_output_into_a_closed_pipe_ends_quietly():
     """`rftflow validate ... | head`: output larger than the pipe's buffer, reader gone after one line."""
     big = "'dataset validation FAILED\\n' + 'detail line\\n' * 50000"
     first, err, rc = _first_line_then_close(
-        f"import sys; from rftflow.cli_data import emit; ok = emit({big}); emit('after'); sys.exit(0 if not ok else 3)")
+        f"import sys; from rftflow.cli.data import emit; ok = emit({big}); emit('after'); sys.exit(0 if not ok else 3)")
     assert first == b"dataset validation FAILED\n"
     assert "BrokenPipeError" not in err and "Traceback" not in err, err
     assert rc == 0  # emit reported the closed pipe, and the later write was dropped quietly

@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rftflow.manifest import StageManifest, stage_uri
+from rftflow.artifacts.manifest import StageManifest, stage_uri
 
 
 @dataclass(frozen=True)
@@ -162,19 +162,19 @@ def run_remote(backend: Backend, ctx: StageContext,
 def get_backend(name: str, **options: Any) -> Backend:
     """The backend class for `name`, imported on demand so parsing the DAG stays cheap."""
     if name == "local":
-        from rftflow.backends.local import LocalBackend
+        from rftflow.backends.local.backend import LocalBackend
 
         return LocalBackend(**options)
     if name == "sagemaker":
-        from rftflow.backends.sagemaker import SageMakerBackend
+        from rftflow.backends.aws.sagemaker import SageMakerBackend
 
         return SageMakerBackend(**options)
     if name == "bedrock":
-        from rftflow.backends.bedrock import BedrockBackend
+        from rftflow.backends.aws.bedrock import BedrockBackend
 
         return BedrockBackend(**options)
     if name == "ray":
-        from rftflow.backends.ray import RayBackend
+        from rftflow.backends.ray.backend import RayBackend
 
         return RayBackend(**options)
     raise ValueError(f"unknown backend {name!r}; expected one of local, ray, sagemaker, bedrock")

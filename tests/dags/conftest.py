@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rftflow.airflow_home import airflow_bin, airflow_env
+from rftflow.cli.airflow_home import airflow_bin, airflow_env
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 

@@ -9,9 +9,9 @@ import json
 import pytest
 from aws_fakes import BEDROCK_ROLE, LAMBDA_ARN, ROLE, FakeNova, boto
 
-from rftflow import store
-from rftflow.dataset import read_records, write_records
-from rftflow.manifest import load_complete, stage_uri
+from rftflow.artifacts import store
+from rftflow.artifacts.manifest import load_complete, stage_uri
+from rftflow.data.dataset import read_records, write_records
 
 pytestmark = pytest.mark.slow
 

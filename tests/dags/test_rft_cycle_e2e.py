@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rftflow import store
-from rftflow.manifest import load_complete, stage_uri
+from rftflow.artifacts import store
+from rftflow.artifacts.manifest import load_complete, stage_uri
 
 pytestmark = pytest.mark.slow
 

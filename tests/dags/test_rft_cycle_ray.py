@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from rftflow import store
+from rftflow.artifacts import store
+from rftflow.artifacts.manifest import load_complete, stage_uri
 from rftflow.backends.base import StageContext
-from rftflow.backends.local import LocalBackend
-from rftflow.manifest import load_complete, stage_uri
+from rftflow.backends.local.backend import LocalBackend
 
 pytestmark = pytest.mark.slow
 

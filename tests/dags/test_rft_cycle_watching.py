@@ -45,8 +45,8 @@ def test_a_cycle_shows_progress_live_metrics_and_its_outcome(airflow_db, dagbag,
     # dag.test() runs the trigger in line and prints its log with the task's (the triggerer writes it into
     # the task instance's log): lines of the trigger's logger, in the order they were logged.
     out = capfd.readouterr().out
-    trigger_lines = [re.sub(r"^\S+ \[info\s*\] ", "", line).split(" [rftflow.local.progress_trigger")[0].rstrip()
-                     for line in out.splitlines() if "[rftflow.local.progress_trigger.LocalTrainerProgressTrigger]" in line]
+    trigger_lines = [re.sub(r"^\S+ \[info\s*\] ", "", line).split(" [rftflow.orchestration.local_progress_trigger")[0].rstrip()
+                     for line in out.splitlines() if "[rftflow.orchestration.local_progress_trigger.LocalTrainerProgressTrigger]" in line]
     steps = [(m[1], int(m[2]), int(m[3])) for line in trigger_lines if (m := STEP.search(line))]
     sft = [s for kind, s, n in steps if kind == "sft" and n == 40]
     grpo = [s for kind, s, n in steps if kind == "grpo" and n == 3]

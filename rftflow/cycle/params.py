@@ -1,0 +1,256 @@
+"""The rft_cycle trigger form: typed, JSON-schema-validated Airflow Params, and their defaults.
+
+The same defaults feed `CycleParams` (rftflow.cycle.stages), which validates what the schema cannot express.
+The form is laid out in sections (Airflow 3 renders a Param's `section` as a collapsible group); a field
+whose type admits null is optional in the form, every other one is required and has a default. The
+internal fields `cycle` and `parent_run_id` are not declared as Params, so the form does not show them:
+the iterate branch still passes them in the next run's conf, and Airflow hands undeclared conf keys to
+the tasks' params, where `parse_params` reads them (DEFAULTS fills them in when absent).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_artifact_root() -> str:
+    return os.environ.get("RFTFLOW_ARTIFACT_ROOT") or (PROJECT_ROOT / ".artifacts").as_uri()
+
+
+DEFAULTS: dict[str, Any] = {
+    "backend": "local",
+    "base_model": "champion",
+    "fallback_model": "tiny",
+    # The demo's family (rftflow.cli.demo.FAMILY): a default trigger after `make demo` continues from its champion.
+    "model_family": "tiny-demo",
+    "train_uri": "include/data/tiny/train.jsonl",
+    "eval_uri": "include/data/tiny/eval.jsonl",
+    "sft_uri": "include/data/tiny/sft.jsonl",
+    "reward": "numeric",
+    "rollouts_per_prompt": 8,
+    "diversity_prompts": 256,
+    "min_mixed_fraction": 0.1,
+    "max_all_fail_fraction": 0.7,
+    "max_all_pass_fraction": 0.9,
+    "sft_policy": "auto",
+    "training_method": "auto",
+    "recipe_overrides": {},
+    "gate_metric": "pass_at_1",
+    "min_abs_gain": 0.02,
+    "min_rel_gain": 0.0,
+    "gate_confidence": 0.95,
+    "on_missing_evidence": "hold",
+    "protected_slices": [],
+    "guards": {},
+    "max_cycles": 1,
+    "cycle": 1,
+    "parent_run_id": None,
+    "artifact_root": None,
+    "require_approval": False,
+    "notify": [],
+}
+
+# Set by the iterate branch for the next cycle's run; not form fields (see the module docstring).
+INTERNAL = ("cycle", "parent_run_id")
+
+# Form sections, in the order the form shows them.
+SECTIONS = ("Data", "Model", "Training", "Gate", "Operations", "Advanced")
+
+# The built-in rewards (include/rewards/*.py; rftflow.rewards.runner.builtin_names()), offered as suggestions:
+# the field stays free text for a handler path or a Lambda ARN. Listed here, not imported, because the
+# DAG file parses this module and rftflow.rewards.runner is not needed for that (a test keeps the lists equal).
+BUILTIN_REWARDS = ("numeric", "exact_match", "code_tests", "llm_judge", "shaping", "shaped_numeric",
+                   "shaped_exact_match", "shaped_code_tests", "shaped_llm_judge")
+
+# What recipe_overrides overrides: the local recipes' main settings (include/recipes/local/*.yaml; a test
+# compares them). Shown in the field's description because the JSON box itself can only show `{}`.
+RECIPE_DEFAULTS_SHOWN: dict[str, dict[str, Any]] = {
+    "sft": {"max_steps": 1600, "batch_size": 64, "learning_rate": 1.5e-3, "warmup_steps": 80,
+            "max_length": 160, "save_steps": 500},
+    "rft": {"max_steps": 60, "prompts_per_step": 32, "learning_rate": 5.0e-5, "warmup_steps": 10,
+            "max_new_tokens": 24, "temperature": 1.0, "beta": 0.0, "loss_type": "dapo"},
+    "eval": {"max_new_tokens": 24, "batch_size": 128, "pass_at_k": 0, "max_prompts": None},
+    "diversity": {"temperature": 1.0, "max_new_tokens": 24, "pass_threshold": 1.0},
+}
+
+# What `guards` overrides: rftflow.scoring.gate.GateConfig's defaults for the settings the form has no field for.
+GUARD_DEFAULTS_SHOWN: dict[str, Any] = {
+    "margin": 0.0, "split_min_prompts": 1000, "slice_min_n": 30, "slice_drop_tolerance": 0.05,
+    "reward_rise_min": 0.05, "reward_gap_max": 0.3, "length_ratio_min": 0.5, "length_ratio_max": 2.0,
+    "kl_max": 1.0, "entropy_collapse_ratio": 0.5, "entropy_min": None, "entropy_max": None,
+    "format_rise_max": 0.05, "window": 3, "look_correction": True, "resamples": 10000, "seed": 0,
+}
+
+# A rough time/cost per cycle, per backend (static: the form cannot compute from the other fields).
+# Local: the figures measured on 2 CPU cores (README "Measured"); AWS: docs/aws.md section 6, priced
+# with the table in rftflow.backends.aws.pricing (list prices, estimates; every AWS stage records its own cost).
+ESTIMATES = {
+    "local": "about 15 min a cycle on 2 CPU cores with the local recipes and the tiny track when SFT "
+             "runs (about 4 min without SFT; the demo's shortened recipes: about 7 and 2 min); no cost",
+    "ray": "the local figures divided by the workers' speed-up, plus Ray's own start-up per stage "
+           "(benchmarks/bench_ray.py measures both; README 'Measured'); the cluster's own cost",
+    "sagemaker": "about 12 h and $1,400 a cycle with SFT, $940 without (LoRA on ml.p5.48xlarge, sample-size "
+                 "data; docs/aws.md section 6, prices from rftflow.backends.aws.pricing)",
+    "bedrock": "about 6 h and $600 for the RFT job at the placeholder $100 per job-hour, plus about $0.50 "
+               "of evaluation (docs/aws.md section 6, prices from rftflow.backends.aws.pricing)",
+}
+
+_DIVERSITY_FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _listing(defaults: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {_shown(v)}" for k, v in defaults.items())
+
+
+def build_params() -> dict[str, Any]:
+    """Airflow Params for the trigger form (airflow.sdk is already imported by any DAG file)."""
+    from airflow.sdk import Param
+
+    d = DEFAULTS
+
+    data, model, training, gate, ops, advanced = (functools.partial(Param, section=name) for name in SECTIONS)
+
+    # Long explanations are Markdown (description_md): the form renders lists and code there, plain text as
+    # one block. Airflow shows description_md only where `description` is unset.
+    recipe_defaults = "\n".join(f"- **{stage}**: {_listing(v)}" for stage, v in RECIPE_DEFAULTS_SHOWN.items())
+    estimates = "\n".join(f"- **{k}**: {v}" for k, v in ESTIMATES.items())
+    return {
+        # ----------------------------------------------------------------------------------------- data
+        "train_uri": data(d["train_uri"], type="string", minLength=1, title="RFT training data (JSONL)",
+                          description="Prompts with reference answers, one JSON object a line: a project path "
+                                      "(include/data/...), file:// or s3:// URI. rftflow validate checks it."),
+        "eval_uri": data(d["eval_uri"], type="string", minLength=1, title="Held-out eval data (JSONL)",
+                         description="Prompts the gate compares baseline and candidate on; never trained on."),
+        "sft_uri": data(d["sft_uri"], type=["string", "null"], title="SFT demonstrations (JSONL)",
+                        description="Optional. Demonstrations for the SFT branch; needed when the diversity "
+                                    "check can send the cycle to SFT first (sft_policy auto or always)."),
+        # ---------------------------------------------------------------------------------------- model
+        "backend": model(d["backend"], type="string", enum=["local", "ray", "sagemaker", "bedrock"],
+                         title="Backend",
+                         values_display={"local": "local (TRL on this machine)",
+                                         "ray": "ray (TRL on a Ray cluster: Ray Train and Ray tasks)",
+                                         "sagemaker": "sagemaker (SageMaker Training Jobs or serverless)",
+                                         "bedrock": "bedrock (Bedrock RFT jobs)"},
+                         description_md="Who trains: local TRL, the same TRL stages as jobs on a Ray cluster "
+                                        "(the ray_default connection names it), SageMaker (Training Jobs, or serverless "
+                                        "customization for Nova and open-weight hub models), or Bedrock (Nova, "
+                                        "gpt-oss-20b, Qwen3 32B).\n\n"
+                                        f"Time and cost of one cycle (estimates):\n{estimates}"),
+        "base_model": model(d["base_model"], type="string", minLength=1, title="Start model",
+                            examples=["champion", "tiny", "nova-2-lite", "openai.gpt-oss-20b",
+                                      "huggingface-reasoning-qwen3-8b"],
+                            description="'champion' (the current champion of the model family), 'tiny', "
+                                        "an HF model directory or URI, a Nova model id/ARN, a Bedrock "
+                                        "open-weight model (openai.gpt-oss-20b, qwen.qwen3-32b) or a SageMaker "
+                                        "hub model id (serverless flavour)."),
+        "fallback_model": model(d["fallback_model"], type="string", minLength=1, title="Model when no champion",
+                                description="Used when base_model is 'champion' and none is registered yet."),
+        "model_family": model(d["model_family"], type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                              title="Model family",
+                              description="Champion registry key and Asset name: cycles of one family compete "
+                                          "for one champion. The default is the demo's family, so a trigger "
+                                          "after make demo continues from the demo's champion."),
+        "training_method": model(d["training_method"], type="string", enum=["auto", "full", "lora"],
+                                 title="Training method",
+                                 description="auto: LoRA for models above the recipe's lora_above_params "
+                                             "(1.5B; Nova on AWS), every weight below it; full: every weight "
+                                             "is trained; lora: adapters (recipe lora.* settings) merged into "
+                                             "the checkpoint afterwards."),
+        # ------------------------------------------------------------------------------------- training
+        "reward": training(d["reward"], type="string", minLength=1, title="Reward function",
+                           examples=list(BUILTIN_REWARDS),
+                           description="A built-in (pick from the list: numeric, exact_match, code_tests, "
+                                       "llm_judge, shaping, shaped_<name>), or type a handler .py path, or a "
+                                       "Lambda ARN for AWS backends. Try it first: rftflow test NAME rollouts.jsonl"),
+        "rollouts_per_prompt": training(d["rollouts_per_prompt"], type="integer", minimum=2, maximum=16,
+                                        title="Rollouts per prompt (k)",
+                                        description="Samples per prompt, in the diversity check and as the GRPO "
+                                                    "group size: advantages are relative within a prompt's k."),
+        "sft_policy": training(d["sft_policy"], type="string", enum=["auto", "always", "never"],
+                               title="SFT policy",
+                               description="auto: SFT first only when the diversity check finds the rollouts "
+                                           "nearly all fail; always: SFT before RFT every cycle; never: skip SFT."),
+        "max_cycles": training(d["max_cycles"], type="integer", minimum=1, maximum=20, title="Max cycles",
+                               description="How many SFT/RFT/eval cycles one trigger may chain: an inconclusive "
+                                           "gain iterates from the candidate until this many cycles ran."),
+        "recipe_overrides": training(d["recipe_overrides"], type=["object", "null"], title="Recipe overrides",
+                                     # No inline code spans: the form draws them taller than the line.
+                                     description_md='Optional, per stage, e.g. {"rft": {"max_steps": 30}, '
+                                                    '"sft": {"lora.r": 8}}. What it overrides, the local '
+                                                    "recipes' defaults (include/recipes/local/):\n"
+                                                    f"{recipe_defaults}\n\nThe diversity check's k and "
+                                                    "max_prompts come from the fields of this form.",
+                                     properties={s: {"type": "object"} for s in ("sft", "rft", "eval", "diversity")},
+                                     additionalProperties=False),
+        # ----------------------------------------------------------------------------------------- gate
+        "gate_metric": gate(d["gate_metric"], type="string", enum=["pass_at_1", "mean_reward"],
+                            title="Gate metric",
+                            description="What must improve: pass@1 (share of eval prompts answered correctly, "
+                                        "greedy) or the mean reward over the eval set."),
+        "min_abs_gain": gate(d["min_abs_gain"], type="number", minimum=0, maximum=1,
+                             title="Required absolute gain",
+                             description="The candidate must beat the baseline and the champion by at least "
+                                         "this much on the gate metric (0.02 = 2 points of pass@1)."),
+        "min_rel_gain": gate(d["min_rel_gain"], type="number", minimum=0, maximum=10,
+                             title="Required relative gain",
+                             description="And by at least this fraction of the baseline's value (0.05 = 5%); "
+                                         "0 = off."),
+        "gate_confidence": gate(d["gate_confidence"], type="number", exclusiveMinimum=0.5, exclusiveMaximum=1,
+                                title="Gate confidence",
+                                description="How sure the gate must be that the gain is real (one-sided lower "
+                                            "bound): 0.95 means a no-better candidate passes at most 5% of the "
+                                            "time, spread over every decision made on the same eval set."),
+        "on_missing_evidence": gate(d["on_missing_evidence"], type="string", enum=["hold", "reject", "promote"],
+                                    title="When evidence is missing",
+                                    description="An enabled check that cannot be evaluated (no training "
+                                                "metrics, no per-prompt results): hold for a person to "
+                                                "approve, reject, or promote on the evidence there is."),
+        "protected_slices": gate(d["protected_slices"], type=["array", "null"], items={"type": "string"},
+                                 title="Protected slices",
+                                 description="'field=value' slices of the eval set that must not drop at all, "
+                                             "e.g. 'category=add'."),
+        "guards": gate(d["guards"], type=["object", "null"], title="Gate and guard settings",
+                       description="Any other rftflow.scoring.gate.GateConfig field: margin, split_min_prompts, "
+                                   "slice_min_n, slice_drop_tolerance, reward_gap_max, length_ratio_min/max, "
+                                   "kl_max, entropy_collapse_ratio, entropy_min/max, format_rise_max, window, "
+                                   "look_correction, resamples, seed. Defaults: "
+                                   f"{_listing(GUARD_DEFAULTS_SHOWN)}."),
+        "require_approval": gate(d["require_approval"], type="boolean",
+                                 title="Ask a person to approve before promoting",
+                                 description="On: a promotion waits for a reviewer under Required Actions. "
+                                             "A candidate the gate holds always waits for one."),
+        # ----------------------------------------------------------------------------------- operations
+        "artifact_root": ops(default_artifact_root(), type=["string", "null"], title="Artifact root",
+                             description="Optional. Where every stage writes, and where the champion registry "
+                                         "and cycle index live: file:///path or s3://bucket/prefix. Empty: "
+                                         "RFTFLOW_ARTIFACT_ROOT of the workers, else .artifacts/ in the project."),
+        "notify": ops(d["notify"], type=["array", "null"], items={"type": "string"}, title="Notify",
+                      description="Optional. Targets for gate decisions and failures, one a line, e.g. "
+                                  "'sns:arn:...', 'slack:conn_id', 'email:a@b.c'. Empty = off."),
+        # ------------------------------------------------------------------------------------- advanced
+        "diversity_prompts": advanced(d["diversity_prompts"], type="integer", minimum=8, maximum=20000,
+                                      title="Prompts sampled by the diversity check",
+                                      description="A seeded sample of the training prompts, k rollouts each; "
+                                                  "more prompts: a steadier all-fail/mixed/all-pass split."),
+        "min_mixed_fraction": advanced(d["min_mixed_fraction"], **_DIVERSITY_FRACTION,
+                                       title="Min mixed share for RFT",
+                                       description="Share of prompts whose rollouts disagree (some pass, some "
+                                                   "fail) below which RFT has too little signal to learn from."),
+        "max_all_fail_fraction": advanced(d["max_all_fail_fraction"], **_DIVERSITY_FRACTION,
+                                          title="All-fail share above which SFT comes first",
+                                          description="Above this share of all-failing prompts the model "
+                                                      "cannot yet solve the task: SFT first (policy auto)."),
+        "max_all_pass_fraction": advanced(d["max_all_pass_fraction"], **_DIVERSITY_FRACTION,
+                                          title="All-pass share above which the cycle stops",
+                                          description="Above this share of all-passing prompts there is "
+                                                      "nothing left to learn: the cycle stops."),
+    }

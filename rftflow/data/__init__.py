@@ -1,0 +1,1 @@
+"""Datasets: records and their schema, validation with its report, conversion, and the sample data."""

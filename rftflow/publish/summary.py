@@ -1,0 +1,209 @@
+"""One cycle's summary, built from its stage manifests, and where it is published.
+
+The summary feeds the report, the cycle index the UI lists, MLflow and notifications; it is written
+as `cycle.json` beside the report and indexed under `{artifact_root}/index/{model_family}/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from rftflow.artifacts import store
+from rftflow.artifacts.manifest import load_complete
+from rftflow.cycle import graph
+
+if TYPE_CHECKING:
+    from rftflow.backends.base import StageContext
+    from rftflow.cycle.stages import CycleParams
+
+log = logging.getLogger(__name__)
+
+SUMMARY_STAGES = graph.SUMMARIZED
+
+
+def _rows(uri: str | None) -> list[dict[str, Any]]:
+    if not uri or not store.exists(uri):
+        return []
+    return store.read_jsonl(uri)
+
+
+def _failing(gate: dict[str, Any]) -> str:
+    bad = [r for r in gate.get("reasons", []) if r.get("passed") is False]
+    chosen = bad or gate.get("reasons", [])[:1]
+    return "; ".join(f"{r.get('check')}: {r.get('detail')}" for r in chosen) or "no reason recorded"
+
+
+def _outcome(p: CycleParams, m: dict[str, Any]) -> tuple[str, str]:
+    if m.get("stop"):
+        stopped = m["stop"].decision or {}
+        if stopped.get("decision") == "stop_sft_insufficient":
+            return "stopped", stopped.get("reason", "")
+        return "stopped", "nothing to learn: " + stopped.get("reason", "")
+    gate = m.get("gate")
+    if gate is None:
+        return "incomplete", "the cycle ended before the gate (see the failed task's log)"
+    decision = gate.decision or {}
+    if decision.get("decision") == "promote":
+        promoted = m.get("promote")
+        if promoted is None:
+            if p.require_approval:
+                return "not_promoted", "the gate passed but the reviewer did not approve the promotion"
+            return "incomplete", "the gate passed but promote did not finish"
+        result = promoted.decision or {}
+        return ("promoted" if result.get("promoted") else "not_promoted"), result.get("reason", "")
+    if decision.get("decision") == "hold":
+        promoted = m.get("promote")
+        result = (promoted.decision or {}) if promoted else {}
+        if result.get("promoted"):
+            return "promoted", "approved by a reviewer after the gate held it: " + decision.get("reason", "")
+        return "held", ("the gate held the candidate for a person and it was not approved: "
+                        + decision.get("reason", ""))
+    if decision.get("decision") == "iterate":
+        return "iterating", decision.get("reason") or _failing(decision)
+    return "rejected", decision.get("reason") or _failing(decision)
+
+
+def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
+    manifests = {s: load_complete(ctx.for_stage(s).uri) for s in SUMMARY_STAGES}
+    m = {s: v for s, v in manifests.items() if v is not None}
+    stages = []
+    for name in SUMMARY_STAGES:
+        manifest = manifests[name]
+        if manifest is None:
+            if name != "stop":
+                stages.append({"stage": name, "status": "skipped"})
+            continue
+        decision = manifest.decision or {}
+        entry = {
+            "stage": name, "status": "reused" if "cached_from" in manifest.inputs else "done",
+            "decision": decision.get("decision"), "reason": decision.get("reason"),
+            "manifest_uri": store.join(ctx.for_stage(name).uri, "manifest.json"),
+            "duration_s": manifest.duration_s,
+        }
+        if name in ("sft", "rft"):  # what the stage trained from and on (the report's "why")
+            entry.update(model_uri=manifest.inputs.get("model_uri"), checkpoint_uri=manifest.checkpoint_uri,
+                         data_uri=manifest.inputs.get("sft_uri" if name == "sft" else "train_uri"))
+        if name == "sft" and manifest.metrics.get("converged") is False:  # a stalled SFT, said where it shows
+            entry["reason"] = ("did not converge: " + str(manifest.metrics.get("not_converged_reason") or "")).strip()
+        if manifest.outputs.get("rows_uri"):  # per-prompt rows: histogram, samples, answer lengths
+            entry["rows_uri"] = manifest.outputs["rows_uri"]
+        stages.append(entry)
+    baseline = m.get("baseline_eval")
+    candidate = m.get("checkpoint_eval")
+    diversity = [{"stage": s, "metrics": m[s].metrics, "decision": m[s].decision}
+                 for s in ("diversity_check", "diversity_recheck") if s in m]
+    outcome, reason = _outcome(p, m)
+    from rftflow.cycle.stages import RFT_START_EVAL
+
+    sft_eval = load_complete(ctx.for_stage(RFT_START_EVAL).uri)  # what SFT alone reached, when SFT ran
+    # Eval work (and its AWS jobs) is recorded under the baseline_eval.model / .champion sub-stages.
+    billed = list(m.values()) + [mf for s in ("baseline_eval.model", "baseline_eval.champion")
+                                 if (mf := load_complete(ctx.for_stage(s).uri)) is not None]
+    cost = sum(float(job.get("estimated_cost_usd", job.get("cost_usd")) or 0) for mf in billed for job in mf.jobs)
+    return {
+        "dag_id": ctx.dag_id, "run_id": ctx.run_id, "cycle": ctx.cycle, "max_cycles": p.max_cycles,
+        "parent_run_id": p.parent_run_id, "model_family": p.model_family, "backend": p.backend,
+        "sft_policy": p.sft_policy, "eval_uri": p.eval_uri,
+        "start_model": baseline.checkpoint_uri if baseline else None,
+        "candidate_model": candidate.checkpoint_uri if candidate else None,
+        "stages": stages,
+        "validation": m["validate_data"].metrics if "validate_data" in m else None,
+        "baseline": baseline.metrics if baseline else None,
+        "candidate": candidate.metrics if candidate else None,
+        "champion": (baseline.decision or {}).get("champion") if baseline else None,
+        "sft_checkpoint": sft_eval.metrics if sft_eval else None,
+        "diversity": diversity,
+        "gate": m["gate"].decision if "gate" in m else None,
+        "outcome": outcome, "outcome_reason": reason,
+        "cost_usd": round(cost, 2) if cost else None,
+        "train_metrics_uris": {s: m[s].outputs.get("metrics_uri") for s in ("sft", "rft") if s in m},
+    }
+
+
+# Per-prompt rows the report reads, by the name it knows them under: stage -> report key.
+_REPORT_ROWS = {"baseline_eval": "baseline", "checkpoint_eval": "candidate",
+                "diversity_check": "diversity_check", "diversity_recheck": "diversity_recheck"}
+
+
+def _report_rows(summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The eval and diversity stages' rows.jsonl; a missing or unreadable file leaves its section out."""
+    out = {}
+    for st in summary.get("stages") or []:
+        key = _REPORT_ROWS.get(str(st.get("stage")))
+        if key and st.get("rows_uri"):
+            try:
+                out[key] = _rows(st["rows_uri"])
+            except Exception as err:  # the report must still be written
+                log.warning("report: rows of %s unreadable: %s", st["stage"], err)
+    return out
+
+
+def _sample_prompts(p: CycleParams, rows: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """The question (last user turn) of each eval prompt the report shows as a sample; none when the eval
+    set is unreadable."""
+    from rftflow.publish.report import sample_ids
+
+    ids = set(sample_ids(rows.get("baseline"), rows.get("candidate"))[0])
+    if not ids or not p.eval_uri:
+        return {}
+    try:
+        from rftflow.data.dataset import read_records_and_issues
+
+        records, _ = read_records_and_issues(p.eval_uri, "rft")
+    except Exception as err:
+        log.warning("report: eval set %s unreadable for sample prompts: %s", p.eval_uri, err)
+        return {}
+    # the last user turn: the question itself, without a system prompt every record repeats
+    return {r.id: str(next((m.get("content") for m in reversed(r.prompt_messages()) if m.get("role") == "user"),
+                           "") or "") for r in records if r.id in ids}
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def index_uri(artifact_root: str, model_family: str) -> str:
+    return store.join(artifact_root, "index", model_family)
+
+
+def publish_summary(p: CycleParams, ctx: StageContext, summary: dict[str, Any]) -> dict[str, Any]:
+    """Write report + cycle.json, index the cycle, then track and notify (both optional)."""
+    from datetime import UTC, datetime
+
+    from rftflow.publish.notify import notify_gate
+    from rftflow.publish.report import write_cycle_report
+    from rftflow.publish.tracking import track_cycle
+    from rftflow.redact import redact
+
+    summary = redact(summary)  # no credential from a URI reaches the report, cycle.json or the UI's index
+    train_rows = {s: _rows(uri) for s, uri in summary["train_metrics_uris"].items()}
+    rows = _report_rows(summary)
+    written = write_cycle_report(ctx.uri, summary, train_rows, rows, _sample_prompts(p, rows))
+    summary = {**summary, **written, "cycle_json_uri": store.join(ctx.uri, "cycle.json"),
+               "params": redact(p.model_dump(mode="json")),
+               "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    # MLflow run (and champion/challenger aliases) before cycle.json, so the UI can link to it.
+    summary["mlflow"] = redact(track_cycle(summary, train_rows, ctx.uri))
+    store.write_json(summary["cycle_json_uri"], summary)
+    entry = store.join(index_uri(p.artifact_root, p.model_family),
+                       f"{_safe(ctx.dag_id)}__{_safe(ctx.run_id)}__cycle-{ctx.cycle}.json")
+    store.write_json(entry, summary)
+    notify_gate(p.notify, summary)
+    return {"report_md_uri": written["report_md_uri"], "report_html_uri": written.get("report_html_uri"),
+            "cycle_json_uri": summary["cycle_json_uri"], "mlflow_url": (summary["mlflow"] or {}).get("mlflow_url")}
+
+
+def read_index(artifact_root: str, model_family: str | None = None) -> list[dict[str, Any]]:
+    """Every indexed cycle (of one model family, or all), oldest first."""
+    root = store.join(artifact_root, "index")
+    if not store.exists(root):
+        return []
+    uris = [u for u in store.list_prefix(root) if u.endswith(".json")]
+    from rftflow.redact import redact
+
+    cycles = [redact(store.read_json(u)) for u in uris]  # also entries indexed before URIs were redacted
+    if model_family:
+        cycles = [c for c in cycles if c.get("model_family") == model_family]
+    return sorted(cycles, key=lambda c: (c.get("run_id", ""), c.get("cycle", 0)))

@@ -1,2 +1,0 @@
-"""The Ray side of the `ray` backend: the Jobs REST client and trigger (Airflow side, no `ray` import) and the
-job entrypoint that runs on the cluster (rftflow.ray.job)."""
