@@ -22,13 +22,21 @@ class LogFollower:
 
     def __init__(self, jobs: RayJobs, submission_id: str, shown: int = 0):
         self.jobs, self.submission_id, self.shown = jobs, submission_id, shown
+        self._last: str | None = None
 
     def new_lines(self) -> list[str]:
         lines = plain(self.jobs.logs(self.submission_id)).splitlines()
         if len(lines) < self.shown:  # a new attempt's log, or a truncated one: start over
             self.shown = 0
         fresh, self.shown = lines[self.shown:], len(lines)
-        return [line for line in fresh if line.strip()]
+        # Ray Train hands a worker's output to the driver twice on some versions: say each line once.
+        kept: list[str] = []
+        for line in fresh:
+            if line.strip() and (not kept or line != kept[-1]) and line != self._last:
+                kept.append(line)
+        if kept:
+            self._last = kept[-1]
+        return kept
 
 
 class RayJobTrigger(BaseTrigger):
