@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rftflow import store  # noqa: E402
+from rftflow.artifacts import store  # noqa: E402
 from rftflow.backends.base import StageContext  # noqa: E402
 from rftflow.backends.local.backend import LocalBackend  # noqa: E402
 from rftflow.cycle.recipes import load_recipe  # noqa: E402

@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_ui_e2e import _get, airflow_standalone  # noqa: E402
 
-from rftflow import store  # noqa: E402
+from rftflow.artifacts import store  # noqa: E402
 from rftflow.artifacts.manifest import stage_uri  # noqa: E402
 
 pytestmark = pytest.mark.slow
