@@ -31,7 +31,17 @@ def _processes(value: Any) -> Any:
     raise ValueError("expected auto or a whole number of processes from 1 to 64")
 
 
-class EvalConfig(_Strict):
+class _Sampler(_Strict):
+    """The engine eval and diversity sample with (HF generate on CPU)."""
+
+    vllm: Literal["auto", "on", "off"] = Field(
+        "auto", description="Sample with vLLM: auto = when a CUDA GPU is present and vllm imports; on = required "
+                            "(a clear error without them); off = HF generate. See docs/gpu.md.")
+    vllm_gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0,
+                                               description="Share of GPU memory vLLM may take for sampling.")
+
+
+class EvalConfig(_Sampler):
     """checkpoint_eval / baseline_eval: greedy pass@1, mean reward, response length, optional pass@k."""
 
     max_new_tokens: int = Field(24, ge=1, le=32768)
@@ -45,14 +55,9 @@ class EvalConfig(_Strict):
     breakdown_fields: list[str] = Field(default_factory=lambda: ["category"],
                                         description="Metadata fields to break results down by.")
     timeout_s: float = Field(1800.0, gt=0, description="The sampling child process is stopped after this.")
-    vllm: Literal["auto", "on", "off"] = Field(
-        "auto", description="Sample with vLLM: auto = when a CUDA GPU is present and vllm imports; on = required "
-                            "(a clear error without them); off = HF generate. See docs/gpu.md.")
-    vllm_gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0,
-                                               description="Share of GPU memory vLLM may take for sampling.")
 
 
-class DiversityConfig(_Strict):
+class DiversityConfig(_Sampler):
     """diversity_check: k rollouts per prompt, classify all-pass / all-fail / mixed, decide."""
 
     k: int = Field(8, ge=2, le=16, description="Rollouts per prompt (services allow 2-16).")
@@ -71,11 +76,6 @@ class DiversityConfig(_Strict):
                                          description="Above this all-pass share there is nothing left to learn.")
     write_filtered: bool = Field(False, description="Write the informative (mixed) prompts as a training file.")
     timeout_s: float = Field(1800.0, gt=0, description="The sampling child process is stopped after this.")
-    vllm: Literal["auto", "on", "off"] = Field(
-        "auto", description="Sample with vLLM: auto = when a CUDA GPU is present and vllm imports; on = required "
-                            "(a clear error without them); off = HF generate. See docs/gpu.md.")
-    vllm_gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0,
-                                               description="Share of GPU memory vLLM may take for sampling.")
 
 
 class LoraConfig(_Strict):

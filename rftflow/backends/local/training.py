@@ -433,6 +433,17 @@ def tokenize_sft(tokenizer: Any, rows: list[dict[str, Any]], max_length: int) ->
     return {"input_ids": input_ids, "labels": labels}
 
 
+def _begin(params: dict[str, Any], kind: str, config: type[SFTConfig] | type[RFTConfig]
+           ) -> tuple[Any, int, int, Any, dict[str, Any], Path]:
+    """(recipe, rank, world size, progress writer on rank 0, the machine's plan, out_dir) of a trainer."""
+    _quiet_datasets()
+    cfg = config.model_validate(params["cfg"])
+    rank, size = world()
+    progress = make_progress(params, kind, cfg) if rank == 0 else None  # "loading" until training begins
+    plan = training_plan(cfg, params["model_path"], size, params.get("trainer_args"))
+    return cfg, rank, size, progress, plan, Path(params["out_dir"])
+
+
 def run_sft(params: dict[str, Any]) -> dict[str, Any]:
     """params: model_path, data_uri, out_dir, cfg (SFTConfig dump), resume, sync_uri."""
     from datasets import Dataset
@@ -442,12 +453,7 @@ def run_sft(params: dict[str, Any]) -> dict[str, Any]:
     from rftflow.backends.local.sampling import load_model
     from rftflow.data.dataset import read_records
 
-    _quiet_datasets()
-    cfg = SFTConfig.model_validate(params["cfg"])
-    rank, size = world()
-    progress = make_progress(params, "sft", cfg) if rank == 0 else None  # "loading" until training begins
-    plan = training_plan(cfg, params["model_path"], size, params.get("trainer_args"))
-    out_dir = Path(params["out_dir"])
+    cfg, rank, size, progress, plan, out_dir = _begin(params, "sft", SFTConfig)
     # Building TRL's config initialises the process group under several processes: before _prepare broadcasts.
     args = TrlSFTConfig(per_device_train_batch_size=plan["per_device_batch"], weight_decay=cfg.weight_decay,
                         max_length=cfg.max_length, packing=False, dataset_kwargs={"skip_prepare_dataset": True},
@@ -666,12 +672,7 @@ def run_grpo(params: dict[str, Any]) -> dict[str, Any]:
     from rftflow.backends.local.sampling import load_model
     from rftflow.data.dataset import read_records
 
-    _quiet_datasets()
-    cfg = RFTConfig.model_validate(params["cfg"])
-    rank, size = world()
-    progress = make_progress(params, "grpo", cfg) if rank == 0 else None  # "loading" until training begins
-    plan = training_plan(cfg, params["model_path"], size, params.get("trainer_args"))
-    out_dir = Path(params["out_dir"])
+    cfg, rank, size, progress, plan, out_dir = _begin(params, "grpo", RFTConfig)
     # Building TRL's config initialises the process group under several processes: before _prepare broadcasts.
     args = GRPOConfig(
         per_device_train_batch_size=plan["per_device_batch"], num_generations=cfg.num_generations,
