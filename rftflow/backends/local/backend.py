@@ -408,7 +408,7 @@ class LocalBackend(Backend):
             metrics = {key: result.get(key) for key in ("steps", "train_seconds", "train_cpu_seconds", "examples",
                                                         "samples_per_s", "resumed_from_step", "stopped_by_time")}
             metrics["final_loss"] = last.get("train/loss")
-            conv = result.get("convergence") or {}  # did SFT reach its demonstrations' level (local/training.py)
+            conv = result.get("convergence") or {}  # did SFT reach its demonstrations' level (training.py)
             metrics.update({"converged": conv.get("converged"), "demo_accuracy": conv.get("demo_accuracy"),
                             "accuracy_on_demo_prompts": conv.get("model_accuracy"),
                             "demo_agreement": conv.get("demo_agreement"),
