@@ -173,3 +173,23 @@ def test_fsdp_and_deepspeed_reach_trl_on_gpus_and_are_refused_on_cpus(tiny, tmp_
     with pytest.raises(ValueError, match="ray.strategy=fsdp needs GPUs"):
         backend.sft(_ctx((tmp_path / "a").as_uri(), "sft"), tiny, str(TINY / "sft.jsonl"),
                     {"ray": {"strategy": "fsdp"}})
+
+
+def test_the_task_log_gets_each_new_job_log_line_once():
+    """The trigger reads the whole job log on every poll (the API has no offset): only lines not shown yet go to
+    the task log, Ray's colour codes stripped, and a block Ray Train repeats is said once."""
+    from rftflow.orchestration.ray_trigger import LogFollower
+
+    class Log:
+        text = ""
+
+        def logs(self, submission_id: str) -> str:
+            return self.text
+
+    log = Log()
+    follower = LogFollower(log, "rftflow-sft-c1-abc")  # type: ignore[arg-type]
+    log.text = "\x1b[36m(RayTrainWorker pid=1)\x1b[0m sft: step 5/40\nsaved\n(RayTrainWorker pid=1) sft: step 5/40\nsaved\n"
+    assert follower.new_lines() == ["(RayTrainWorker pid=1) sft: step 5/40", "saved"]
+    log.text += "\n(RayTrainWorker pid=1) sft: step 10/40\n"
+    assert follower.new_lines() == ["(RayTrainWorker pid=1) sft: step 10/40"]
+    assert follower.new_lines() == []

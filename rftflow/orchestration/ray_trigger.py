@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,26 +17,33 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from rftflow.backends.ray.client import TERMINAL, RayApiError, RayJobs, plain, tail
 
+RECENT = 200  # lines remembered to drop Ray's repeated blocks
+
 
 class LogFollower:
     """The lines of a job's log not yet shown; the log is read whole (the API has no offset) and cut here."""
 
     def __init__(self, jobs: RayJobs, submission_id: str, shown: int = 0):
         self.jobs, self.submission_id, self.shown = jobs, submission_id, shown
-        self._last: str | None = None
+        self._recent: deque[str] = deque()
+        self._seen: set[str] = set()
 
     def new_lines(self) -> list[str]:
         lines = plain(self.jobs.logs(self.submission_id)).splitlines()
         if len(lines) < self.shown:  # a new attempt's log, or a truncated one: start over
             self.shown = 0
         fresh, self.shown = lines[self.shown:], len(lines)
-        # Ray Train hands a worker's output to the driver twice on some versions: say each line once.
+        # Ray Train hands a worker's output to the driver twice on some versions (a block of lines, then the same
+        # block again): a line identical to one of the last RECENT lines is said once.
         kept: list[str] = []
         for line in fresh:
-            if line.strip() and (not kept or line != kept[-1]) and line != self._last:
-                kept.append(line)
-        if kept:
-            self._last = kept[-1]
+            if not line.strip() or line in self._seen:
+                continue
+            kept.append(line)
+            self._recent.append(line)
+            self._seen.add(line)
+            if len(self._recent) > RECENT:
+                self._seen.discard(self._recent.popleft())
         return kept
 
 
