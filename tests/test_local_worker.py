@@ -114,18 +114,20 @@ def test_the_waiting_task_logs_the_trainers_progress_while_it_trains(env, caplog
     caplog.set_level(logging.INFO, logger="rftflow.backends.local.runner")
     backend, base, ctx, sft_path = env
     ctx = ctx.for_stage("sft_progress")
-    cfg = {"max_steps": 40, "batch_size": 4, "logging_steps": 5, "save_steps": 20, "warmup_steps": 0}
+    # The parent reads the file about once a second: 300 steps of batch 4 last several polls even on a fast
+    # machine (40 steps could end within one poll and leave nothing to see "while running").
+    cfg = {"max_steps": 300, "batch_size": 4, "logging_steps": 5, "save_steps": 150, "warmup_steps": 0}
     manifest = backend.sft(ctx, base, sft_path, cfg)
-    assert manifest.metrics["steps"] == 40
+    assert manifest.metrics["steps"] == 300
     lines = [r.getMessage() for r in caplog.records if r.name == "rftflow.backends.local.runner"]
-    steps = [int(m["step"]) for line in lines if (m := STEP_LINE.search(line)) and m["total"] == "40"]
-    # A line about step n < 40 was read from the file while the trainer was at step n: it was running.
-    assert steps and steps == sorted(steps) and steps[0] < 40, lines
-    assert "sft: training 40 steps" in lines
+    steps = [int(m["step"]) for line in lines if (m := STEP_LINE.search(line)) and m["total"] == "300"]
+    # A line about step n < 300 was read from the file while the trainer was at step n: it was running.
+    assert steps and steps == sorted(steps) and steps[0] < 300, lines
+    assert "sft: training 300 steps" in lines
     assert all(" | elapsed " in line for line in lines if STEP_LINE.search(line))
     assert any(" | loss " in line and "samples/s" in line and " | left ~" in line for line in lines), lines
-    assert "sft: checkpoint saved at step 20/40 (checkpoint-20)" in lines
-    assert any(line.startswith("sft: training done at step 40/40 in ") for line in lines), lines
+    assert "sft: checkpoint saved at step 150/300 (checkpoint-150)" in lines
+    assert any(line.startswith("sft: training done at step 300/300 in ") for line in lines), lines
 
 
 def test_progress_lines_come_at_most_once_per_interval_with_every_checkpoint(tmp_path):
