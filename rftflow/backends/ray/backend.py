@@ -26,6 +26,7 @@ import json
 import logging
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -75,6 +76,11 @@ class RayScaling(BaseModel):
     strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
         "ddp", description="ddp everywhere; fsdp and deepspeed need use_gpu (TRL/accelerate settings).")
     deepspeed_config: dict[str, Any] | None = Field(None, description="A DeepSpeed JSON config, inline.")
+
+    @property
+    def threads(self) -> int:
+        """torch threads per worker: as set, else the CPUs it reserves (at least one)."""
+        return self.threads_per_worker or max(int(self.cpus_per_worker), 1)
 
 
 class RayOptions(BaseModel):
@@ -225,9 +231,10 @@ class RayBackend(LocalBackend):
         names = (*FORWARDED_ENV, *self.options.job_env)
         return {name: os.environ[name] for name in names if os.environ.get(name)}
 
-    def _submit(self, ctx: StageContext, kind: str, spec: dict[str, Any], digest: str,
+    def _submit(self, ctx: StageContext, kind: str, digest: str, build: Callable[[], dict[str, Any]],
                 scaling: RayScaling) -> str:
-        """Adopt this stage's job when the cluster has it (not failed or stopped), else submit the next attempt."""
+        """Adopt this stage's job when the cluster has it (not failed or stopped), else submit the next attempt
+        with the spec `build()` makes (inputs are shipped only then, not again on every adoption)."""
         jobs = self.jobs()
         base = f"rftflow-{ctx.stage}-c{ctx.cycle}-{_digest(ctx.uri + '|' + kind + '|' + digest)[:12]}"
         attempt = 1
@@ -243,7 +250,7 @@ class RayBackend(LocalBackend):
                          attempt + 1)
                 attempt += 1
                 continue
-            spec = {**spec, "name": submission, "stage_uri": ctx.uri, "job_digest": digest}
+            spec = {**build(), "name": submission, "stage_uri": ctx.uri, "job_digest": digest}
             uri = ray_job.spec_uri(ctx.uri, kind)
             store.write_json(uri, spec)
             runtime_env = json.loads(json.dumps(self.options.runtime_env))
@@ -287,12 +294,11 @@ class RayBackend(LocalBackend):
         digest = _digest(json.dumps({"kind": kind, "model_uri": model_uri, "data_uri": data_uri,
                                      "cfg": cfg.model_dump(), "params": params,
                                      "scaling": scaling.model_dump()}, sort_keys=True, default=str))
-        spec = {"kind": kind, "model_uri": self._ship(ctx, model_uri, "base_model"),
-                "data_uri": self._ship(ctx, data_uri, Path(str(data_uri)).name), "cfg": cfg.model_dump(),
-                "params": {**params, "trainer_args": strategy_args(scaling)}, "job_digest": digest, "resume": True,
-                "scaling": scaling.model_dump(), "threads_per_worker": scaling.threads_per_worker
-                or max(int(scaling.cpus_per_worker), 1)}
-        submission = self._submit(ctx, kind, spec, digest, scaling)
+        submission = self._submit(ctx, kind, digest, lambda: {
+            "kind": kind, "model_uri": self._ship(ctx, model_uri, "base_model"),
+            "data_uri": self._ship(ctx, data_uri, Path(str(data_uri)).name), "cfg": cfg.model_dump(),
+            "params": {**params, "trainer_args": strategy_args(scaling)}, "resume": True,
+            "scaling": scaling.model_dump(), "threads_per_worker": scaling.threads}, scaling)
         return self._pending(ctx, submission, stage_kind=kind, started=started, cfg=cfg.model_dump(),
                              inputs=inputs, timeout_s=cfg.timeout_s, job_digest=digest)
 
@@ -301,18 +307,23 @@ class RayBackend(LocalBackend):
     def _start_generate(self, ctx: StageContext, model_uri: str, records: list[Any], passes: list[dict[str, Any]],
                         scaling: RayScaling, engine: dict[str, Any], **details: Any) -> PendingJob:
         prompts_uri = store.join(ctx.uri, "work", "prompts.jsonl")
-        store.write_text(prompts_uri, "".join(json.dumps({"id": r.id, "messages": r.prompt_messages()}) + "\n"
-                                              for r in records))
-        spec = {"kind": "generate", "model_uri": self._ship(ctx, model_uri, "model"), "prompts_uri": prompts_uri,
-                "out_uri": store.join(ctx.uri, "work", "completions.jsonl"), "passes": passes,
-                "workers": scaling.num_workers, "cpus_per_worker": scaling.cpus_per_worker,
-                "gpus_per_worker": scaling.gpus_per_worker if scaling.use_gpu else 0,
-                "threads_per_worker": scaling.threads_per_worker or max(int(scaling.cpus_per_worker), 1),
-                # tasks sharing a GPU share its memory: each vLLM engine takes its share of the recipe's fraction
-                "engine": {**engine, "vllm_gpu_memory_utilization": engine["vllm_gpu_memory_utilization"]
-                           * min(scaling.gpus_per_worker, 1.0)}}
-        digest = _digest(json.dumps({**spec, "prompts": [r.id for r in records]}, sort_keys=True, default=str))
-        submission = self._submit(ctx, "generate", spec, digest, scaling)
+        job = {"kind": "generate", "prompts_uri": prompts_uri, "passes": passes,
+               "out_uri": store.join(ctx.uri, "work", "completions.jsonl"),
+               "workers": scaling.num_workers, "cpus_per_worker": scaling.cpus_per_worker,
+               "gpus_per_worker": scaling.gpus_per_worker if scaling.use_gpu else 0,
+               "threads_per_worker": scaling.threads,
+               # tasks sharing a GPU share its memory: each vLLM engine takes its share of the recipe's fraction
+               "engine": {**engine, "vllm_gpu_memory_utilization": engine["vllm_gpu_memory_utilization"]
+                          * min(scaling.gpus_per_worker, 1.0)}}
+        digest = _digest(json.dumps({**job, "model_uri": model_uri, "prompts": [r.id for r in records]},
+                                    sort_keys=True, default=str))
+
+        def build() -> dict[str, Any]:
+            store.write_text(prompts_uri, "".join(json.dumps({"id": r.id, "messages": r.prompt_messages()}) + "\n"
+                                                  for r in records))
+            return {**job, "model_uri": self._ship(ctx, model_uri, "model")}
+
+        submission = self._submit(ctx, "generate", digest, build, scaling)
         return self._pending(ctx, submission, started=time.time(), model_uri=model_uri, job_digest=digest,
                              **details)
 
@@ -390,8 +401,7 @@ class RayBackend(LocalBackend):
         if not done or not done.get("ok"):
             error = (done or {}).get("error") or {"message": "it wrote no result"}
             raise RuntimeError(f"{ctx.stage}: Ray job {pending.job_name} succeeded but {error.get('message')}")
-        self._keep_log(ctx, pending.job_name, "sft.log" if kind == "sft" else "grpo.log" if kind == "grpo"
-                       else f"{kind}.log")
+        self._keep_log(ctx, pending.job_name, f"{kind}.log")
         result = done["result"]
         started = float(d["started"])
         if kind in ("sft", "grpo"):
@@ -399,11 +409,9 @@ class RayBackend(LocalBackend):
             if store.local_path(ctx.uri) is None:  # the GRPO reward trend is read from the metrics here
                 store.get_file(store.join(ctx.uri, "metrics.jsonl"), str(local_dir / "metrics.jsonl"))
             cfg = (SFTConfig if kind == "sft" else RFTConfig).model_validate(d["cfg"])
-            manifest = self._finish_training(kind, ctx, local_dir, None, started, result, cfg, d["inputs"])
-            return manifest
-        records_plan = (self._eval_plan(d["data_uri"], d.get("overrides")) if kind == "evaluate"
-                        else self._diversity_plan(d["data_uri"], d.get("overrides")))
-        cfg, records, passes = records_plan
+            return self._finish_training(kind, ctx, local_dir, None, started, result, cfg, d["inputs"])
+        cfg, records, passes = (self._eval_plan(d["data_uri"], d.get("overrides")) if kind == "evaluate"
+                                else self._diversity_plan(d["data_uri"], d.get("overrides")))
         lines = store.read_jsonl(store.join(ctx.uri, "work", "completions.jsonl"))
         if len(lines) != len(records):
             raise RuntimeError(f"{ctx.stage}: Ray job {pending.job_name} wrote {len(lines)} completions for "
@@ -434,13 +442,14 @@ def load_ray_recipe(stage: str, overrides: dict[str, Any] | None) -> tuple[Any, 
     local, path = RECIPES_DIR / "local" / f"{stage_key}.yaml", RECIPES_DIR / "ray" / f"{stage_key}.yaml"
     data = deep_merge(load_yaml(local) if local.exists() else {}, load_yaml(path) if path.exists() else {})
     merged = deep_merge(data, overrides or {})
+    # A bad field is reported against the ray file (where a user changes things; the local one is tested).
+    lines = yaml_key_lines(path) if path.exists() else {}
     try:
         scaling = RayScaling.model_validate(merged.pop("ray", None) or {})
     except ValidationError as err:
         raise RecipeError(format_validation_error(f"{path}: ray", err, {
-            k[1:]: v for k, v in (yaml_key_lines(path) if path.exists() else {}).items() if k[:1] == ("ray",)})) from None
-    # A bad field is reported against the ray file (where a user changes things; the local one is tested).
-    cfg = build_config(STAGE_MODELS[stage_key], merged, str(path), yaml_key_lines(path) if path.exists() else {},
+            k[1:]: v for k, v in lines.items() if k[:1] == ("ray",)})) from None
+    cfg = build_config(STAGE_MODELS[stage_key], merged, str(path), lines,
                        _override_paths({k: v for k, v in (overrides or {}).items() if k != "ray"}))
     return cfg, scaling
 
