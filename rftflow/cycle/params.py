@@ -1,6 +1,6 @@
 """The rft_cycle trigger form: typed, JSON-schema-validated Airflow Params, and their defaults.
 
-The same defaults feed `CycleParams` (rftflow.cycle.stages), which validates what the schema cannot express.
+`CycleParams` declares every param once, with its default and bounds; the form adds words and sections.
 The form is laid out in sections (Airflow 3 renders a Param's `section` as a collapsible group); a field
 whose type admits null is optional in the form, every other one is required and has a default. The
 internal fields `cycle` and `parent_run_id` are not declared as Params, so the form does not show them:
@@ -13,7 +13,9 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,38 +24,125 @@ def default_artifact_root() -> str:
     return os.environ.get("RFTFLOW_ARTIFACT_ROOT") or (PROJECT_ROOT / ".artifacts").as_uri()
 
 
-DEFAULTS: dict[str, Any] = {
-    "backend": "local",
-    "base_model": "champion",
-    "fallback_model": "tiny",
+class CycleParams(BaseModel):
+    """Everything a cycle needs, with its defaults and bounds: the one declaration of the run's params.
+
+    The trigger form (`build_params`) takes each field's type, bounds, choices and default from here and adds
+    only its words and section; `validate_data` parses the run's params once, fails on any bad value (guards and
+    every stage's recipe overrides included) and hands the resolved copy to every later task by XCom.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    backend: Literal["local", "ray", "sagemaker", "bedrock"] = "local"
+    base_model: str = Field("champion", min_length=1)
+    fallback_model: str = Field("tiny", min_length=1)
     # The demo's family (rftflow.cli.demo.FAMILY): a default trigger after `make demo` continues from its champion.
-    "model_family": "tiny-demo",
-    "train_uri": "include/data/tiny/train.jsonl",
-    "eval_uri": "include/data/tiny/eval.jsonl",
-    "sft_uri": "include/data/tiny/sft.jsonl",
-    "reward": "numeric",
-    "rollouts_per_prompt": 8,
-    "diversity_prompts": 256,
-    "min_mixed_fraction": 0.1,
-    "max_all_fail_fraction": 0.7,
-    "max_all_pass_fraction": 0.9,
-    "sft_policy": "auto",
-    "training_method": "auto",
-    "recipe_overrides": {},
-    "gate_metric": "pass_at_1",
-    "min_abs_gain": 0.02,
-    "min_rel_gain": 0.0,
-    "gate_confidence": 0.95,
-    "on_missing_evidence": "hold",
-    "protected_slices": [],
-    "guards": {},
-    "max_cycles": 1,
-    "cycle": 1,
-    "parent_run_id": None,
-    "artifact_root": None,
-    "require_approval": False,
-    "notify": [],
+    model_family: str = Field("tiny-demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    train_uri: str = Field("include/data/tiny/train.jsonl", min_length=1)
+    eval_uri: str = Field("include/data/tiny/eval.jsonl", min_length=1)
+    sft_uri: str | None = "include/data/tiny/sft.jsonl"
+    reward: str = Field("numeric", min_length=1)
+    rollouts_per_prompt: int = Field(8, ge=2, le=16)
+    diversity_prompts: int = Field(256, ge=8, le=20000)
+    min_mixed_fraction: float = Field(0.1, ge=0, le=1)
+    max_all_fail_fraction: float = Field(0.7, ge=0, le=1)
+    max_all_pass_fraction: float = Field(0.9, ge=0, le=1)
+    sft_policy: Literal["auto", "always", "never"] = "auto"
+    training_method: Literal["auto", "full", "lora"] = "auto"
+    recipe_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    gate_metric: Literal["pass_at_1", "mean_reward"] = "pass_at_1"
+    min_abs_gain: float = Field(0.02, ge=0, le=1)
+    min_rel_gain: float = Field(0.0, ge=0, le=10)
+    gate_confidence: float = Field(0.95, gt=0.5, lt=1)
+    on_missing_evidence: Literal["hold", "reject", "promote"] = "hold"
+    protected_slices: list[str] = Field(default_factory=list)
+    guards: dict[str, Any] = Field(default_factory=dict)
+    max_cycles: int = Field(1, ge=1, le=20)
+    cycle: int = Field(1, ge=1, le=20)
+    parent_run_id: str | None = None
+    artifact_root: str | None = None  # None: default_artifact_root(), filled in by parse_params
+    require_approval: bool = False
+    notify: list[str] = Field(default_factory=list)
+
+    @field_validator("train_uri", "eval_uri", "sft_uri")
+    @classmethod
+    def _resolve_data_uri(cls, v: str | None) -> str | None:
+        if not v or "://" in v:
+            return v
+        path = Path(v)
+        if not path.is_absolute():
+            # Relative paths name files shipped with the project (include/data/...).
+            path = (PROJECT_ROOT / path) if not path.exists() else path.resolve()
+        return path.as_uri()
+
+    @field_validator("recipe_overrides")
+    @classmethod
+    def _known_stages(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        unknown = set(v) - set(RECIPE_STAGES)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {sorted(unknown)}; expected {', '.join(RECIPE_STAGES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _gate_settings(self) -> CycleParams:
+        self.gate_config()  # a typo in `guards` fails here, in validate_data, not at the gate
+        return self
+
+    def gate_config(self) -> Any:
+        """The gate's settings: the form's top-level fields, then `guards` for everything else."""
+        from rftflow.scoring.gate import GateConfig
+
+        top = {"metric": self.gate_metric, "min_abs_gain": self.min_abs_gain, "min_rel_gain": self.min_rel_gain,
+               "confidence": self.gate_confidence, "on_missing_evidence": self.on_missing_evidence,
+               "protected_slices": self.protected_slices}
+        twice = sorted(set(top) & set(self.guards))
+        if twice:
+            raise ValueError(f"guards sets {twice}, which the form sets as its own fields; set them there")
+        try:
+            return GateConfig(**top, **self.guards)
+        except ValidationError as err:
+            raise ValueError("guards: " + "; ".join(
+                f"{'.'.join(str(x) for x in e['loc']) or 'guards'}: {e['msg']}" for e in err.errors())) from None
+
+    def overrides(self, stage: str) -> dict[str, Any]:
+        """Recipe overrides for a stage, with the trigger form's top-level knobs folded in."""
+        out: dict[str, Any] = {}
+        if stage in ("sft", "rft"):
+            out["method"] = self.training_method
+        if stage == "diversity":
+            out.update(k=self.rollouts_per_prompt, max_prompts=self.diversity_prompts,
+                       min_mixed_fraction=self.min_mixed_fraction,
+                       max_all_fail_fraction=self.max_all_fail_fraction,
+                       max_all_pass_fraction=self.max_all_pass_fraction)
+        if stage == "rft":
+            out["num_generations"] = self.rollouts_per_prompt
+        out.update(self.recipe_overrides.get(stage, {}))
+        return out
+
+
+RECIPE_STAGES = ("sft", "rft", "eval", "diversity")  # the stages recipe_overrides may name
+
+# Every field's default, as the form and the CLI show it (the model is the source).
+DEFAULTS: dict[str, Any] = {
+    name: (f.default_factory() if f.default_factory is not None else f.default)
+    for name, f in CycleParams.model_fields.items()
 }
+
+
+def parse_params(raw: dict[str, Any]) -> CycleParams:
+    """Validate the run's params; the error lists every bad field in words. Unset (None) fields take their
+    default, and an empty artifact_root the workers' (RFTFLOW_ARTIFACT_ROOT, else the project's .artifacts)."""
+    from rftflow.cycle.recipes import format_validation_error
+
+    data = {k: v for k, v in raw.items() if v is not None or k in ("sft_uri", "parent_run_id")}
+    if not data.get("artifact_root"):
+        data["artifact_root"] = default_artifact_root()
+    try:
+        return CycleParams.model_validate(data)
+    except ValidationError as err:
+        raise ValueError("invalid rft_cycle params:\n" + format_validation_error("params", err)) from None
+
 
 # Set by the iterate branch for the next cycle's run; not form fields (see the module docstring).
 INTERNAL = ("cycle", "parent_run_id")

@@ -14,119 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
 from rftflow.artifacts import store
 from rftflow.artifacts.manifest import StageManifest, load_complete, package_versions, write_manifest
 from rftflow.artifacts.registry import Champion, ChampionRegistry, PromotionConflict
 from rftflow.backends.base import Backend, PendingJob, StageContext, get_backend, run_remote
-from rftflow.cycle.params import DEFAULTS, PROJECT_ROOT, default_artifact_root
-from rftflow.cycle.recipes import RecipeError, format_validation_error
+from rftflow.cycle.params import CycleParams, parse_params  # noqa: F401  (callers' path until the split)
+from rftflow.cycle.recipes import RecipeError
 
 log = logging.getLogger(__name__)
-
-class CycleParams(BaseModel):
-    """Everything a cycle needs; every task parses the run's params, and validate_data fails first on any
-    bad value (guards included), so nothing after it runs on a typo."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backend: Literal["local", "ray", "sagemaker", "bedrock"] = "local"
-    base_model: str = Field(min_length=1)
-    fallback_model: str = Field(min_length=1)
-    model_family: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    train_uri: str
-    eval_uri: str
-    sft_uri: str | None = None
-    reward: str = Field(min_length=1)
-    rollouts_per_prompt: int = Field(ge=2, le=16)
-    diversity_prompts: int = Field(ge=8, le=20000)
-    min_mixed_fraction: float = Field(ge=0, le=1)
-    max_all_fail_fraction: float = Field(ge=0, le=1)
-    max_all_pass_fraction: float = Field(ge=0, le=1)
-    sft_policy: Literal["auto", "always", "never"] = "auto"
-    training_method: Literal["auto", "full", "lora"] = "auto"
-    recipe_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    gate_metric: Literal["pass_at_1", "mean_reward"] = "pass_at_1"
-    min_abs_gain: float = Field(ge=0, le=1)
-    min_rel_gain: float = Field(ge=0, le=10)
-    gate_confidence: float = Field(0.95, gt=0.5, lt=1)
-    on_missing_evidence: Literal["hold", "reject", "promote"] = "hold"
-    protected_slices: list[str] = Field(default_factory=list)
-    guards: dict[str, Any] = Field(default_factory=dict)
-    max_cycles: int = Field(ge=1, le=20)
-    cycle: int = Field(ge=1, le=20)
-    parent_run_id: str | None = None
-    artifact_root: str = Field(default_factory=default_artifact_root)
-    require_approval: bool = False
-    notify: list[str] = Field(default_factory=list)
-
-    @field_validator("train_uri", "eval_uri", "sft_uri")
-    @classmethod
-    def _resolve_data_uri(cls, v: str | None) -> str | None:
-        if not v or "://" in v:
-            return v
-        path = Path(v)
-        if not path.is_absolute():
-            # Relative paths name files shipped with the project (include/data/...).
-            path = (PROJECT_ROOT / path) if not path.exists() else path.resolve()
-        return path.as_uri()
-
-    @field_validator("recipe_overrides")
-    @classmethod
-    def _known_stages(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        unknown = set(v) - {"sft", "rft", "eval", "diversity"}
-        if unknown:
-            raise ValueError(f"unknown stage(s) {sorted(unknown)}; expected sft, rft, eval, diversity")
-        return v
-
-    @model_validator(mode="after")
-    def _gate_settings(self) -> CycleParams:
-        self.gate_config()  # a typo in `guards` fails here, in validate_data, not at the gate
-        return self
-
-    def gate_config(self) -> Any:
-        """The gate's settings: the form's top-level fields, then `guards` for everything else."""
-        from rftflow.scoring.gate import GateConfig
-
-        top = {"metric": self.gate_metric, "min_abs_gain": self.min_abs_gain, "min_rel_gain": self.min_rel_gain,
-               "confidence": self.gate_confidence, "on_missing_evidence": self.on_missing_evidence,
-               "protected_slices": self.protected_slices}
-        twice = sorted(set(top) & set(self.guards))
-        if twice:
-            raise ValueError(f"guards sets {twice}, which the form sets as its own fields; set them there")
-        try:
-            return GateConfig(**top, **self.guards)
-        except ValidationError as err:
-            raise ValueError("guards: " + "; ".join(
-                f"{'.'.join(str(x) for x in e['loc']) or 'guards'}: {e['msg']}" for e in err.errors())) from None
-
-    def overrides(self, stage: str) -> dict[str, Any]:
-        """Recipe overrides for a stage, with the trigger form's top-level knobs folded in."""
-        out: dict[str, Any] = {}
-        if stage in ("sft", "rft"):
-            out["method"] = self.training_method
-        if stage == "diversity":
-            out.update(k=self.rollouts_per_prompt, max_prompts=self.diversity_prompts,
-                       min_mixed_fraction=self.min_mixed_fraction,
-                       max_all_fail_fraction=self.max_all_fail_fraction,
-                       max_all_pass_fraction=self.max_all_pass_fraction)
-        if stage == "rft":
-            out["num_generations"] = self.rollouts_per_prompt
-        out.update(self.recipe_overrides.get(stage, {}))
-        return out
-
-
-def parse_params(raw: dict[str, Any]) -> CycleParams:
-    """Validate the run's params; the error lists every bad field in words."""
-    data = {**DEFAULTS, **{k: v for k, v in raw.items() if v is not None or k in ("sft_uri", "parent_run_id")}}
-    if not data.get("artifact_root"):
-        data["artifact_root"] = default_artifact_root()
-    try:
-        return CycleParams.model_validate(data)
-    except ValidationError as err:
-        raise ValueError("invalid rft_cycle params:\n" + format_validation_error("params", err)) from None
-
 
 def stage_context(p: CycleParams, dag_id: str, run_id: str, stage: str) -> StageContext:
     return StageContext(p.artifact_root, dag_id, run_id, p.cycle, stage)
