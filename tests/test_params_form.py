@@ -1,28 +1,37 @@
-"""The rft_cycle trigger form: sections, a description for every field, optional fields not required,
-internal fields hidden yet accepted from conf, the reward's suggestions, and the defaults the JSON fields
-override shown (and true)."""
+"""The rft_cycle trigger form: every field of CycleParams with the model's type, bounds, choices and default,
+sections, a description for every field, optional fields not required, internal fields hidden yet accepted from
+conf, the reward's suggestions, and the defaults the JSON fields override shown (and true)."""
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
 
+import annotated_types as at
 import pytest
 import yaml
 from airflow.sdk.definitions.param import ParamsDict, process_params
 
 from rftflow.cli import demo
+from rftflow.cycle import params as params_module
 from rftflow.cycle.params import (
     BUILTIN_REWARDS,
+    CLEARABLE,
     DEFAULTS,
     ESTIMATES,
+    FORM,
     GUARD_DEFAULTS_SHOWN,
     INTERNAL,
     PROJECT_ROOT,
     RECIPE_DEFAULTS_SHOWN,
+    SCHEMA_KEYS,
     SECTIONS,
+    CycleParams,
     build_params,
+    default_artifact_root,
+    parse_params,
 )
-from rftflow.cycle.stages import parse_params
 
 OPTIONAL = {"sft_uri", "recipe_overrides", "protected_slices", "guards", "artifact_root", "notify"}
 
@@ -67,6 +76,65 @@ def test_every_field_has_a_title_and_a_description(form):
         assert param.schema.get("title"), name
         assert len(_description(param)) >= 30, f"{name}: {_description(param)!r}"
         assert param.description is None or "`" not in param.description, f"{name}: Markdown in plain text"
+
+
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}
+_BOUNDS = {at.Ge: ("minimum", "ge"), at.Le: ("maximum", "le"), at.Gt: ("exclusiveMinimum", "gt"),
+           at.Lt: ("exclusiveMaximum", "lt"), at.MinLen: ("minLength", "min_length"),
+           at.MaxLen: ("maxLength", "max_length")}
+
+
+def _expected_schema(name: str, field: Any) -> dict[str, Any]:
+    """What the form must say of a model field, read from its annotation and Field() metadata."""
+    annotation, nullable = field.annotation, name in CLEARABLE
+    if get_origin(annotation) in (Union, types.UnionType):
+        (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
+        nullable = True
+    out: dict[str, Any] = {}
+    if get_origin(annotation) is Literal:
+        out["enum"] = [*get_args(annotation), *([None] if nullable else [])]
+        kind = _JSON_TYPES[type(get_args(annotation)[0])]
+    else:
+        kind = _JSON_TYPES[get_origin(annotation) or annotation]
+    out["type"] = [kind, "null"] if nullable else kind
+    for meta in field.metadata:
+        if type(meta) in _BOUNDS:
+            key, attr = _BOUNDS[type(meta)]
+            out[key] = getattr(meta, attr)
+        elif getattr(meta, "pattern", None):
+            out["pattern"] = meta.pattern
+    return out
+
+
+def test_every_model_field_is_in_the_form_with_the_models_type_bounds_choices_and_default(form):
+    """The form is derived from CycleParams: a new field or bound on the model shows here with no second edit."""
+    for name, field in CycleParams.model_fields.items():
+        if name in INTERNAL:
+            continue
+        assert name in form, f"{name} is a CycleParams field missing from the trigger form"
+        schema = form[name].schema
+        shown = {k: v for k, v in schema.items() if k in SCHEMA_KEYS and k != "items"}
+        assert shown == _expected_schema(name, field), name
+        default = default_artifact_root() if name == "artifact_root" else DEFAULTS[name]
+        assert form[name].value == default, name
+    assert form["protected_slices"].schema["items"] == form["notify"].schema["items"] == {"type": "string"}
+
+
+def test_the_form_table_holds_words_only_and_a_new_bound_reaches_the_form(monkeypatch):
+    for name, shown in FORM.items():
+        assert not set(shown) & set(SCHEMA_KEYS), f"{name}: types and bounds come from CycleParams"
+    from pydantic import Field
+
+    class Tighter(CycleParams):
+        max_cycles: int = Field(1, ge=1, le=5)
+        sft_uri: str | None = Field("include/data/tiny/sft.jsonl", min_length=3)
+        training_method: Literal["auto", "lora"] = "auto"
+
+    monkeypatch.setattr(params_module, "CycleParams", Tighter)
+    tighter = build_params()
+    assert tighter["max_cycles"].schema["maximum"] == 5
+    assert tighter["sft_uri"].schema["type"] == ["string", "null"] and tighter["sft_uri"].schema["minLength"] == 3
+    assert tighter["training_method"].schema["enum"] == ["auto", "lora"]
 
 
 def test_internal_fields_are_not_in_the_form(form, dag):

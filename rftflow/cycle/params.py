@@ -10,7 +10,6 @@ the tasks' params, where `parse_params` reads them (DEFAULTS fills them in when 
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -189,7 +188,14 @@ ESTIMATES = {
                "of evaluation (docs/aws.md section 6, prices from rftflow.backends.aws.pricing)",
 }
 
-_DIVERSITY_FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
+# The model's JSON-schema keys the form takes over (Airflow's form reads them; pydantic writes them from
+# each field's type, Literal choices and Field bounds). Titles and the rest are the form's own (FORM).
+SCHEMA_KEYS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength",
+               "maxLength", "pattern", "items")
+
+# Fields the model always fills (an empty dict or list) that the form still lets a person clear: shown as
+# optional (`[type, "null"]`), and parse_params reads None as the default.
+CLEARABLE = ("recipe_overrides", "protected_slices", "guards", "notify")
 
 
 def _shown(value: Any) -> str:
@@ -200,146 +206,152 @@ def _listing(defaults: dict[str, Any]) -> str:
     return ", ".join(f"{k} {_shown(v)}" for k, v in defaults.items())
 
 
+# Long explanations are Markdown (description_md): the form renders lists and code there, plain text as
+# one block. Airflow shows description_md only where `description` is unset.
+_RECIPE_DEFAULTS_MD = "\n".join(f"- **{stage}**: {_listing(v)}" for stage, v in RECIPE_DEFAULTS_SHOWN.items())
+_ESTIMATES_MD = "\n".join(f"- **{k}**: {v}" for k, v in ESTIMATES.items())
+
+# How the form shows each field, in the form's order: section, title, words, suggestions. No types or bounds
+# here: build_params takes them, and every default, from CycleParams.
+FORM: dict[str, dict[str, Any]] = {
+    # ----------------------------------------------------------------------------------------- data
+    "train_uri": dict(section="Data", title="RFT training data (JSONL)",
+                      description="Prompts with reference answers, one JSON object a line: a project path "
+                                  "(include/data/...), file:// or s3:// URI. rftflow validate checks it."),
+    "eval_uri": dict(section="Data", title="Held-out eval data (JSONL)",
+                     description="Prompts the gate compares baseline and candidate on; never trained on."),
+    "sft_uri": dict(section="Data", title="SFT demonstrations (JSONL)",
+                    description="Optional. Demonstrations for the SFT branch; needed when the diversity "
+                                "check can send the cycle to SFT first (sft_policy auto or always)."),
+    # ---------------------------------------------------------------------------------------- model
+    "backend": dict(section="Model", title="Backend",
+                    values_display={"local": "local (TRL on this machine)",
+                                    "ray": "ray (TRL on a Ray cluster: Ray Train and Ray tasks)",
+                                    "sagemaker": "sagemaker (SageMaker Training Jobs or serverless)",
+                                    "bedrock": "bedrock (Bedrock RFT jobs)"},
+                    description_md="Who trains: local TRL, the same TRL stages as jobs on a Ray cluster "
+                                   "(the ray_default connection names it), SageMaker (Training Jobs, or serverless "
+                                   "customization for Nova and open-weight hub models), or Bedrock (Nova, "
+                                   "gpt-oss-20b, Qwen3 32B).\n\n"
+                                   f"Time and cost of one cycle (estimates):\n{_ESTIMATES_MD}"),
+    "base_model": dict(section="Model", title="Start model",
+                       examples=["champion", "tiny", "nova-2-lite", "openai.gpt-oss-20b",
+                                 "huggingface-reasoning-qwen3-8b"],
+                       description="'champion' (the current champion of the model family), 'tiny', "
+                                   "an HF model directory or URI, a Nova model id/ARN, a Bedrock "
+                                   "open-weight model (openai.gpt-oss-20b, qwen.qwen3-32b) or a SageMaker "
+                                   "hub model id (serverless flavour)."),
+    "fallback_model": dict(section="Model", title="Model when no champion",
+                           description="Used when base_model is 'champion' and none is registered yet."),
+    "model_family": dict(section="Model", title="Model family",
+                         description="Champion registry key and Asset name: cycles of one family compete "
+                                     "for one champion. The default is the demo's family, so a trigger "
+                                     "after make demo continues from the demo's champion."),
+    "training_method": dict(section="Model", title="Training method",
+                            description="auto: LoRA for models above the recipe's lora_above_params "
+                                        "(1.5B; Nova on AWS), every weight below it; full: every weight "
+                                        "is trained; lora: adapters (recipe lora.* settings) merged into "
+                                        "the checkpoint afterwards."),
+    # ------------------------------------------------------------------------------------- training
+    "reward": dict(section="Training", title="Reward function", examples=list(BUILTIN_REWARDS),
+                   description="A built-in (pick from the list: numeric, exact_match, code_tests, "
+                               "llm_judge, shaping, shaped_<name>), or type a handler .py path, or a "
+                               "Lambda ARN for AWS backends. Try it first: rftflow test NAME rollouts.jsonl"),
+    "rollouts_per_prompt": dict(section="Training", title="Rollouts per prompt (k)",
+                                description="Samples per prompt, in the diversity check and as the GRPO "
+                                            "group size: advantages are relative within a prompt's k."),
+    "sft_policy": dict(section="Training", title="SFT policy",
+                       description="auto: SFT first only when the diversity check finds the rollouts "
+                                   "nearly all fail; always: SFT before RFT every cycle; never: skip SFT."),
+    "max_cycles": dict(section="Training", title="Max cycles",
+                       description="How many SFT/RFT/eval cycles one trigger may chain: an inconclusive "
+                                   "gain iterates from the candidate until this many cycles ran."),
+    "recipe_overrides": dict(section="Training", title="Recipe overrides",
+                             # No inline code spans: the form draws them taller than the line.
+                             description_md='Optional, per stage, e.g. {"rft": {"max_steps": 30}, '
+                                            '"sft": {"lora.r": 8}}. What it overrides, the local '
+                                            "recipes' defaults (include/recipes/local/):\n"
+                                            f"{_RECIPE_DEFAULTS_MD}\n\nThe diversity check's k and "
+                                            "max_prompts come from the fields of this form.",
+                             # One JSON box per stage the model accepts (its validator names them).
+                             properties={s: {"type": "object"} for s in RECIPE_STAGES},
+                             additionalProperties=False),
+    # ----------------------------------------------------------------------------------------- gate
+    "gate_metric": dict(section="Gate", title="Gate metric",
+                        description="What must improve: pass@1 (share of eval prompts answered correctly, "
+                                    "greedy) or the mean reward over the eval set."),
+    "min_abs_gain": dict(section="Gate", title="Required absolute gain",
+                         description="The candidate must beat the baseline and the champion by at least "
+                                     "this much on the gate metric (0.02 = 2 points of pass@1)."),
+    "min_rel_gain": dict(section="Gate", title="Required relative gain",
+                         description="And by at least this fraction of the baseline's value (0.05 = 5%); "
+                                     "0 = off."),
+    "gate_confidence": dict(section="Gate", title="Gate confidence",
+                            description="How sure the gate must be that the gain is real (one-sided lower "
+                                        "bound): 0.95 means a no-better candidate passes at most 5% of the "
+                                        "time, spread over every decision made on the same eval set."),
+    "on_missing_evidence": dict(section="Gate", title="When evidence is missing",
+                                description="An enabled check that cannot be evaluated (no training "
+                                            "metrics, no per-prompt results): hold for a person to "
+                                            "approve, reject, or promote on the evidence there is."),
+    "protected_slices": dict(section="Gate", title="Protected slices",
+                             description="'field=value' slices of the eval set that must not drop at all, "
+                                         "e.g. 'category=add'."),
+    "guards": dict(section="Gate", title="Gate and guard settings",
+                   description="Any other rftflow.scoring.gate.GateConfig field: margin, split_min_prompts, "
+                               "slice_min_n, slice_drop_tolerance, reward_gap_max, length_ratio_min/max, "
+                               "kl_max, entropy_collapse_ratio, entropy_min/max, format_rise_max, window, "
+                               "look_correction, resamples, seed. Defaults: "
+                               f"{_listing(GUARD_DEFAULTS_SHOWN)}."),
+    "require_approval": dict(section="Gate", title="Ask a person to approve before promoting",
+                             description="On: a promotion waits for a reviewer under Required Actions. "
+                                         "A candidate the gate holds always waits for one."),
+    # ----------------------------------------------------------------------------------- operations
+    "artifact_root": dict(section="Operations", title="Artifact root",
+                          description="Optional. Where every stage writes, and where the champion registry "
+                                      "and cycle index live: file:///path or s3://bucket/prefix. Empty: "
+                                      "RFTFLOW_ARTIFACT_ROOT of the workers, else .artifacts/ in the project."),
+    "notify": dict(section="Operations", title="Notify",
+                   description="Optional. Targets for gate decisions and failures, one a line, e.g. "
+                               "'sns:arn:...', 'slack:conn_id', 'email:a@b.c'. Empty = off."),
+    # ------------------------------------------------------------------------------------- advanced
+    "diversity_prompts": dict(section="Advanced", title="Prompts sampled by the diversity check",
+                              description="A seeded sample of the training prompts, k rollouts each; "
+                                          "more prompts: a steadier all-fail/mixed/all-pass split."),
+    "min_mixed_fraction": dict(section="Advanced", title="Min mixed share for RFT",
+                               description="Share of prompts whose rollouts disagree (some pass, some "
+                                           "fail) below which RFT has too little signal to learn from."),
+    "max_all_fail_fraction": dict(section="Advanced", title="All-fail share above which SFT comes first",
+                                  description="Above this share of all-failing prompts the model "
+                                              "cannot yet solve the task: SFT first (policy auto)."),
+    "max_all_pass_fraction": dict(section="Advanced", title="All-pass share above which the cycle stops",
+                                  description="Above this share of all-passing prompts there is "
+                                              "nothing left to learn: the cycle stops."),
+}
+
+
+def form_schema(prop: dict[str, Any], clearable: bool = False) -> dict[str, Any]:
+    """The form's schema keys of one model property: an optional type (`X | None`, pydantic's anyOf) becomes
+    `type: [X, "null"]`, as Airflow's form renders optional fields; `clearable` makes the type admit null too."""
+    alternatives = prop.get("anyOf") or [prop]
+    (shape,) = [a for a in alternatives if a.get("type") != "null"]  # the X of `X | None`
+    out = {k: shape[k] for k in SCHEMA_KEYS if k in shape}
+    if clearable or len(alternatives) > 1:
+        out["type"] = [shape["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    return out
+
+
 def build_params() -> dict[str, Any]:
-    """Airflow Params for the trigger form (airflow.sdk is already imported by any DAG file)."""
+    """Airflow Params for the trigger form (airflow.sdk is already imported by any DAG file): each field's
+    default, type, choices and bounds from CycleParams, its words and section from FORM."""
     from airflow.sdk import Param
 
-    d = DEFAULTS
-
-    data, model, training, gate, ops, advanced = (functools.partial(Param, section=name) for name in SECTIONS)
-
-    # Long explanations are Markdown (description_md): the form renders lists and code there, plain text as
-    # one block. Airflow shows description_md only where `description` is unset.
-    recipe_defaults = "\n".join(f"- **{stage}**: {_listing(v)}" for stage, v in RECIPE_DEFAULTS_SHOWN.items())
-    estimates = "\n".join(f"- **{k}**: {v}" for k, v in ESTIMATES.items())
-    return {
-        # ----------------------------------------------------------------------------------------- data
-        "train_uri": data(d["train_uri"], type="string", minLength=1, title="RFT training data (JSONL)",
-                          description="Prompts with reference answers, one JSON object a line: a project path "
-                                      "(include/data/...), file:// or s3:// URI. rftflow validate checks it."),
-        "eval_uri": data(d["eval_uri"], type="string", minLength=1, title="Held-out eval data (JSONL)",
-                         description="Prompts the gate compares baseline and candidate on; never trained on."),
-        "sft_uri": data(d["sft_uri"], type=["string", "null"], title="SFT demonstrations (JSONL)",
-                        description="Optional. Demonstrations for the SFT branch; needed when the diversity "
-                                    "check can send the cycle to SFT first (sft_policy auto or always)."),
-        # ---------------------------------------------------------------------------------------- model
-        "backend": model(d["backend"], type="string", enum=["local", "ray", "sagemaker", "bedrock"],
-                         title="Backend",
-                         values_display={"local": "local (TRL on this machine)",
-                                         "ray": "ray (TRL on a Ray cluster: Ray Train and Ray tasks)",
-                                         "sagemaker": "sagemaker (SageMaker Training Jobs or serverless)",
-                                         "bedrock": "bedrock (Bedrock RFT jobs)"},
-                         description_md="Who trains: local TRL, the same TRL stages as jobs on a Ray cluster "
-                                        "(the ray_default connection names it), SageMaker (Training Jobs, or serverless "
-                                        "customization for Nova and open-weight hub models), or Bedrock (Nova, "
-                                        "gpt-oss-20b, Qwen3 32B).\n\n"
-                                        f"Time and cost of one cycle (estimates):\n{estimates}"),
-        "base_model": model(d["base_model"], type="string", minLength=1, title="Start model",
-                            examples=["champion", "tiny", "nova-2-lite", "openai.gpt-oss-20b",
-                                      "huggingface-reasoning-qwen3-8b"],
-                            description="'champion' (the current champion of the model family), 'tiny', "
-                                        "an HF model directory or URI, a Nova model id/ARN, a Bedrock "
-                                        "open-weight model (openai.gpt-oss-20b, qwen.qwen3-32b) or a SageMaker "
-                                        "hub model id (serverless flavour)."),
-        "fallback_model": model(d["fallback_model"], type="string", minLength=1, title="Model when no champion",
-                                description="Used when base_model is 'champion' and none is registered yet."),
-        "model_family": model(d["model_family"], type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
-                              title="Model family",
-                              description="Champion registry key and Asset name: cycles of one family compete "
-                                          "for one champion. The default is the demo's family, so a trigger "
-                                          "after make demo continues from the demo's champion."),
-        "training_method": model(d["training_method"], type="string", enum=["auto", "full", "lora"],
-                                 title="Training method",
-                                 description="auto: LoRA for models above the recipe's lora_above_params "
-                                             "(1.5B; Nova on AWS), every weight below it; full: every weight "
-                                             "is trained; lora: adapters (recipe lora.* settings) merged into "
-                                             "the checkpoint afterwards."),
-        # ------------------------------------------------------------------------------------- training
-        "reward": training(d["reward"], type="string", minLength=1, title="Reward function",
-                           examples=list(BUILTIN_REWARDS),
-                           description="A built-in (pick from the list: numeric, exact_match, code_tests, "
-                                       "llm_judge, shaping, shaped_<name>), or type a handler .py path, or a "
-                                       "Lambda ARN for AWS backends. Try it first: rftflow test NAME rollouts.jsonl"),
-        "rollouts_per_prompt": training(d["rollouts_per_prompt"], type="integer", minimum=2, maximum=16,
-                                        title="Rollouts per prompt (k)",
-                                        description="Samples per prompt, in the diversity check and as the GRPO "
-                                                    "group size: advantages are relative within a prompt's k."),
-        "sft_policy": training(d["sft_policy"], type="string", enum=["auto", "always", "never"],
-                               title="SFT policy",
-                               description="auto: SFT first only when the diversity check finds the rollouts "
-                                           "nearly all fail; always: SFT before RFT every cycle; never: skip SFT."),
-        "max_cycles": training(d["max_cycles"], type="integer", minimum=1, maximum=20, title="Max cycles",
-                               description="How many SFT/RFT/eval cycles one trigger may chain: an inconclusive "
-                                           "gain iterates from the candidate until this many cycles ran."),
-        "recipe_overrides": training(d["recipe_overrides"], type=["object", "null"], title="Recipe overrides",
-                                     # No inline code spans: the form draws them taller than the line.
-                                     description_md='Optional, per stage, e.g. {"rft": {"max_steps": 30}, '
-                                                    '"sft": {"lora.r": 8}}. What it overrides, the local '
-                                                    "recipes' defaults (include/recipes/local/):\n"
-                                                    f"{recipe_defaults}\n\nThe diversity check's k and "
-                                                    "max_prompts come from the fields of this form.",
-                                     properties={s: {"type": "object"} for s in ("sft", "rft", "eval", "diversity")},
-                                     additionalProperties=False),
-        # ----------------------------------------------------------------------------------------- gate
-        "gate_metric": gate(d["gate_metric"], type="string", enum=["pass_at_1", "mean_reward"],
-                            title="Gate metric",
-                            description="What must improve: pass@1 (share of eval prompts answered correctly, "
-                                        "greedy) or the mean reward over the eval set."),
-        "min_abs_gain": gate(d["min_abs_gain"], type="number", minimum=0, maximum=1,
-                             title="Required absolute gain",
-                             description="The candidate must beat the baseline and the champion by at least "
-                                         "this much on the gate metric (0.02 = 2 points of pass@1)."),
-        "min_rel_gain": gate(d["min_rel_gain"], type="number", minimum=0, maximum=10,
-                             title="Required relative gain",
-                             description="And by at least this fraction of the baseline's value (0.05 = 5%); "
-                                         "0 = off."),
-        "gate_confidence": gate(d["gate_confidence"], type="number", exclusiveMinimum=0.5, exclusiveMaximum=1,
-                                title="Gate confidence",
-                                description="How sure the gate must be that the gain is real (one-sided lower "
-                                            "bound): 0.95 means a no-better candidate passes at most 5% of the "
-                                            "time, spread over every decision made on the same eval set."),
-        "on_missing_evidence": gate(d["on_missing_evidence"], type="string", enum=["hold", "reject", "promote"],
-                                    title="When evidence is missing",
-                                    description="An enabled check that cannot be evaluated (no training "
-                                                "metrics, no per-prompt results): hold for a person to "
-                                                "approve, reject, or promote on the evidence there is."),
-        "protected_slices": gate(d["protected_slices"], type=["array", "null"], items={"type": "string"},
-                                 title="Protected slices",
-                                 description="'field=value' slices of the eval set that must not drop at all, "
-                                             "e.g. 'category=add'."),
-        "guards": gate(d["guards"], type=["object", "null"], title="Gate and guard settings",
-                       description="Any other rftflow.scoring.gate.GateConfig field: margin, split_min_prompts, "
-                                   "slice_min_n, slice_drop_tolerance, reward_gap_max, length_ratio_min/max, "
-                                   "kl_max, entropy_collapse_ratio, entropy_min/max, format_rise_max, window, "
-                                   "look_correction, resamples, seed. Defaults: "
-                                   f"{_listing(GUARD_DEFAULTS_SHOWN)}."),
-        "require_approval": gate(d["require_approval"], type="boolean",
-                                 title="Ask a person to approve before promoting",
-                                 description="On: a promotion waits for a reviewer under Required Actions. "
-                                             "A candidate the gate holds always waits for one."),
-        # ----------------------------------------------------------------------------------- operations
-        "artifact_root": ops(default_artifact_root(), type=["string", "null"], title="Artifact root",
-                             description="Optional. Where every stage writes, and where the champion registry "
-                                         "and cycle index live: file:///path or s3://bucket/prefix. Empty: "
-                                         "RFTFLOW_ARTIFACT_ROOT of the workers, else .artifacts/ in the project."),
-        "notify": ops(d["notify"], type=["array", "null"], items={"type": "string"}, title="Notify",
-                      description="Optional. Targets for gate decisions and failures, one a line, e.g. "
-                                  "'sns:arn:...', 'slack:conn_id', 'email:a@b.c'. Empty = off."),
-        # ------------------------------------------------------------------------------------- advanced
-        "diversity_prompts": advanced(d["diversity_prompts"], type="integer", minimum=8, maximum=20000,
-                                      title="Prompts sampled by the diversity check",
-                                      description="A seeded sample of the training prompts, k rollouts each; "
-                                                  "more prompts: a steadier all-fail/mixed/all-pass split."),
-        "min_mixed_fraction": advanced(d["min_mixed_fraction"], **_DIVERSITY_FRACTION,
-                                       title="Min mixed share for RFT",
-                                       description="Share of prompts whose rollouts disagree (some pass, some "
-                                                   "fail) below which RFT has too little signal to learn from."),
-        "max_all_fail_fraction": advanced(d["max_all_fail_fraction"], **_DIVERSITY_FRACTION,
-                                          title="All-fail share above which SFT comes first",
-                                          description="Above this share of all-failing prompts the model "
-                                                      "cannot yet solve the task: SFT first (policy auto)."),
-        "max_all_pass_fraction": advanced(d["max_all_pass_fraction"], **_DIVERSITY_FRACTION,
-                                          title="All-pass share above which the cycle stops",
-                                          description="Above this share of all-passing prompts there is "
-                                                      "nothing left to learn: the cycle stops."),
-    }
+    props = CycleParams.model_json_schema()["properties"]
+    form: dict[str, Any] = {}
+    for name, shown in FORM.items():
+        default = default_artifact_root() if name == "artifact_root" else DEFAULTS[name]
+        words = {k: v for k, v in shown.items() if k != "section"}  # section first: the serialized DAG is unchanged
+        form[name] = Param(default, section=shown["section"], **form_schema(props[name], name in CLEARABLE), **words)
+    return form
