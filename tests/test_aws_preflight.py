@@ -7,7 +7,9 @@ import pytest
 from aws_fakes import BEDROCK_ROLE, LAMBDA_ARN, ROLE, aws_env, boto  # noqa: F401  (aws_env is a fixture)
 
 from rftflow.artifacts import store
-from rftflow.cycle import stages as cycle
+from rftflow.cycle.context import stage_context
+from rftflow.cycle.params import parse_params
+from rftflow.cycle.stages.validate_data import validate_data
 from rftflow.data.dataset import read_records, write_records
 
 pytestmark = pytest.mark.usefixtures("aws_env")
@@ -23,11 +25,11 @@ def data(tmp_path) -> dict[str, str]:
 
 
 def _validate(backend: str, data: dict[str, str], root: str, **conf):
-    p = cycle.parse_params({"backend": backend, "base_model": "nova-2-lite", "fallback_model": "nova-2-lite",
+    p = parse_params({"backend": backend, "base_model": "nova-2-lite", "fallback_model": "nova-2-lite",
                             "model_family": "preflight", "artifact_root": root, "train_uri": data["train"],
                             "eval_uri": data["eval"], "sft_uri": None, **conf})
-    ctx = cycle.stage_context(p, "rft_cycle", "manual__2026-12-02T00:00:00+00:00", "validate_data")
-    return ctx, lambda: cycle.validate_data(p, ctx)
+    ctx = stage_context(p, "rft_cycle", "manual__2026-12-02T00:00:00+00:00", "validate_data")
+    return ctx, lambda: validate_data(p, ctx)
 
 
 def _nothing_submitted(ctx) -> None:

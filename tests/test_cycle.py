@@ -6,7 +6,14 @@ import pytest
 
 from rftflow.artifacts import store
 from rftflow.artifacts.manifest import load_complete
-from rftflow.cycle import stages as cycle
+from rftflow.cycle.context import stage_context
+from rftflow.cycle.params import parse_params
+from rftflow.cycle.stages import promote as promote_stage
+from rftflow.cycle.stages.baseline_eval import baseline_eval
+from rftflow.cycle.stages.branches import choose_outcome, plan_training
+from rftflow.cycle.stages.promote import promote
+from rftflow.cycle.stages.training import start_training
+from rftflow.cycle.stages.validate_data import validate_data
 
 TINY_OVERRIDES = {
     "sft": {"max_steps": 6, "warmup_steps": 1, "save_steps": 3, "logging_steps": 2},
@@ -16,13 +23,13 @@ TINY_OVERRIDES = {
 
 @pytest.fixture
 def params(tmp_path):
-    return cycle.parse_params({"base_model": "tiny", "artifact_root": (tmp_path / "a").as_uri(),
+    return parse_params({"base_model": "tiny", "artifact_root": (tmp_path / "a").as_uri(),
                                "recipe_overrides": TINY_OVERRIDES})
 
 
 def test_params_errors_name_every_bad_field():
     with pytest.raises(ValueError) as err:
-        cycle.parse_params({"backend": "azure", "rollouts_per_prompt": 40, "surprise": 1})
+        parse_params({"backend": "azure", "rollouts_per_prompt": 40, "surprise": 1})
     text = str(err.value)
     assert "backend" in text and "rollouts_per_prompt" in text and "surprise: unknown key" in text
 
@@ -33,26 +40,26 @@ def test_relative_data_paths_resolve_to_shipped_files(params):
 
 
 def test_plan_training_follows_policy_and_decision(params):
-    assert cycle.plan_training(params, {"decision": "sft_first"}) == "sft"
-    assert cycle.plan_training(params, {"decision": "rft"}) == "rft"
-    assert cycle.plan_training(params, {"decision": "stop_saturated"}) == "stop"
+    assert plan_training(params, {"decision": "sft_first"}) == "sft"
+    assert plan_training(params, {"decision": "rft"}) == "rft"
+    assert plan_training(params, {"decision": "stop_saturated"}) == "stop"
     never = params.model_copy(update={"sft_policy": "never"})
-    assert cycle.plan_training(never, {"decision": "sft_first"}) == "rft"
+    assert plan_training(never, {"decision": "sft_first"}) == "rft"
     always = params.model_copy(update={"sft_policy": "always"})
-    assert cycle.plan_training(always, {"decision": "rft"}) == "sft"
+    assert plan_training(always, {"decision": "rft"}) == "sft"
 
 
 @pytest.mark.slow
 def test_retried_sft_reuses_its_manifest_and_trains_once(params):
-    ctx = cycle.stage_context(params, "rft_cycle", "manual__retry", "baseline_eval")
-    baseline = cycle.baseline_eval(params, ctx)
+    ctx = stage_context(params, "rft_cycle", "manual__retry", "baseline_eval")
+    baseline = baseline_eval(params, ctx)
     assert baseline["model_uri"]
     sft_ctx = ctx.for_stage("sft")
-    first = cycle.start_training(params, sft_ctx)
+    first = start_training(params, sft_ctx)
     manifest_uri = store.join(sft_ctx.uri, "manifest.json")
     written = store.read_text(manifest_uri)
     metrics = store.read_text(first.outputs["metrics_uri"])
-    again = cycle.start_training(params, sft_ctx)  # what a retried or cleared task does
+    again = start_training(params, sft_ctx)  # what a retried or cleared task does
     assert again == first
     assert store.read_text(manifest_uri) == written, "the manifest was rewritten: the stage ran again"
     assert store.read_text(first.outputs["metrics_uri"]) == metrics, "training ran a second time"
@@ -60,26 +67,26 @@ def test_retried_sft_reuses_its_manifest_and_trains_once(params):
 
 @pytest.mark.slow
 def test_unchanged_baseline_is_not_re_evaluated(params):
-    first_ctx = cycle.stage_context(params, "rft_cycle", "scheduled__1", "baseline_eval")
-    first = cycle.baseline_eval(params, first_ctx)
-    second_ctx = cycle.stage_context(params, "rft_cycle", "scheduled__2", "baseline_eval")
-    second = cycle.baseline_eval(params, second_ctx)
+    first_ctx = stage_context(params, "rft_cycle", "scheduled__1", "baseline_eval")
+    first = baseline_eval(params, first_ctx)
+    second_ctx = stage_context(params, "rft_cycle", "scheduled__2", "baseline_eval")
+    second = baseline_eval(params, second_ctx)
     assert second["pass_at_1"] == first["pass_at_1"]
     cached = load_complete(second_ctx.for_stage("baseline_eval.model").uri)
     assert cached.inputs["cached_from"] == first_ctx.for_stage("baseline_eval.model").uri
     # a different eval set is a different key: evaluated afresh
     other = params.model_copy(update={"recipe_overrides": {**TINY_OVERRIDES, "eval": {"max_prompts": 8}}})
-    third_ctx = cycle.stage_context(other, "rft_cycle", "scheduled__3", "baseline_eval")
-    cycle.baseline_eval(other, third_ctx)
+    third_ctx = stage_context(other, "rft_cycle", "scheduled__3", "baseline_eval")
+    baseline_eval(other, third_ctx)
     assert "cached_from" not in load_complete(third_ctx.for_stage("baseline_eval.model").uri).inputs
 
 
 def test_choose_outcome_routes_promotion_through_approval_when_asked(params):
-    assert cycle.choose_outcome(params, {"decision": "promote"}) == "promote"
-    assert cycle.choose_outcome(params, {"decision": "iterate"}) == "iterate"
-    assert cycle.choose_outcome(params, {"decision": "reject"}) == "reject"
+    assert choose_outcome(params, {"decision": "promote"}) == "promote"
+    assert choose_outcome(params, {"decision": "iterate"}) == "iterate"
+    assert choose_outcome(params, {"decision": "reject"}) == "reject"
     gated = params.model_copy(update={"require_approval": True})
-    assert cycle.choose_outcome(gated, {"decision": "promote"}) == ["approve_promotion", "promote"]
+    assert choose_outcome(gated, {"decision": "promote"}) == ["approve_promotion", "promote"]
 
 
 def test_unapproved_promotion_is_reported_as_not_promoted(params):
@@ -95,10 +102,10 @@ def test_unapproved_promotion_is_reported_as_not_promoted(params):
 
 
 def test_unchanged_data_is_validated_once(params, tmp_path):
-    first_ctx = cycle.stage_context(params, "rft_cycle", "scheduled__1", "validate_data")
-    first = cycle.validate_data(params, first_ctx)
-    second_ctx = cycle.stage_context(params, "rft_cycle", "scheduled__2", "validate_data")
-    second = cycle.validate_data(params, second_ctx)
+    first_ctx = stage_context(params, "rft_cycle", "scheduled__1", "validate_data")
+    first = validate_data(params, first_ctx)
+    second_ctx = stage_context(params, "rft_cycle", "scheduled__2", "validate_data")
+    second = validate_data(params, second_ctx)
     assert second == {**first, "manifest_uri": store.join(second_ctx.uri, "manifest.json")}
     assert load_complete(second_ctx.uri).inputs["cached_from"] == first_ctx.uri
 
@@ -109,10 +116,10 @@ def test_unchanged_data_is_validated_once(params, tmp_path):
     other = params.model_copy(update={"eval_uri": changed.as_uri()})
     for run in ("scheduled__3", "scheduled__4"):
         with pytest.raises(ValueError, match="eval.jsonl"):
-            cycle.validate_data(other, cycle.stage_context(other, "rft_cycle", run, "validate_data"))
+            validate_data(other, stage_context(other, "rft_cycle", run, "validate_data"))
     changed.write_text("\n".join(lines[:-1]) + "\n")
-    fourth_ctx = cycle.stage_context(other, "rft_cycle", "scheduled__5", "validate_data")
-    assert cycle.validate_data(other, fourth_ctx)["eval_rows"] == len(lines) - 1
+    fourth_ctx = stage_context(other, "rft_cycle", "scheduled__5", "validate_data")
+    assert validate_data(other, fourth_ctx)["eval_rows"] == len(lines) - 1
     assert "cached_from" not in load_complete(fourth_ctx.uri).inputs
 
 
@@ -120,13 +127,17 @@ def _promote_setup(params):
     from rftflow.artifacts.manifest import StageManifest, write_manifest
     from rftflow.artifacts.registry import Champion, ChampionRegistry
 
-    ctx = cycle.stage_context(params, "rft_cycle", "manual__promote", "promote")
+    ctx = stage_context(params, "rft_cycle", "manual__promote", "promote")
     registry = ChampionRegistry(params.artifact_root, params.model_family)
     old = registry.promote(Champion(model_uri="file:///models/old", run_id="before", cycle=1), expected_token=None)
     eval_ctx = ctx.for_stage("checkpoint_eval")
     write_manifest(eval_ctx.uri, StageManifest(dag_id="rft_cycle", run_id=ctx.run_id, cycle=1,
                                                stage="checkpoint_eval", backend="local", started_at="t",
                                                finished_at="t", duration_s=0.0, metrics={"pass_at_1": 0.7}))
+    # the champion the cycle's baseline compared against: promote swaps only from it
+    write_manifest(ctx.for_stage("baseline_eval").uri, StageManifest(
+        dag_id="rft_cycle", run_id=ctx.run_id, cycle=1, stage="baseline_eval", backend="local", started_at="t",
+        finished_at="t", duration_s=0.0, outputs={"xcom": {"champion_token": old}}))
     return ctx, registry, old
 
 
@@ -137,11 +148,11 @@ def test_a_promote_retried_after_a_crash_past_the_swap_finishes_its_promotion(pa
         raise RuntimeError("worker lost after the swap")
 
     with monkeypatch.context() as m:
-        m.setattr(cycle, "_record", crash)
+        m.setattr(promote_stage, "record", crash)
         with pytest.raises(RuntimeError, match="worker lost"):
-            cycle.promote(params, ctx, "file:///models/new", old)
+            promote(params, ctx, "file:///models/new")
     assert registry.current()[0].model_uri == "file:///models/new"  # the swap landed
-    result = cycle.promote(params, ctx, "file:///models/new", old)  # the retry
+    result = promote(params, ctx, "file:///models/new")  # the retry
     assert result["promoted"] is True, result["reason"]
     assert result["token"] == registry.current()[1]
     assert result["asset_uri"].endswith(params.model_family) and result["asset_extra"]["metrics"] == {"pass_at_1": 0.7}
@@ -154,5 +165,5 @@ def test_a_promote_that_lost_a_real_race_is_still_not_promoted(params):
 
     ctx, registry, old = _promote_setup(params)
     registry.promote(Champion(model_uri="file:///models/other", run_id="other-run", cycle=1), expected_token=old)
-    result = cycle.promote(params, ctx, "file:///models/new", old)
+    result = promote(params, ctx, "file:///models/new")
     assert result["promoted"] is False and "champion changed" in result["reason"]

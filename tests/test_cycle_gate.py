@@ -11,34 +11,39 @@ import pytest
 from rftflow.artifacts import store
 from rftflow.artifacts.manifest import StageManifest, load_complete, write_manifest
 from rftflow.cli.main import main as cli_main
-from rftflow.cycle import stages as cycle
+from rftflow.cycle.context import stage_context
+from rftflow.cycle.params import parse_params
+from rftflow.cycle.stages.branches import choose_outcome, plan_rft
+from rftflow.cycle.stages.checkpoint_eval import DRIFT
+from rftflow.cycle.stages.gate import gate, record_look
+from rftflow.cycle.stages.stop import stop
 from rftflow.publish.summary import build_summary
 from rftflow.scoring.gate_simulation import simulate_pairs
 
 
 @pytest.fixture
 def params(tmp_path):
-    return cycle.parse_params({"base_model": "tiny", "artifact_root": (tmp_path / "a").as_uri(),
+    return parse_params({"base_model": "tiny", "artifact_root": (tmp_path / "a").as_uri(),
                                "model_family": "gate-test"})
 
 
 def test_a_guards_typo_fails_the_first_task_with_the_field_name(tmp_path):
     with pytest.raises(ValueError, match="kl_maxx"):
-        cycle.parse_params({"base_model": "tiny", "guards": {"kl_maxx": 1.0}})
+        parse_params({"base_model": "tiny", "guards": {"kl_maxx": 1.0}})
     with pytest.raises(ValueError, match="field=value"):
-        cycle.parse_params({"base_model": "tiny", "protected_slices": ["add"]})
+        parse_params({"base_model": "tiny", "protected_slices": ["add"]})
     with pytest.raises(ValueError, match="set them there"):
-        cycle.parse_params({"base_model": "tiny", "guards": {"confidence": 0.9}})
-    ok = cycle.parse_params({"base_model": "tiny", "guards": {"kl_max": 0.5, "split_min_prompts": 0},
+        parse_params({"base_model": "tiny", "guards": {"confidence": 0.9}})
+    ok = parse_params({"base_model": "tiny", "guards": {"kl_max": 0.5, "split_min_prompts": 0},
                              "gate_confidence": 0.9, "protected_slices": ["category=add"]})
     cfg = ok.gate_config()
     assert (cfg.kl_max, cfg.confidence, cfg.protected_slices) == (0.5, 0.9, ["category=add"])
 
 
 def test_the_recheck_decision_is_obeyed(params):
-    assert cycle.plan_rft(params, {"decision": "sft_first"}) == "stop"
-    assert cycle.plan_rft(params, {"decision": "rft"}) == "rft"
-    assert cycle.plan_rft(params, {"decision": "stop_saturated"}) == "rft"  # rft records the SFT model
+    assert plan_rft(params, {"decision": "sft_first"}) == "stop"
+    assert plan_rft(params, {"decision": "rft"}) == "rft"
+    assert plan_rft(params, {"decision": "stop_saturated"}) == "rft"  # rft records the SFT model
 
 
 def _manifest(ctx, **fields) -> StageManifest:
@@ -50,10 +55,10 @@ def _manifest(ctx, **fields) -> StageManifest:
 
 
 def test_stop_after_an_insufficient_sft_says_why(params):
-    ctx = cycle.stage_context(params, "rft_cycle", "manual__1", "stop")
+    ctx = stage_context(params, "rft_cycle", "manual__1", "stop")
     _manifest(ctx.for_stage("diversity_recheck"),
               decision={"decision": "sft_first", "reason": "all-fail 97% > 70%"})
-    decision = cycle.stop(params, ctx)
+    decision = stop(params, ctx)
     assert decision["decision"] == "stop_sft_insufficient"
     assert "GRPO has nothing to learn from" in decision["reason"] and "97%" in decision["reason"]
     summary = build_summary(params, ctx)
@@ -61,27 +66,27 @@ def test_stop_after_an_insufficient_sft_says_why(params):
 
 
 def test_a_hold_goes_to_a_person_even_without_require_approval(params):
-    assert cycle.choose_outcome(params, {"decision": "hold"}) == ["approve_promotion", "promote"]
-    assert cycle.choose_outcome(params, {"decision": "iterate"}) == "iterate"
+    assert choose_outcome(params, {"decision": "hold"}) == ["approve_promotion", "promote"]
+    assert choose_outcome(params, {"decision": "iterate"}) == "iterate"
 
 
 def test_looks_are_counted_per_eval_set_and_a_retry_is_not_a_new_look(params, tmp_path):
-    first = cycle.stage_context(params, "rft_cycle", "manual__1", "gate")
-    second = cycle.stage_context(params, "rft_cycle", "manual__2", "gate")
-    assert cycle.record_look(params, first) == 1
-    assert cycle.record_look(params, second) == 2
-    assert cycle.record_look(params, first) == 1  # the retried gate of run 1
+    first = stage_context(params, "rft_cycle", "manual__1", "gate")
+    second = stage_context(params, "rft_cycle", "manual__2", "gate")
+    assert record_look(params, first) == 1
+    assert record_look(params, second) == 2
+    assert record_look(params, first) == 1  # the retried gate of run 1
     other_eval = tmp_path / "eval.jsonl"
     other_eval.write_text(store.read_text(params.eval_uri).splitlines()[0] + "\n")
     fresh = params.model_copy(update={"eval_uri": other_eval.as_uri()})
-    assert cycle.record_look(fresh, cycle.stage_context(fresh, "rft_cycle", "manual__3", "gate")) == 1
+    assert record_look(fresh, stage_context(fresh, "rft_cycle", "manual__3", "gate")) == 1
 
 
 def _stored_cycle(params, gain: float, *, n: int = 500, seed: int = 0, run_id: str = "manual__g"):
     """Baseline and candidate evals written as real stage manifests + rows, and a healthy RFT log."""
     rng = np.random.default_rng(seed)
     base_rows, cand_rows = simulate_pairs(n, 0.6, gain, 0.15, rng)
-    ctx = cycle.stage_context(params, "rft_cycle", run_id, "gate")
+    ctx = stage_context(params, "rft_cycle", run_id, "gate")
     for stage, rows in (("baseline_eval", base_rows), ("checkpoint_eval", cand_rows)):
         sctx = ctx.for_stage(stage)
         rows_uri = store.join(sctx.uri, "rows.jsonl")
@@ -96,22 +101,22 @@ def _stored_cycle(params, gain: float, *, n: int = 500, seed: int = 0, run_id: s
     log.append(dict(log[-1]))  # a resumed trainer logged the last step twice: counted once
     store.write_text(metrics_uri, "".join(json.dumps(r) + "\n" for r in log))
     _manifest(rctx, outputs={"metrics_uri": metrics_uri}, checkpoint_uri="file:///models/checkpoint_eval")
-    _manifest(ctx.for_stage(cycle.DRIFT), metrics={"kl": 0.05, "completions": n, "tokens": 12 * n})
+    _manifest(ctx.for_stage(DRIFT), metrics={"kl": 0.05, "completions": n, "tokens": 12 * n})
     return ctx
 
 
 def test_gate_stage_decides_from_stored_rows_and_is_reused_on_retry(params):
     ctx = _stored_cycle(params, 0.10)
-    decision = cycle.gate(params, ctx)
+    decision = gate(params, ctx)
     assert decision["decision"] == "promote", decision["table"]
     assert decision["look"] == 1 and "newly passed" in decision["reason"]
-    assert cycle.gate(params, ctx) == decision  # a retry reuses the manifest
+    assert gate(params, ctx) == decision  # a retry reuses the manifest
     assert load_complete(ctx.uri).decision["decision"] == "promote"
 
 
 def test_an_inconclusive_gain_on_the_last_cycle_is_held_and_reported_so(params):
     ctx = _stored_cycle(params, 0.01, run_id="manual__h")
-    decision = cycle.gate(params, ctx)
+    decision = gate(params, ctx)
     assert decision["decision"] == "hold", decision["table"]
     summary = build_summary(params, ctx)
     assert summary["outcome"] == "held" and "not approved" in summary["outcome_reason"]
@@ -119,7 +124,7 @@ def test_an_inconclusive_gain_on_the_last_cycle_is_held_and_reported_so(params):
 
 def test_cli_gate_reruns_a_stored_decision_with_another_margin(params, capsys):
     ctx = _stored_cycle(params, 0.06, run_id="manual__c", seed=3)
-    stored = cycle.gate(params, ctx)
+    stored = gate(params, ctx)
     assert stored["decision"] == "promote", stored["table"]
     base, cand = ctx.for_stage("baseline_eval").uri, ctx.for_stage("checkpoint_eval").uri
     assert cli_main(["gate", base, cand]) == 0

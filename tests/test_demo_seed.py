@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rftflow.cli import demo
-from rftflow.cycle import stages as cycle
+from rftflow.cycle.params import parse_params
 from rftflow.cycle.recipes import load_recipe
 
 
@@ -15,7 +15,7 @@ def test_a_seed_reaches_the_start_model_and_both_trainers(fast):
     (_, first), (_, second) = demo.cycles(fast, 3)
     assert first["base_model"] == "tiny:seed=3" and second["base_model"] == "champion"
     for conf in (first, second):
-        p = cycle.parse_params(conf)
+        p = parse_params(conf)
         assert load_recipe("local", "sft", p.overrides("sft")).seed == 3
         assert load_recipe("local", "rft", p.overrides("rft")).seed == 3
     # the time box is unchanged by the seed

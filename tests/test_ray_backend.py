@@ -72,13 +72,14 @@ def test_eval_on_ray_gives_the_local_backends_completions_and_metrics(ray_head, 
 def test_a_retried_stage_adopts_its_job_and_a_failed_task_stops_it(ray_head, tiny, tmp_path):
     """Two starts of one stage (a retry, another worker) make one Ray job; a task that failed for good stops it,
     one that will be retried leaves it running; the next start after a stop submits a new attempt."""
-    from rftflow.cycle import stages as cycle
+    from rftflow.cycle.context import stage_context
+    from rftflow.cycle.params import parse_params
     from rftflow.orchestration.operators import stop_remote_job
 
     root = (tmp_path / "artifacts").as_uri()
-    p = cycle.parse_params({"artifact_root": root, "backend": "ray"})
+    p = parse_params({"artifact_root": root, "backend": "ray"})
     run = "manual__adopt"
-    ctx = cycle.stage_context(p, "rft_cycle", run, "sft")
+    ctx = stage_context(p, "rft_cycle", run, "sft")
     long_sft = {"max_steps": 100_000, "batch_size": 4, "save_steps": 100_000, "warmup_steps": 0}
     first = RayBackend().sft(ctx, tiny, str(TINY / "sft.jsonl"), long_sft)
     again = RayBackend().sft(ctx, tiny, str(TINY / "sft.jsonl"), long_sft)

@@ -89,11 +89,12 @@ def test_an_error_quoting_a_credential_is_reraised_masked():
 def _finished_cycle(root: str, run_id: str, model_uri: str) -> dict:
     """A rejected local cycle written as its tasks write it (stage manifests, then build and publish the summary)."""
     from rftflow.artifacts.manifest import StageManifest, write_manifest
-    from rftflow.cycle import stages as cycle
+    from rftflow.cycle.context import stage_context
+    from rftflow.cycle.params import parse_params
     from rftflow.publish.summary import build_summary, publish_summary
 
-    p = cycle.parse_params({"artifact_root": root, "base_model": model_uri})
-    ctx = cycle.stage_context(p, "rft_cycle", run_id, "report")
+    p = parse_params({"artifact_root": root, "base_model": model_uri})
+    ctx = stage_context(p, "rft_cycle", run_id, "report")
     evals = {"pass_at_1": 0.4, "mean_reward": 0.4, "n": 8}
 
     def manifest(stage: str, **fields) -> None:

@@ -152,6 +152,9 @@ def test_the_run_opened_at_the_start_gets_live_rows_and_the_report_completes_it(
     client = _client(uri)
     run = client.get_run(opened["mlflow_run_id"])
     assert run.info.status == "RUNNING" and run.data.tags["rftflow.outcome"] == "running"
+    # the tags a person filters cycles by in the MLflow UI
+    assert {k: run.data.tags[k] for k in ("rftflow.dag_id", "rftflow.run_id", "rftflow.cycle")} == \
+        {"rftflow.dag_id": summary["dag_id"], "rftflow.run_id": summary["run_id"], "rftflow.cycle": str(summary["cycle"])}
     assert "start_model" not in run.data.params  # unknown at the start: logged by the report
 
     monkeypatch.setenv(tracking.RUN_ENV, opened["mlflow_run_id"])

@@ -269,12 +269,13 @@ def test_training_detaches_only_where_the_triggerer_can_watch_it(monkeypatch, tm
 def test_a_failed_training_task_stops_its_detached_trainer_only_when_nothing_comes_back(env, state, stopped):
     from types import SimpleNamespace
 
-    from rftflow.cycle import stages as cycle
+    from rftflow.cycle.context import stage_context
+    from rftflow.cycle.params import parse_params
     from rftflow.orchestration.operators import stop_remote_job
 
     work, base, root, sft_path = env
-    p = cycle.parse_params({"artifact_root": str(root / f"cb-{state}")})
-    ctx = cycle.stage_context(p, "rft_cycle", "manual__cb", "sft")
+    p = parse_params({"artifact_root": str(root / f"cb-{state}")})
+    ctx = stage_context(p, "rft_cycle", "manual__cb", "sft")
     LocalBackend(detach_training=True, **FAST_LEASE).sft(ctx, base, sft_path, {**CFG, "max_steps": 100_000})
     trainer = _running_trainer(Path(ctx.uri))
     context = {"params": p.model_dump(), "dag": SimpleNamespace(dag_id="rft_cycle"), "run_id": "manual__cb",

@@ -44,7 +44,7 @@ def _uri(text: str) -> str:
 def load_eval(text: str, label: str) -> tuple[Any, str | None, Any]:
     """(EvalEvidence, the stage folder URI or None, the stage manifest or None) from any of the three forms."""
     from rftflow.artifacts.manifest import read_manifest
-    from rftflow.cycle.stages import stage_evidence
+    from rftflow.cycle.stages.gate import stage_evidence
     from rftflow.scoring.evaluation import summarize
     from rftflow.scoring.gate import EvalEvidence
 
@@ -71,7 +71,8 @@ def _sibling(stage_uri: str | None, stage: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rftflow.cycle.stages import DRIFT, RFT_START_EVAL, eval_rows, stage_evidence
+    from rftflow.cycle.stages.checkpoint_eval import DRIFT, RFT_START_EVAL
+    from rftflow.cycle.stages.gate import eval_rows, stage_evidence
     from rftflow.scoring.gate import EvalEvidence, GateConfig, decide
 
     try:

@@ -108,8 +108,7 @@ def _report_of(summary: dict[str, Any]) -> str | None:
 def _run_cycle(args: argparse.Namespace) -> int:
     from rftflow.cli.airflow_home import airflow_env, dags_test, ensure_db
     from rftflow.cli.demo import how_to_see
-    from rftflow.cycle.params import DEFAULTS, PROJECT_ROOT, default_artifact_root
-    from rftflow.cycle.stages import parse_params
+    from rftflow.cycle.params import DEFAULTS, PROJECT_ROOT, default_artifact_root, parse_params
     from rftflow.publish.summary import read_index
 
     try:

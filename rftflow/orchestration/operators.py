@@ -55,7 +55,7 @@ def _start_summary(p: Any, ctx: Any) -> dict[str, Any]:
 def cycle_run(context: Any, stage: str) -> dict[str, Any] | None:
     """The cycle's MLflow run ({"mlflow_run_id", "tracking_uri", ...}), opened now if no task opened it yet."""
     def go() -> dict[str, Any]:
-        from rftflow.cycle import stages as cycle
+        from rftflow.cycle import context as cycle
         from rftflow.publish.tracking import default_tracking_uri, open_cycle_run
 
         p, ctx = cycle.for_task(context, stage)
@@ -68,7 +68,7 @@ def cycle_run(context: Any, stage: str) -> dict[str, Any] | None:
 def log_so_far(context: Any, stage: str) -> dict[str, Any] | None:
     """The cycle's results known after `stage` (eval, gain, diversity, gate), into its MLflow run now."""
     def go() -> dict[str, Any]:
-        from rftflow.cycle import stages as cycle
+        from rftflow.cycle import context as cycle
         from rftflow.publish.summary import build_summary
         from rftflow.publish.tracking import log_so_far as log_now
 
@@ -128,7 +128,7 @@ class CycleTask(BaseOperator):
 
     def _defer_on(self, context: Any, waiting: Any) -> None:
         from rftflow.artifacts import store
-        from rftflow.cycle import stages as cycle
+        from rftflow.cycle import context as cycle
 
         pending = waiting.pending
         p, task_ctx = cycle.for_task(context, self.task_id)
@@ -148,7 +148,7 @@ class CycleTask(BaseOperator):
         (finished stages are found complete; another remote stage may defer again)."""
         from rftflow.artifacts import store
         from rftflow.backends.base import PendingJob
-        from rftflow.cycle import stages as cycle
+        from rftflow.cycle import context as cycle
         from rftflow.redact import install_log_redaction, redacted_errors
 
         install_log_redaction()
@@ -202,6 +202,7 @@ class TrainingStageOperator(BaseOperator):
         super().__init__(**kwargs)
         self.stage = stage
         self._pending: dict[str, Any] | None = None
+        self._params: Any = None  # the run's resolved params, kept for on_kill
 
     def execute(self, context: Any) -> dict[str, Any]:
         from rftflow.redact import install_log_redaction, redacted_errors
@@ -214,10 +215,12 @@ class TrainingStageOperator(BaseOperator):
         from rftflow.backends.base import PendingJob
         from rftflow.backends.local.progress import every_s
         from rftflow.backends.local.runner import extra_child_env
-        from rftflow.cycle import stages as cycle
+        from rftflow.cycle import context as cycle
+        from rftflow.cycle.stages.training import start_training, training_result
         from rftflow.publish.tracking import RUN_ENV, URI_ENV
 
         p, ctx = cycle.for_task(context, self.stage)
+        self._params = p
         every = every_s()  # a bad RFTFLOW_PROGRESS_EVERY_S fails here, before anything starts
         # A trainer started here logs its step metrics into the cycle's MLflow run as it goes.
         run = cycle_run(context, self.stage) if p.backend == "local" else None
@@ -225,7 +228,7 @@ class TrainingStageOperator(BaseOperator):
         # Local training detaches too: the task defers while the trainer (in its own session, holding the
         # stage's lease) runs, so a task killed by Airflow or a lost worker neither kills nor duplicates it.
         with extra_child_env(env):
-            result = cycle.start_training(p, ctx, detach=True)
+            result = start_training(p, ctx, detach=True)
         if isinstance(result, PendingJob):
             self._pending = dataclasses.asdict(result)
             self.log.info("%s: waiting for %s %s (deferred)", self.stage, result.kind, result.job_name)
@@ -234,12 +237,13 @@ class TrainingStageOperator(BaseOperator):
             self.defer(trigger=with_progress(backend.trigger_for(result), every, result, backend),
                        method_name="execute_complete", kwargs={"pending": self._pending},
                        timeout=timedelta(seconds=float(timeout)) if timeout else None)
-        return cycle.training_result(result)
+        return training_result(result)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None,
                          pending: dict[str, Any] | None = None) -> dict[str, Any]:
         from rftflow.backends.base import PendingJob
-        from rftflow.cycle import stages as cycle
+        from rftflow.cycle import context as cycle
+        from rftflow.cycle.stages.training import training_result
         from rftflow.redact import install_log_redaction, redacted_errors
 
         install_log_redaction()
@@ -249,16 +253,15 @@ class TrainingStageOperator(BaseOperator):
         job = PendingJob(**pending) if pending else None
         with redacted_errors():
             manifest = cycle.backend_for(p).complete(ctx, job, event or {})
-        return cycle.training_result(manifest)
+        return training_result(manifest)
 
     def on_kill(self) -> None:
-        if self._pending is None:
+        if self._pending is None or self._params is None:
             return
         from rftflow.backends.base import PendingJob
-        from rftflow.cycle import stages as cycle
+        from rftflow.cycle import context as cycle
 
-        p = cycle.parse_params(dict(self.params))
-        cycle.backend_for(p).stop(PendingJob(**self._pending))
+        cycle.backend_for(self._params).stop(PendingJob(**self._pending))
 
 
 AWS_WATCHED = {"sagemaker_training": "sagemaker", "bedrock_customization": "bedrock"}
@@ -305,7 +308,7 @@ def stop_remote_job(context: Any) -> None:
     to it, by its deterministic name, instead of paying for a second job)."""
     import logging
 
-    from rftflow.cycle import stages as cycle
+    from rftflow.cycle import context as cycle
 
     log = logging.getLogger(__name__)
     p, ctx = cycle.for_task(context, context["task"].task_id)

@@ -16,7 +16,7 @@ from rftflow.cycle import graph
 
 if TYPE_CHECKING:
     from rftflow.backends.base import StageContext
-    from rftflow.cycle.stages import CycleParams
+    from rftflow.cycle.params import CycleParams
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +95,13 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
     diversity = [{"stage": s, "metrics": m[s].metrics, "decision": m[s].decision}
                  for s in ("diversity_check", "diversity_recheck") if s in m]
     outcome, reason = _outcome(p, m)
-    from rftflow.cycle.stages import RFT_START_EVAL
+    from rftflow.cycle.stages.checkpoint_eval import RFT_START_EVAL
 
     sft_eval = load_complete(ctx.for_stage(RFT_START_EVAL).uri)  # what SFT alone reached, when SFT ran
-    # Eval work (and its AWS jobs) is recorded under the baseline_eval.model / .champion sub-stages.
-    billed = list(m.values()) + [mf for s in ("baseline_eval.model", "baseline_eval.champion")
-                                 if (mf := load_complete(ctx.for_stage(s).uri)) is not None]
+    # Eval work (and its AWS jobs) is recorded under the stages' parts (the baseline's and champion's evals, the
+    # SFT checkpoint's eval): every part of a summarized stage is billed with it.
+    billed = list(m.values()) + [mf for s in SUMMARY_STAGES for part in graph.stage(s).parts
+                                 if (mf := load_complete(ctx.for_stage(graph.part(part, s)).uri)) is not None]
     cost = sum(float(job.get("estimated_cost_usd", job.get("cost_usd")) or 0) for mf in billed for job in mf.jobs)
     return {
         "dag_id": ctx.dag_id, "run_id": ctx.run_id, "cycle": ctx.cycle, "max_cycles": p.max_cycles,

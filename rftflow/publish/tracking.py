@@ -215,7 +215,7 @@ def cycle_key(summary: dict[str, Any]) -> str:
 
 def _run_tags(summary: dict[str, Any], key: str) -> dict[str, str]:
     return {"rftflow.cycle_key": key, "rftflow.dag_id": str(summary.get("dag_id")),
-            "rftflow.run_id": str(summary.get("run_id")), "rftflow.cycle.stages": str(summary.get("cycle"))}
+            "rftflow.run_id": str(summary.get("run_id")), "rftflow.cycle": str(summary.get("cycle"))}
 
 
 def _run_name(summary: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ Only mixed prompts carry a GRPO learning signal: a group whose rollouts all scor
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -108,3 +109,29 @@ def informative(records: Sequence[Any], rows: Sequence[dict[str, Any]]) -> list[
     """The records whose rollouts were mixed (DAPO/GRESO-style filtering), in their original order."""
     mixed = {r["id"] for r in rows if r["pattern"] == MIXED}
     return [rec for rec in records if rec.id in mixed]
+
+
+def sample_prompts(records: Sequence[Any], cfg: DiversityConfig) -> list[Any]:
+    """The seeded sample of training prompts every backend checks (at most cfg.max_prompts, in file order)."""
+    if len(records) <= cfg.max_prompts:
+        return list(records)
+    keep = sorted(random.Random(cfg.seed).sample(range(len(records)), cfg.max_prompts))
+    return [records[i] for i in keep]
+
+
+def score(records: Sequence[Any], sampled: Sequence[Sequence[dict[str, Any]]], reward: Any, cfg: DiversityConfig, *,
+          workers: int = 0, timeout_s: float | None = None) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, str]]:
+    """(rows, metrics, decision) of a diversity check from k sampled completions per prompt ({"text", "tokens"}),
+    whichever backend sampled them: each rollout scored with the reward, each prompt's pass pattern, the shares
+    and the decision; each row keeps its completions, and the metrics the mean response length."""
+    from rftflow.scoring import evaluation
+
+    results = evaluation.score_rollouts(records, [[c["text"] for c in cs] for cs in sampled], reward,
+                                        workers=workers, timeout_s=timeout_s)
+    rows, metrics, decision = analyze(
+        [r.id for r in records], [[float(x.aggregate_reward_score) for x in res] for res in results], cfg)
+    for row, cs in zip(rows, sampled, strict=True):
+        row["completions"] = [c["text"] for c in cs]
+    tokens = [c["tokens"] for cs in sampled for c in cs if c.get("tokens") is not None]
+    metrics["mean_response_tokens"] = sum(tokens) / len(tokens) if tokens else None
+    return rows, metrics, decision

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import math
-import random
 import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
@@ -376,11 +375,10 @@ class AwsBackend(Backend):
 
     @staticmethod
     def diversity_sample(records: list[Any], cfg: DiversityConfig) -> list[Any]:
-        """The same seeded prompt sample the local backend draws."""
-        if len(records) > cfg.max_prompts:
-            keep = sorted(random.Random(cfg.seed).sample(range(len(records)), cfg.max_prompts))
-            records = [records[i] for i in keep]
-        return records
+        """The same seeded prompt sample every backend draws."""
+        from rftflow.scoring.diversity import sample_prompts
+
+        return sample_prompts(records, cfg)
 
     def finish_diversity(self, ctx: StageContext, started_at: str, model_uri: str, train_uri: str, reward: str,
                          records: list[Any], completions: list[list[dict[str, Any]]], cfg: DiversityConfig,
@@ -388,18 +386,11 @@ class AwsBackend(Backend):
         """Score k completions per prompt, analyse pass patterns, decide, write rows and the manifest."""
         from rftflow.data.dataset import write_records
         from rftflow.scoring import diversity as diversity_mod
-        from rftflow.scoring import evaluation
 
         reward_fn = self.reward_function(reward)
-        results = evaluation.score_rollouts(records, [[c["text"] for c in cs] for cs in completions],
-                                            reward_fn, workers=self.reward_workers(reward_fn),
-                                            timeout_s=self.options.reward_timeout_s)
-        rows, metrics, decision = diversity_mod.analyze(
-            [r.id for r in records], [[float(x.aggregate_reward_score) for x in res] for res in results], cfg)
-        for row, cs in zip(rows, completions, strict=True):
-            row["completions"] = [c["text"] for c in cs]
-        tokens = [c["tokens"] for cs in completions for c in cs if c.get("tokens") is not None]
-        metrics["mean_response_tokens"] = sum(tokens) / len(tokens) if tokens else None
+        rows, metrics, decision = diversity_mod.score(records, completions, reward_fn, cfg,
+                                                      workers=self.reward_workers(reward_fn),
+                                                      timeout_s=self.options.reward_timeout_s)
         metrics["estimated_cost_usd"] = _total(jobs)
         write_jsonl(store.join(ctx.uri, ROWS), rows)
         outputs: dict[str, Any] = {"rows_uri": store.join(ctx.uri, ROWS)}

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import re
 import shutil
 import tempfile
@@ -289,10 +288,7 @@ class LocalBackend(Backend):
         cfg: DiversityConfig = self._recipe("diversity", overrides)
         from rftflow.data.dataset import read_records
 
-        records = read_records(train_uri, kind="rft")
-        if len(records) > cfg.max_prompts:
-            keep = sorted(random.Random(cfg.seed).sample(range(len(records)), cfg.max_prompts))
-            records = [records[i] for i in keep]
+        records = diversity_mod.sample_prompts(read_records(train_uri, kind="rft"), cfg)
         passes = [{"name": "sampled", "k": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p,
                    "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed, "batch_size": cfg.batch_size}]
         return cfg, records, passes
@@ -304,15 +300,8 @@ class LocalBackend(Backend):
         from rftflow.data.dataset import write_records
 
         local_dir, remote = self._stage_dir(ctx)
-        reward_fn = self._load_reward(reward)
-        results = evaluation.score_rollouts(records, [[c["text"] for c in cs] for cs in sampled], reward_fn,
-                                            workers=self.reward_workers, timeout_s=self.reward_timeout_s)
-        rows, metrics, decision = diversity_mod.analyze(
-            [r.id for r in records], [[float(x.aggregate_reward_score) for x in res] for res in results], cfg)
-        for row, cs in zip(rows, sampled, strict=True):
-            row["completions"] = [c["text"] for c in cs]
-        tokens = [c["tokens"] for cs in sampled for c in cs]
-        metrics["mean_response_tokens"] = sum(tokens) / len(tokens) if tokens else None
+        rows, metrics, decision = diversity_mod.score(records, sampled, self._load_reward(reward), cfg,
+                                                      workers=self.reward_workers, timeout_s=self.reward_timeout_s)
         metrics["sampling"] = timings
         _write_jsonl(local_dir / ROWS, rows)
         outputs: dict[str, Any] = {"rows_uri": store.join(ctx.uri, ROWS)}
