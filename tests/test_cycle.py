@@ -167,3 +167,26 @@ def test_a_promote_that_lost_a_real_race_is_still_not_promoted(params):
     registry.promote(Champion(model_uri="file:///models/other", run_id="other-run", cycle=1), expected_token=old)
     result = promote(params, ctx, "file:///models/new")
     assert result["promoted"] is False and "champion changed" in result["reason"]
+
+
+def test_later_tasks_read_the_params_validate_data_resolved(params, tmp_path):
+    """validate_data resolves the run's params once (artifact root from its worker's environment, data paths as
+    URIs) and returns them; a later task on a worker with another RFTFLOW_ARTIFACT_ROOT still writes where the
+    run's first task said, because it reads that copy."""
+    from types import SimpleNamespace
+
+    from rftflow.cycle.context import for_task
+
+    ctx = stage_context(params, "rft_cycle", "manual__resolved", "validate_data")
+    result = validate_data(params, ctx)
+    assert result["ok"] and result["params"] == params.model_dump(mode="json")
+    pulled: list[str] = []
+    ti = SimpleNamespace(xcom_pull=lambda task_ids: pulled.append(task_ids) or result)
+    context = {"params": {"artifact_root": (tmp_path / "another-workers-default").as_uri()}, "ti": ti,
+               "dag": SimpleNamespace(dag_id="rft_cycle"), "run_id": "manual__resolved",
+               "task": SimpleNamespace(task_id="gate")}
+    p, gate_ctx = for_task(context, "gate")
+    assert pulled == ["validate_data"] and p == params
+    assert gate_ctx.uri == ctx.for_stage("gate").uri
+    context["task"] = SimpleNamespace(task_id="validate_data")  # the first task parses the run's own params
+    assert for_task(context, "validate_data")[0].artifact_root == context["params"]["artifact_root"]

@@ -111,7 +111,27 @@ def test_gate_stage_decides_from_stored_rows_and_is_reused_on_retry(params):
     assert decision["decision"] == "promote", decision["table"]
     assert decision["look"] == 1 and "newly passed" in decision["reason"]
     assert gate(params, ctx) == decision  # a retry reuses the manifest
-    assert load_complete(ctx.uri).decision["decision"] == "promote"
+    manifest = load_complete(ctx.uri)
+    assert manifest.decision["decision"] == "promote"
+    # its lineage: the manifests it read, by the role the stage graph gives them (the champion and SFT evals
+    # did not run in this cycle, so they are not named)
+    assert manifest.inputs["upstream"] == {
+        "baseline": store.join(ctx.for_stage("baseline_eval").uri, "manifest.json"),
+        "candidate": store.join(ctx.for_stage("checkpoint_eval").uri, "manifest.json"),
+        "training": store.join(ctx.for_stage("rft").uri, "manifest.json"),
+        "drift": store.join(ctx.for_stage(DRIFT).uri, "manifest.json")}
+
+
+def test_a_stage_reads_only_the_inputs_the_graph_gives_it(params):
+    from rftflow.cycle.graph import inputs_of
+
+    inputs = inputs_of(stage_context(params, "rft_cycle", "manual__i", "promote"))
+    assert sorted(inputs.folders) == ["baseline", "candidate"]
+    with pytest.raises(KeyError, match="'training' is not an input of this stage.*its inputs: baseline, candidate"):
+        inputs.manifest("training")
+    # what the candidate's training started from, through the graph: SFT's checkpoint first, else the baseline's
+    checkpoint_eval = inputs_of(stage_context(params, "rft_cycle", "manual__i", "checkpoint_eval"))
+    assert [u.rsplit("/", 1)[-1] for u in checkpoint_eval.of("training").starts_from] == ["sft", "baseline_eval"]
 
 
 def test_an_inconclusive_gain_on_the_last_cycle_is_held_and_reported_so(params):

@@ -69,8 +69,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("iterate", ("start_next_cycle",)),
     Stage("start_next_cycle", ("report",)),
     Stage("reject", ("report",), timeout=timedelta(minutes=5)),
-    Stage("report"),
+    # the summary reads every stage by role (rftflow.publish.summary); the report and the UI read the summary
+    Stage("report", reads={"validation": "validate_data", "baseline": "baseline_eval", "diversity": "diversity_check",
+                           "sft": "sft", "recheck": "diversity_recheck", "training": "rft",
+                           "candidate": "checkpoint_eval", "sft_eval": "checkpoint_eval.rft_start", "gate": "gate",
+                           "promote": "promote", "stop": "stop"}),
 )
+REPORT = "report"  # the stage whose inputs are the whole cycle
 
 BY_NAME = {s.name: s for s in STAGES}
 EDGES = {s.name: set(s.downstream) for s in STAGES}

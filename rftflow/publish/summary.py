@@ -66,13 +66,15 @@ def _outcome(p: CycleParams, m: dict[str, Any]) -> tuple[str, str]:
 
 
 def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
-    manifests = {s: load_complete(ctx.for_stage(s).uri) for s in SUMMARY_STAGES}
-    m = {s: v for s, v in manifests.items() if v is not None}
+    """The cycle so far, from the manifests the stage graph gives the report stage (by role), plus one entry per
+    summarized stage in the graph's order (done, reused or skipped)."""
+    inputs = graph.inputs_of(ctx.for_stage(graph.REPORT))
+    m = {role: mf for role in inputs.folders if (mf := inputs.manifest(role)) is not None}
     stages = []
     for name in SUMMARY_STAGES:
-        manifest = manifests[name]
+        manifest = load_complete(ctx.for_stage(name).uri)
         if manifest is None:
-            if name != "stop":
+            if name != "stop":  # a cycle that did not stop is not "skipped" at stop
                 stages.append({"stage": name, "status": "skipped"})
             continue
         decision = manifest.decision or {}
@@ -82,27 +84,25 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
             "manifest_uri": store.join(ctx.for_stage(name).uri, "manifest.json"),
             "duration_s": manifest.duration_s,
         }
-        if name in ("sft", "rft"):  # what the stage trained from and on (the report's "why")
+        if manifest.outputs.get("metrics_uri"):  # a training stage: what it trained from and on (the report's "why")
             entry.update(model_uri=manifest.inputs.get("model_uri"), checkpoint_uri=manifest.checkpoint_uri,
-                         data_uri=manifest.inputs.get("sft_uri" if name == "sft" else "train_uri"))
-        if name == "sft" and manifest.metrics.get("converged") is False:  # a stalled SFT, said where it shows
+                         data_uri=manifest.inputs.get("sft_uri") or manifest.inputs.get("train_uri"))
+        if manifest.metrics.get("converged") is False:  # a stalled SFT, said where it shows
             entry["reason"] = ("did not converge: " + str(manifest.metrics.get("not_converged_reason") or "")).strip()
         if manifest.outputs.get("rows_uri"):  # per-prompt rows: histogram, samples, answer lengths
             entry["rows_uri"] = manifest.outputs["rows_uri"]
         stages.append(entry)
-    baseline = m.get("baseline_eval")
-    candidate = m.get("checkpoint_eval")
-    diversity = [{"stage": s, "metrics": m[s].metrics, "decision": m[s].decision}
-                 for s in ("diversity_check", "diversity_recheck") if s in m]
+    baseline, candidate, sft_eval = m.get("baseline"), m.get("candidate"), m.get("sft_eval")
+    diversity = [{"stage": m[role].stage, "metrics": m[role].metrics, "decision": m[role].decision}
+                 for role in ("diversity", "recheck") if role in m]
     outcome, reason = _outcome(p, m)
-    from rftflow.cycle.stages.checkpoint_eval import RFT_START_EVAL
-
-    sft_eval = load_complete(ctx.for_stage(RFT_START_EVAL).uri)  # what SFT alone reached, when SFT ran
     # Eval work (and its AWS jobs) is recorded under the stages' parts (the baseline's and champion's evals, the
-    # SFT checkpoint's eval): every part of a summarized stage is billed with it.
-    billed = list(m.values()) + [mf for s in SUMMARY_STAGES for part in graph.stage(s).parts
-                                 if (mf := load_complete(ctx.for_stage(graph.part(part, s)).uri)) is not None]
-    cost = sum(float(job.get("estimated_cost_usd", job.get("cost_usd")) or 0) for mf in billed for job in mf.jobs)
+    # SFT checkpoint's eval): every part of a summarized stage is billed with it, once.
+    billed = {mf.stage: mf for mf in m.values()}
+    billed.update({mf.stage: mf for s in SUMMARY_STAGES for part in graph.stage(s).parts
+                   if (mf := load_complete(ctx.for_stage(graph.part(part, s)).uri)) is not None})
+    cost = sum(float(job.get("estimated_cost_usd", job.get("cost_usd")) or 0)
+               for mf in billed.values() for job in mf.jobs)
     return {
         "dag_id": ctx.dag_id, "run_id": ctx.run_id, "cycle": ctx.cycle, "max_cycles": p.max_cycles,
         "parent_run_id": p.parent_run_id, "model_family": p.model_family, "backend": p.backend,
@@ -110,7 +110,7 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
         "start_model": baseline.checkpoint_uri if baseline else None,
         "candidate_model": candidate.checkpoint_uri if candidate else None,
         "stages": stages,
-        "validation": m["validate_data"].metrics if "validate_data" in m else None,
+        "validation": m["validation"].metrics if "validation" in m else None,
         "baseline": baseline.metrics if baseline else None,
         "candidate": candidate.metrics if candidate else None,
         "champion": (baseline.decision or {}).get("champion") if baseline else None,
@@ -119,20 +119,23 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
         "gate": m["gate"].decision if "gate" in m else None,
         "outcome": outcome, "outcome_reason": reason,
         "cost_usd": round(cost, 2) if cost else None,
-        "train_metrics_uris": {s: m[s].outputs.get("metrics_uri") for s in ("sft", "rft") if s in m},
+        "train_metrics_uris": {m[role].stage: m[role].outputs.get("metrics_uri")
+                               for role in ("sft", "training") if role in m},
     }
 
 
-# Per-prompt rows the report reads, by the name it knows them under: stage -> report key.
-_REPORT_ROWS = {"baseline_eval": "baseline", "checkpoint_eval": "candidate",
-                "diversity_check": "diversity_check", "diversity_recheck": "diversity_recheck"}
+# Per-prompt rows the report reads, by the name it knows them under: the stage's role -> report key.
+_REPORT_ROWS = {"baseline": "baseline", "candidate": "candidate", "diversity": "diversity_check",
+                "recheck": "diversity_recheck"}
 
 
-def _report_rows(summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def _report_rows(summary: dict[str, Any], ctx: StageContext) -> dict[str, list[dict[str, Any]]]:
     """The eval and diversity stages' rows.jsonl; a missing or unreadable file leaves its section out."""
+    report = graph.stage(graph.REPORT)
+    key_of = {report.reads[role]: key for role, key in _REPORT_ROWS.items()}
     out = {}
     for st in summary.get("stages") or []:
-        key = _REPORT_ROWS.get(str(st.get("stage")))
+        key = key_of.get(str(st.get("stage")))
         if key and st.get("rows_uri"):
             try:
                 out[key] = _rows(st["rows_uri"])
@@ -180,7 +183,7 @@ def publish_summary(p: CycleParams, ctx: StageContext, summary: dict[str, Any]) 
 
     summary = redact(summary)  # no credential from a URI reaches the report, cycle.json or the UI's index
     train_rows = {s: _rows(uri) for s, uri in summary["train_metrics_uris"].items()}
-    rows = _report_rows(summary)
+    rows = _report_rows(summary, ctx)
     written = write_cycle_report(ctx.uri, summary, train_rows, rows, _sample_prompts(p, rows))
     summary = {**summary, **written, "cycle_json_uri": store.join(ctx.uri, "cycle.json"),
                "params": redact(p.model_dump(mode="json")),

@@ -104,8 +104,10 @@ def test_sft_policy_never_skips_sft(airflow_db, dagbag, root):
     assert rft.inputs.get("model_uri", baseline.checkpoint_uri) == baseline.checkpoint_uri
 
 
-def test_invalid_params_fail_the_first_task_and_nothing_else_runs(airflow_db, dagbag, root):
-    dr = _run(dagbag, root, recipe_overrides={"rft": {"learning_rate": -1}})
+@pytest.mark.parametrize("bad", [{"recipe_overrides": {"rft": {"learning_rate": -1}}},
+                                 {"guards": {"kl_maxx": 1.0}}], ids=["recipe_override", "guards_typo"])
+def test_invalid_params_fail_the_first_task_and_nothing_else_runs(airflow_db, dagbag, root, bad):
+    dr = _run(dagbag, root, **bad)
     states = _states(dr)
     assert str(dr.state) == "failed"
     assert states["validate_data"] == "failed"
