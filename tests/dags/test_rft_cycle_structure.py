@@ -56,7 +56,13 @@ def test_task_ids_and_edges_follow_the_spec(dagbag):
     dag = dagbag.dags["rft_cycle"]
     assert {t.task_id: set(t.downstream_task_ids) for t in dag.tasks} == EXPECTED_EDGES
     assert graph.EDGES == EXPECTED_EDGES  # the stage graph the library reads is the DAG's
-    assert [s.name for s in graph.STAGES if s.starts_from] == ["sft", "diversity_recheck", "rft", "checkpoint_eval"]
+    assert {s.name: s.starts_from for s in graph.STAGES if s.starts_from} == {
+        "diversity_check": ("baseline_eval",), "sft": ("baseline_eval",), "diversity_recheck": ("sft",),
+        "rft": ("sft", "baseline_eval"), "checkpoint_eval": ("rft",)}
+    # every input a stage reads is an upstream of it in the DAG (or a part of one): nothing is read before it runs
+    for s in graph.STAGES:
+        for upstream in [*s.reads.values(), *s.starts_from]:
+            assert upstream.split(".")[0] in dag.get_task(s.name).get_flat_relative_ids(upstream=True), (s.name, upstream)
     on_data = dagbag.dags["rft_cycle_on_data"]
     (start,) = on_data.tasks
     assert start.trigger_dag_id == "rft_cycle" and start.conf == {"base_model": "champion"}
