@@ -465,11 +465,40 @@ def _run_conf(ti_key: Any) -> dict[str, Any]:
         return {}
 
 
+def _resolved_params(ti_key: Any) -> dict[str, Any]:
+    """`params` of the run's validate_data return value: what the tasks run with (artifact_root filled in from
+    the workers' environment, which the API server may not share; cycle set). {} before validate_data finished."""
+    try:
+        from airflow.models.xcom import XCOM_RETURN_KEY, XComModel
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        from rftflow.cycle.context import RESOLVED_BY
+
+        with create_session() as session:
+            row = session.execute(select(XComModel.value).where(
+                XComModel.dag_id == ti_key.dag_id, XComModel.run_id == ti_key.run_id,
+                XComModel.task_id == RESOLVED_BY, XComModel.map_index == -1,
+                XComModel.key == XCOM_RETURN_KEY)).first()
+        value = XComModel.deserialize_value(row) if row is not None else None
+        params = value.get("params") if isinstance(value, dict) else None
+        return params if isinstance(params, dict) else {}
+    except Exception as err:
+        log.debug("no validate_data params for %s: %s", ti_key, err)
+        return {}
+
+
+def run_params(ti_key: Any) -> dict[str, Any]:
+    """The run's params as its tasks resolved them, else (an older run, or one that failed before validate_data
+    finished) its conf; {} when neither is there, and stage_folder takes the defaults."""
+    return _resolved_params(ti_key) or _run_conf(ti_key)
+
+
 def stage_folder(ti_key: Any, stage: str, conf: dict[str, Any] | None = None) -> str:
-    """Where the run's `stage` writes: the run's own artifact_root and cycle when its conf sets them."""
+    """Where the run's `stage` writes: the run's own artifact_root and cycle (run_params), else the defaults."""
     from rftflow.artifacts.manifest import stage_uri
 
-    conf = _run_conf(ti_key) if conf is None else conf
+    conf = run_params(ti_key) if conf is None else conf
     return stage_uri(conf.get("artifact_root") or artifact_root(), ti_key.dag_id, ti_key.run_id,
                      int(conf.get("cycle") or 1), stage)
 

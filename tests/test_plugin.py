@@ -95,7 +95,8 @@ def write_finished_cycle(root: str, run_id: str, *, family: str = "tiny-finqa", 
     from rftflow.artifacts import store
     from rftflow.artifacts.manifest import StageManifest, write_manifest
     from rftflow.artifacts.registry import Champion, ChampionRegistry
-    from rftflow.cycle import stages as cycle
+    from rftflow.cycle.context import stage_context
+    from rftflow.cycle.params import parse_params
     from rftflow.cycle.recipes import DiversityConfig
     from rftflow.publish.summary import build_summary, index_uri, publish_summary
     from rftflow.scoring.diversity import decide as diversity_decision
@@ -103,8 +104,8 @@ def write_finished_cycle(root: str, run_id: str, *, family: str = "tiny-finqa", 
     from rftflow.scoring.evaluation import summarize
     from rftflow.scoring.gate import EvalEvidence, GateConfig, decide
 
-    p = cycle.parse_params({"artifact_root": root, "model_family": family, "eval_uri": write_eval_set(root)})
-    ctx = cycle.stage_context(p, DAG_ID, run_id, "report")
+    p = parse_params({"artifact_root": root, "model_family": family, "eval_uri": write_eval_set(root)})
+    ctx = stage_context(p, DAG_ID, run_id, "report")
     now = "2026-11-25T10:00:00+00:00"
     base_model = f"{root}/models/base"
 
@@ -458,3 +459,66 @@ def test_extra_links_read_the_stage_manifest_and_the_cycle_summary(file_root, mo
                      {"mlflow": {"mlflow_run_id": "r1", "mlflow_url": "http://mlflow:5000/#/experiments/2/runs/r1"}})
     assert MlflowRunLink().get_link(None, ti_key=key) == "http://mlflow:5000/#/experiments/2/runs/r1"
     assert conf == {}
+
+
+@pytest.fixture
+def metadata_db(tmp_path, monkeypatch):
+    """The two tables the plugin reads a run from (dag_run, xcom) in a SQLite file, as `create_session` hands
+    them to the plugin; yields a function that adds a run with its conf and validate_data's return value."""
+    import contextlib
+
+    from airflow.models.dagrun import DagRun
+    from airflow.models.xcom import XCOM_RETURN_KEY, XComModel
+    from airflow.utils import session as airflow_session
+    from sqlalchemy import create_engine, insert
+    from sqlalchemy.orm import Session
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'airflow.db'}")
+    DagRun.metadata.create_all(engine, tables=[DagRun.__table__, XComModel.__table__])
+
+    @contextlib.contextmanager
+    def create_session():
+        with Session(engine) as session, session.begin():
+            yield session
+
+    monkeypatch.setattr(airflow_session, "create_session", create_session)
+
+    def add_run(run_id: str, conf: dict[str, Any], returned: dict[str, Any] | None = None) -> None:
+        with create_session() as session:
+            run = session.execute(insert(DagRun.__table__).values(
+                dag_id=DAG_ID, run_id=run_id, run_type="manual", conf=conf, logical_date=None, data_interval_end=None,
+                log_template_id=None)).inserted_primary_key[0]
+            if returned is not None:  # as the Execution API stores a task's return value: its JSON
+                session.add(XComModel(dag_run_id=run, task_id="validate_data", map_index=-1, key=XCOM_RETURN_KEY,
+                                      dag_id=DAG_ID, run_id=run_id, value=returned))
+
+    yield add_run
+    engine.dispose()
+
+
+def test_links_find_the_stage_folder_from_validate_datas_params_then_the_conf(metadata_db, tmp_path, monkeypatch):
+    """The run's resolved params (validate_data's XCom) name its artifact_root and cycle even when the conf
+    does not; a run without them (older, or failed before validate_data finished) falls back to its conf."""
+    from airflow.models.taskinstancekey import TaskInstanceKey
+    from rftflow_plugin import MlflowRunLink, stage_folder
+
+    from rftflow.artifacts import store
+    from rftflow.artifacts.manifest import stage_uri
+    from rftflow.cycle.params import parse_params
+
+    default_root, workers_root = (tmp_path / "default").as_uri(), (tmp_path / "workers").as_uri()
+    monkeypatch.setenv("RFTFLOW_ARTIFACT_ROOT", default_root)  # the API server's environment, not the workers'
+    resolved = parse_params({"artifact_root": workers_root, "cycle": 2}).model_dump(mode="json")
+    metadata_db("validated", {"model_family": "tiny-demo"}, {"params": resolved, "manifest_uri": "x"})
+    metadata_db("conf_only", {"artifact_root": workers_root, "cycle": 3})
+    metadata_db("failed_early", {})
+
+    def key(run_id: str) -> TaskInstanceKey:
+        return TaskInstanceKey(dag_id=DAG_ID, task_id="rft", run_id=run_id, try_number=1, map_index=-1)
+
+    assert stage_folder(key("validated"), "rft") == stage_uri(workers_root, DAG_ID, "validated", 2, "rft")
+    assert stage_folder(key("conf_only"), "rft") == stage_uri(workers_root, DAG_ID, "conf_only", 3, "rft")
+    assert stage_folder(key("failed_early"), "rft") == stage_uri(default_root, DAG_ID, "failed_early", 1, "rft")
+    store.write_json(store.join(stage_uri(workers_root, DAG_ID, "validated", 2, "report"), "cycle.json"),
+                     {"mlflow": {"mlflow_url": "http://mlflow:5000/#/experiments/2/runs/r2"}})
+    assert MlflowRunLink().get_link(None, ti_key=key("validated")) == "http://mlflow:5000/#/experiments/2/runs/r2"

@@ -25,6 +25,7 @@ import pytest
 from test_plugin import write_finished_cycle
 
 from rftflow.cli.airflow_home import airflow_bin, airflow_env
+from rftflow.cycle.params import parse_params
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +33,7 @@ CHROMIUM = next((found for name in ("chromium", "chromium-browser", "google-chro
                 None)
 RUN_ID = "manual__2026-11-25T09:00:00+00:00"
 REJECTED_RUN_ID = "manual__2026-11-26T09:00:00+00:00"
+WORKERS_RUN_ID = "manual__2026-11-27T09:00:00+00:00"  # its cycle lies under a root only its params name
 # The plugin page as the Airflow UI embeds it (the nav entry's iframe).
 FRAME = "document.querySelector('iframe').contentDocument"
 
@@ -49,6 +51,13 @@ def _get(url: str, token: str | None = None, timeout: float = 5) -> tuple[int, s
             return response.status, response.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
+
+
+def _post(url: str, body: dict[str, Any], token: str) -> None:
+    request = urllib.request.Request(url, method="POST", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status in (200, 201), response.read()[:500]
 
 
 def _stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
@@ -265,6 +274,10 @@ def test_cycle_history_page_in_airflow_and_chromium(tmp_path, monkeypatch):
     summary = write_finished_cycle(artifact_root, RUN_ID, mlflow={
         "mlflow_run_id": "0123abcd", "mlflow_url": "http://localhost:5000/#/experiments/1/runs/0123abcd"})
     write_finished_cycle(artifact_root, REJECTED_RUN_ID, improved=False)
+    workers_root = (tmp_path / "workers-artifacts").as_uri()
+    write_finished_cycle(workers_root, WORKERS_RUN_ID, mlflow={
+        "mlflow_run_id": "4567", "mlflow_url": "http://localhost:5000/#/experiments/1/runs/4567"})
+    workers_params = parse_params({"artifact_root": workers_root}).model_dump(mode="json")
     home = tmp_path / "airflow-home"
     log = tmp_path / "standalone.log"
     browser = None
@@ -309,12 +322,8 @@ def test_cycle_history_page_in_airflow_and_chromium(tmp_path, monkeypatch):
             while (task := _get(f"{base}/api/v2/dags/rft_cycle/tasks/rft", token))[0] != 200:
                 assert time.monotonic() < deadline, f"rft_cycle not parsed in time: {task[1][:500]}"
                 time.sleep(1)
-            trigger = urllib.request.Request(
-                f"{base}/api/v2/dags/rft_cycle/dagRuns", method="POST",
-                data=json.dumps({"dag_run_id": RUN_ID, "logical_date": None, "conf": {}}).encode(),
-                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
-            with urllib.request.urlopen(trigger, timeout=30) as response:
-                assert response.status == 200
+            _post(f"{base}/api/v2/dags/rft_cycle/dagRuns", {"dag_run_id": RUN_ID, "logical_date": None, "conf": {}},
+                  token)
             status, links = _get(f"{base}/api/v2/dags/rft_cycle/dagRuns/{quote(RUN_ID, safe='')}"
                                  "/taskInstances/rft/links", token)
             assert status == 200, links
@@ -322,6 +331,17 @@ def test_cycle_history_page_in_airflow_and_chromium(tmp_path, monkeypatch):
             assert links["MLflow run"] == "http://localhost:5000/#/experiments/1/runs/0123abcd"
             assert not links["AWS job"]  # a local-backend stage has no AWS job
             assert links["Cycle history"].endswith(f"/rftflow/#run-{quote(RUN_ID, safe='')}")
+
+            # A run whose conf names no artifact_root: its links look where its validate_data return value says
+            # the workers wrote (the XCom stored as Airflow stores a task's return value).
+            run = quote(WORKERS_RUN_ID, safe="")
+            _post(f"{base}/api/v2/dags/rft_cycle/dagRuns",
+                  {"dag_run_id": WORKERS_RUN_ID, "logical_date": None, "conf": {}}, token)
+            _post(f"{base}/api/v2/dags/rft_cycle/dagRuns/{run}/taskInstances/validate_data/xcomEntries",
+                  {"key": "return_value", "value": {"params": workers_params}}, token)
+            status, links = _get(f"{base}/api/v2/dags/rft_cycle/dagRuns/{run}/taskInstances/rft/links", token)
+            assert status == 200, links
+            assert json.loads(links)["extra_links"]["MLflow run"] == "http://localhost:5000/#/experiments/1/runs/4567"
     finally:
         if browser is not None:
             browser.close()
