@@ -1,6 +1,6 @@
 """Simulated evals for the gate: how often it promotes a no-better candidate, and how often a real gain.
 
-Used by tests/test_gate_simulation.py and benchmarks/bench_gate.py. A simulation states its discordance
+Used by tests/scoring/test_gate_simulation.py and benchmarks/bench_gate.py. A simulation states its discordance
 rate q (the share of prompts where exactly one of the two models passes): power depends on it as much as
 on the gain (q of 0.10-0.20 is typical for a fine-tuned model against its start).
 """

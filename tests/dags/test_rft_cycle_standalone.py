@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_ui_e2e import _get, airflow_standalone  # noqa: E402
+from airflow_ui import _get, airflow_standalone  # noqa: E402
 
 from rftflow.artifacts import store  # noqa: E402
 from rftflow.artifacts.manifest import stage_uri  # noqa: E402

@@ -236,7 +236,7 @@ def test_summary_text_minimal():
 # --------------------------------------------------------------------------- per-prompt rows, link, stage why
 
 def finished_cycle_report(tmp_path: Path, monkeypatch, improved: bool = True) -> tuple[dict, str, str]:
-    """A cycle written stage by stage with its rows.jsonl files (tests/test_plugin.py); (summary, md, html)."""
+    """A cycle written stage by stage with its rows.jsonl files (tests/plugins/test_plugin.py); (summary, md, html)."""
     from test_plugin import write_finished_cycle
 
     monkeypatch.setenv("RFTFLOW_TRACKING", "off")

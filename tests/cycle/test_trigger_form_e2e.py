@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_ui_e2e import CHROMIUM, Browser, _get, admin_token, airflow_standalone
+from airflow_ui import CHROMIUM, Browser, _get, admin_token, airflow_standalone
 
 from rftflow.cycle.params import INTERNAL, SECTIONS, build_params
 

@@ -14,7 +14,7 @@ import pytest
 
 from rftflow.cli.main import main
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def test_validate_refuses_a_device_instead_of_reading_it_forever(capsys):

@@ -1,6 +1,6 @@
 """The code_tests reward: every reference format (cases judged by the grader, assert-style tests judged by the
 judge process), code extraction, what crosses between the judge and the solution, the isolation modes and the
-seccomp tables. The attack corpus is in tests/sandbox_attacks/ (tests/test_sandbox_attacks.py)."""
+seccomp tables. The attack corpus is in tests/rewards/sandbox_attacks/ (tests/rewards/test_sandbox_attacks.py)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from rftflow.backends.local.gpu import (
 )
 from rftflow.cycle.recipes import RecipeError, RFTConfig, SFTConfig, load_recipe
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 CPU = {"cuda": False, "bf16_ok": False, "vllm_available": False}
 H100 = {"cuda": True, "bf16_ok": True, "vllm_available": True}
 T4 = {"cuda": True, "bf16_ok": False, "vllm_available": False}

@@ -1,8 +1,8 @@
-"""The code_tests reward against its attack corpus (tests/sandbox_attacks/programs, 36 programs): in every
+"""The code_tests reward against its attack corpus (tests/rewards/sandbox_attacks/programs, 36 programs): in every
 isolation mode this machine offers, every attack scores 0 in both test styles, the host is untouched (sentinel
 files, a victim process, a listener on 127.0.0.1, the grader itself), the secret planted in the grader's
 environment and in a file never reaches the rollout nor any output or log, and no process is left behind; the
-honest solutions in the same batch still score 1. ``python tests/sandbox_attacks/corpus.py`` prints the table."""
+honest solutions in the same batch still score 1. ``python tests/rewards/sandbox_attacks/corpus.py`` prints the table."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from rftflow.rewards.runner import load_reward
 
-sys.path.insert(0, str(Path(__file__).parent / "sandbox_attacks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "sandbox_attacks"))
 import corpus  # noqa: E402
 
 HAS_BWRAP = shutil.which("bwrap") is not None

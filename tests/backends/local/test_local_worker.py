@@ -18,7 +18,7 @@ from rftflow.backends.base import StageContext
 from rftflow.backends.local.backend import LocalBackend
 from rftflow.backends.local.runner import WorkerError, WorkerTimeout
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 TINY = ROOT / "include" / "data" / "tiny"
 
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_plugin import write_finished_cycle
+from finished_cycles import write_finished_cycle
 
 from rftflow.artifacts import store
 from rftflow.publish import tracking

@@ -17,8 +17,8 @@ from rftflow.data.dataset import (
     write_records,
 )
 
-DATA = Path(__file__).parent / "data"
-ROOT = Path(__file__).parent.parent
+DATA = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
 AWS_SAMPLE = DATA / "aws_rft_sample.jsonl"
 TINY_TRAIN = ROOT / "include" / "data" / "tiny" / "train.jsonl"
 TINY_SFT = ROOT / "include" / "data" / "tiny" / "sft.jsonl"

@@ -14,7 +14,7 @@ from rftflow.cycle.recipes import load_recipe
 from rftflow.data.dataset import read_records
 from rftflow.scoring import diversity
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 TINY = ROOT / "include" / "data" / "tiny"
 
 # A user's reward handler file: it rewards answers that start with a digit, which a random model does

@@ -19,7 +19,7 @@ from rftflow.backends.ray.client import RayJobs
 
 pytestmark = pytest.mark.slow
 
-TINY = Path(__file__).resolve().parents[1] / "include" / "data" / "tiny"
+TINY = Path(__file__).resolve().parents[3] / "include" / "data" / "tiny"
 EVAL = {"max_prompts": 64, "batch_size": 16}  # 4 batches: the Ray job splits them over 2 tasks
 
 

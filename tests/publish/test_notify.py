@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk import BaseNotifier
-from test_plugin import write_finished_cycle
+from finished_cycles import write_finished_cycle
 
 from rftflow.orchestration.operators import notify_failure
 from rftflow.publish import notify

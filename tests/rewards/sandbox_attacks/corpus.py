@@ -9,7 +9,7 @@ assert-style tests, whose expected values the attack does not know) together wit
 in a separate grader process (``grade.py``, logging at DEBUG), and reports per attack: the best score, what
 changed on the host, whether the secret reached the rollout, and the processes left behind.
 
-``python tests/sandbox_attacks/corpus.py`` prints the table for every mode this machine supports.
+``python tests/rewards/sandbox_attacks/corpus.py`` prints the table for every mode this machine supports.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ from rftflow.data.validation import (
     validate_dataset,
 )
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "include" / "data"
-AWS_SAMPLE = Path(__file__).parent / "data" / "aws_rft_sample.jsonl"
+AWS_SAMPLE = Path(__file__).resolve().parent / "aws_rft_sample.jsonl"
 
 
 def prompts(n: int, prefix: str = "t", offset: int = 0) -> list[RftRecord]:

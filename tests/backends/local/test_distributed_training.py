@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 TINY = ROOT / "include" / "data" / "tiny"
 
 # Any reward that varies between rollouts gives GRPO a gradient from a random-init model: the share of digits.

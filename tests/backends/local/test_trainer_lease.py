@@ -24,7 +24,7 @@ from rftflow.backends.local import lease
 from rftflow.backends.local.backend import LocalBackend
 from rftflow.backends.local.runner import TrainerLost, WorkerError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 TINY = ROOT / "include" / "data" / "tiny"
 CFG = {"max_steps": 60, "batch_size": 4, "logging_steps": 5, "save_steps": 10, "warmup_steps": 0}
 FAST_LEASE = {"lease_heartbeat_s": 0.5, "lease_stale_s": 4.0}
