@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PROGRAMS = HERE / "programs"
-HANDLER = HERE.parents[1] / "include" / "rewards" / "code_tests.py"
+HANDLER = HERE.parents[2] / "include" / "rewards" / "code_tests.py"
 MARKER = "rftflow-code-sandbox"
 NOBODY = 65534
 SECRET_NAME = "AWS_SECRET_ACCESS_KEY"
