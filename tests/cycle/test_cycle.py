@@ -190,3 +190,17 @@ def test_later_tasks_read_the_params_validate_data_resolved(params, tmp_path):
     assert gate_ctx.uri == ctx.for_stage("gate").uri
     context["task"] = SimpleNamespace(task_id="validate_data")  # the first task parses the run's own params
     assert for_task(context, "validate_data")[0].artifact_root == context["params"]["artifact_root"]
+
+
+def test_a_validation_cache_hit_records_the_runs_own_params(params):
+    """Unchanged data is not re-validated, but the manifest names the params of the run that reused the verdict."""
+    from rftflow.artifacts.manifest import load_complete
+
+    first = stage_context(params, "rft_cycle", "manual__v1", "validate_data")
+    validate_data(params, first)
+    other = params.model_copy(update={"model_family": "another-family", "max_cycles": 3})
+    second = stage_context(other, "rft_cycle", "manual__v2", "validate_data")
+    result = validate_data(other, second)
+    manifest = load_complete(second.uri)
+    assert manifest.inputs["cached_from"] == first.uri  # the verdict was reused
+    assert manifest.outputs["params"] == other.model_dump(mode="json") == result["params"]
