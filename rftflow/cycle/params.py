@@ -1,11 +1,12 @@
-"""The rft_cycle trigger form: typed, JSON-schema-validated Airflow Params, and their defaults.
+"""The run's params and the rft_cycle trigger form generated from them.
 
-`CycleParams` declares every param once, with its default and bounds; the form adds words and sections.
+`CycleParams` declares every param once, with its default, type, bounds and choices; the form (`build_params`:
+typed, JSON-schema-validated Airflow Params) takes those from it and adds only words and sections (`FORM`).
 The form is laid out in sections (Airflow 3 renders a Param's `section` as a collapsible group); a field
 whose type admits null is optional in the form, every other one is required and has a default. The
 internal fields `cycle` and `parent_run_id` are not declared as Params, so the form does not show them:
 the iterate branch still passes them in the next run's conf, and Airflow hands undeclared conf keys to
-the tasks' params, where `parse_params` reads them (DEFAULTS fills them in when absent).
+the tasks' params, where `parse_params` reads them (the model's defaults fill them in when absent).
 """
 
 from __future__ import annotations
