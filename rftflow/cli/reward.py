@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from rftflow.rewards.runner import RewardError, RewardLoadError, RewardResult, load_reward, score, score_range
+from rftflow.rewards.contract import RewardError, RewardLoadError, RewardResult, score_range
+from rftflow.rewards.runner import load_reward, score
 
 ROLLOUT_FIELDS = ("completion", "rollouts", "completions")
 _RESERVED = ("id", "messages", "reference_answer", "tools", "metadata", *ROLLOUT_FIELDS)

@@ -15,7 +15,8 @@ MISSING = "(missing)"
 def score_rollouts(records: Sequence[Any], rollouts: Sequence[Sequence[str]], reward: Any, *,
                    workers: int = 0, timeout_s: float = 60.0) -> list[list[Any]]:
     """RewardResults for rollouts[i][j] (the j-th completion of records[i]), in the same shape."""
-    from rftflow.rewards.runner import sample_for, score
+    from rftflow.rewards.contract import sample_for
+    from rftflow.rewards.runner import score
 
     if len(records) != len(rollouts):
         raise ValueError(f"expected one list of rollouts per record; got {len(rollouts)} for {len(records)} records")

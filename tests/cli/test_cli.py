@@ -112,7 +112,7 @@ def test_run_fast_uses_the_demo_smoke_settings_and_set_wins():
 @pytest.fixture
 def two_cycles(tmp_path, monkeypatch):
     """A promoted and a rejected cycle of the default family in a tmp artifact root (no MLflow)."""
-    from test_plugin import write_finished_cycle
+    from finished_cycles import write_finished_cycle
 
     monkeypatch.setenv("RFTFLOW_TRACKING", "off")
     root = (tmp_path / "art").as_uri()

@@ -1,8 +1,8 @@
 """The rftflow Airflow plugin: the cycles page, the artifact route and its guards, and the extra links.
 
 Cycles are written by the real pipeline code (stage manifests -> gate -> build_summary ->
-publish_summary); the page is read through FastAPI's TestClient. `write_finished_cycle` is shared
-with the tracking, notification and browser tests.
+publish_summary, in tests/finished_cycles.py, shared with the CLI, report, tracking, notification and browser
+tests); the page is read through FastAPI's TestClient.
 """
 
 from __future__ import annotations

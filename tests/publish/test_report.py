@@ -237,7 +237,7 @@ def test_summary_text_minimal():
 
 def finished_cycle_report(tmp_path: Path, monkeypatch, improved: bool = True) -> tuple[dict, str, str]:
     """A cycle written stage by stage with its rows.jsonl files (tests/plugins/test_plugin.py); (summary, md, html)."""
-    from test_plugin import write_finished_cycle
+    from finished_cycles import write_finished_cycle
 
     monkeypatch.setenv("RFTFLOW_TRACKING", "off")
     summary = write_finished_cycle((tmp_path / "artifacts").as_uri(), "manual__2026-11-24T09:00:00+00:00",

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from rftflow.rewards.runner import builtin_dir, load_reward, validate_output
+from rftflow.rewards.contract import validate_output
+from rftflow.rewards.runner import builtin_dir, load_reward
 
 TESTS = {"tests": ["assert f(1) == 2", "assert f(5) == 6"]}
 MARKER = "rftflow-code-sandbox"

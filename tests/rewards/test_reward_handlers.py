@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from rftflow.rewards.runner import builtin_dir, load_reward, validate_output
+from rftflow.rewards.contract import validate_output
+from rftflow.rewards.runner import builtin_dir, load_reward
 
 PROMPT = "Revenue was 33 in 2019 and 57 in 2020. What was the change?"
 

@@ -14,19 +14,17 @@ from pathlib import Path
 import pytest
 
 from rftflow.cli import reward as cli_reward
-from rftflow.rewards.runner import (
+from rftflow.rewards.contract import (
     RewardContractError,
     RewardError,
     RewardLoadError,
     RewardResult,
     RewardSample,
     RewardTimeoutError,
-    builtin_names,
-    load_reward,
     sample_for,
-    score,
     validate_output,
 )
+from rftflow.rewards.runner import builtin_names, load_reward, score
 
 
 def samples(n: int, completion: str = "#### 24") -> list[dict]:

@@ -352,7 +352,7 @@ class InProcessInvoker:
 
 def invoke_reward(invoker: Invoker, samples: list[dict[str, Any]], batch_size: int = 128) -> list[Any]:
     """RewardResults for samples, sent in batches as the services do; the output contract is checked."""
-    from rftflow.rewards.runner import validate_output
+    from rftflow.rewards.contract import validate_output
 
     results: list[Any] = []
     for start in range(0, len(samples), batch_size):
@@ -364,7 +364,7 @@ def invoke_reward(invoker: Invoker, samples: list[dict[str, Any]], batch_size: i
 
 def verification_samples(records: Sequence[Any], n: int = 8) -> list[dict[str, Any]]:
     """Two rollouts per record: the reference answer stated plainly, and a non-answer."""
-    from rftflow.rewards.runner import sample_for
+    from rftflow.rewards.contract import sample_for
 
     samples = []
     for record in records[:n]:

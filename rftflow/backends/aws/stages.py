@@ -142,7 +142,7 @@ class LambdaReward:
         return LambdaInvoker(self._client, self.arn)(payload.encode("utf-8"))
 
     def __call__(self, samples: list[dict[str, Any]]) -> list[Any]:
-        from rftflow.rewards.runner import validate_output
+        from rftflow.rewards.contract import validate_output
 
         return validate_output(samples, self.invoke(samples))
 

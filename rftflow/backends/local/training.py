@@ -617,7 +617,8 @@ class RewardWindow:
 
     def __call__(self, prompts: list[Any], completions: list[Any], record_index: list[int],
                  **kwargs: Any) -> list[float]:
-        from rftflow.rewards.runner import sample_for, score
+        from rftflow.rewards.contract import sample_for
+        from rftflow.rewards.runner import score
 
         texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
         samples = [sample_for(self.records[i], text, sample_id=f"{self.records[i].id}#{n}")

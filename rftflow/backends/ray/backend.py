@@ -174,7 +174,8 @@ class RayBackend(LocalBackend):
     def preflight(self, *, model: str, reward: str, overrides: dict[str, dict[str, Any]],
                   stages: tuple[str, ...]) -> list[str]:
         """Every stage's recipe with its overrides (diversity always runs), the reward, and the cluster."""
-        from rftflow.rewards.runner import RewardLoadError, load_reward
+        from rftflow.rewards.contract import RewardLoadError
+        from rftflow.rewards.runner import load_reward
 
         problems = []
         for stage in dict.fromkeys((*stages, "diversity")):

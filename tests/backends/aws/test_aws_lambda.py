@@ -16,7 +16,7 @@ from botocore.stub import ANY, Stubber
 from rftflow.backends.aws import lambda_deploy
 from rftflow.cli import aws as cli
 from rftflow.data.dataset import read_records
-from rftflow.rewards.runner import RewardContractError
+from rftflow.rewards.contract import RewardContractError
 
 ROLE = "arn:aws:iam::123456789012:role/rftflow-reward-lambda"
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:SageMaker-rftflow-numeric"

@@ -250,7 +250,7 @@ def test_without_an_arn_the_open_weight_path_looks_for_the_http_envelope_lambda(
 def test_the_http_envelope_package_answers_as_open_weight_reward_functions_do(tmp_path, monkeypatch):
     """SDK v3's reward verifier (rlvr_reward_verifier._unwrap_response): open-weight reward functions return
     {statusCode: 200, body: <JSON list>}; the wrapper gives that from the same handler, and rftflow reads both."""
-    from rftflow.rewards.runner import validate_output
+    from rftflow.rewards.contract import validate_output
 
     pkg = lambda_deploy.package("numeric", response="http")
     assert pkg.module == lambda_deploy.HTTP_ENVELOPE_MODULE and "numeric.py" in pkg.files
