@@ -101,8 +101,9 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
     billed = {mf.stage: mf for mf in m.values()}
     billed.update({mf.stage: mf for s in SUMMARY_STAGES for part in graph.stage(s).parts
                    if (mf := load_complete(ctx.for_stage(graph.part(part, s)).uri)) is not None})
+    # A stage reused from the cache (`cached_from`) paid for nothing in this run: its jobs are the source run's.
     cost = sum(float(job.get("estimated_cost_usd", job.get("cost_usd")) or 0)
-               for mf in billed.values() for job in mf.jobs)
+               for mf in billed.values() if "cached_from" not in mf.inputs for job in mf.jobs)
     return {
         "dag_id": ctx.dag_id, "run_id": ctx.run_id, "cycle": ctx.cycle, "max_cycles": p.max_cycles,
         "parent_run_id": p.parent_run_id, "model_family": p.model_family, "backend": p.backend,

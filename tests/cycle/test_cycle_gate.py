@@ -157,3 +157,15 @@ def test_cli_gate_reruns_a_stored_decision_with_another_margin(params, capsys):
     assert json.loads(capsys.readouterr().out)["decision"] == "promote"
     assert cli_main(["gate", base, str(store.local_path(ctx.uri)) + "/nowhere"]) == 2
     assert "expected an eval stage folder" in capsys.readouterr().out
+
+
+def test_the_cycle_cost_counts_each_eval_once_and_nothing_reused_from_the_cache(params):
+    """The summary bills every part of a stage (the champion's and the SFT checkpoint's evals too), but an eval
+    reused from the cache paid for nothing in this run."""
+    ctx = _stored_cycle(params, 0.10, run_id="manual__cost")
+    job = {"service": "bedrock", "name": "eval-job", "estimated_cost_usd": 2.0}
+    _manifest(ctx.for_stage("baseline_eval.model"), jobs=[job])
+    _manifest(ctx.for_stage("checkpoint_eval.rft_start"), jobs=[{**job, "estimated_cost_usd": 0.5}])
+    _manifest(ctx.for_stage("baseline_eval.champion"), jobs=[{**job, "estimated_cost_usd": 3.0}],
+              inputs={"cached_from": "file:///earlier-run/cycle-1/baseline_eval.model"})
+    assert build_summary(params, ctx)["cost_usd"] == 2.5
