@@ -215,11 +215,34 @@ def run_generate(spec: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ entrypoint
 
 
+def exit_with_supervisor(poll_s: float = 2.0) -> threading.Thread:
+    """End this driver when the process that started it (Ray's job supervisor, through its shell) is gone.
+
+    A job stopped while its entrypoint was still starting can lose its supervisor and leave this driver orphaned
+    (reparented to init): it would go on training, and its Ray Train workers would hold the cluster's CPUs, under
+    a job Ray reports as STOPPED. The driver's own actors die with it.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                print(f"rftflow: the job's supervisor (pid {parent}) is gone: the job was stopped; exiting",
+                      flush=True)
+                os._exit(143)
+
+    thread = threading.Thread(target=watch, name="rftflow-supervisor-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m rftflow.backends.ray.job SPEC_URI", file=sys.stderr)
         return 2
+    exit_with_supervisor()
     spec = store.read_json(argv[0])
     kind = spec.get("kind")
     started = time.time()

@@ -194,3 +194,37 @@ def test_the_task_log_gets_each_new_job_log_line_once():
     log.text += "\n(RayTrainWorker pid=1) sft: step 10/40\n"
     assert follower.new_lines() == ["(RayTrainWorker pid=1) sft: step 10/40"]
     assert follower.new_lines() == []
+
+
+def test_a_driver_whose_supervisor_is_gone_exits_instead_of_training_on(tmp_path):
+    """A job stopped while its entrypoint starts can orphan the driver (seen here: a STOPPED job whose Ray Train
+    workers trained on and held the head's CPUs). The driver notices its supervisor is gone and exits."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    driver = ("from rftflow.backends.ray.job import exit_with_supervisor; exit_with_supervisor(0.1); "
+              "import time; time.sleep(120)")
+    supervisor = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', {driver!r}]); "
+                  "print(p.pid, flush=True); time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", supervisor], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(1.0)
+    os.kill(child, 0)  # running while its supervisor lives
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        try:  # reap it if it was reparented to us (a subreaper); otherwise init reaps it
+            os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the orphaned driver kept running after its supervisor was killed")
