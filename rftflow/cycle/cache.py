@@ -94,9 +94,11 @@ def _pointer(p: CycleParams, kind: str, key: str) -> str:
     return store.join(p.artifact_root, "cache", kind, f"{key}.json")
 
 
-def lookup(p: CycleParams, ctx: StageContext, kind: str, key: str) -> StageManifest | None:
+def lookup(p: CycleParams, ctx: StageContext, kind: str, key: str,
+           outputs: dict[str, Any] | None = None) -> StageManifest | None:
     """The complete manifest an earlier stage recorded under this content hash, recorded again as ctx's own
-    (so later stages find it where they look); None on a miss or when the cached stage is gone."""
+    (so later stages find it where they look), with `outputs` of this run's own over the earlier stage's; None
+    on a miss or when the cached stage is gone."""
     pointer = _pointer(p, kind, key)
     if not store.exists(pointer):
         return None
@@ -108,7 +110,8 @@ def lookup(p: CycleParams, ctx: StageContext, kind: str, key: str) -> StageManif
     if cached.run_id == ctx.run_id and cached.stage == ctx.stage and cached.cycle == ctx.cycle:
         return cached
     copy = cached.model_copy(update={"run_id": ctx.run_id, "cycle": ctx.cycle, "stage": ctx.stage,
-                                     "inputs": {**cached.inputs, "cached_from": source}})
+                                     "inputs": {**cached.inputs, "cached_from": source},
+                                     "outputs": {**cached.outputs, **(outputs or {})}})
     write_manifest(ctx.uri, copy)
     return copy
 

@@ -107,12 +107,12 @@ class Inputs:
     folders: dict[str, str] = field(default_factory=dict)
     starts_from: tuple[str, ...] = ()
     upstream: dict[str, Inputs] = field(default_factory=dict)  # the inputs of each upstream stage, by role
+    # manifests read so far, by folder: an upstream stage has finished before this one runs, so each is read once
+    _read: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def manifest(self, role: str) -> Any:
         """The upstream stage's complete StageManifest, or None when it did not run (or did not finish)."""
-        from rftflow.artifacts.manifest import load_complete
-
-        return load_complete(self._folder(role))
+        return self._load(self._folder(role))
 
     def manifest_uri(self, role: str) -> str:
         from rftflow.artifacts.store import join
@@ -125,12 +125,10 @@ class Inputs:
 
     def start_model(self) -> str:
         """The model the stage starts from: the first of its starts_from stages with a complete checkpoint."""
-        from rftflow.artifacts.manifest import load_complete
-
         if not self.starts_from:
             raise ValueError("not a stage that starts from a model (rftflow.cycle.graph)")
         for folder in self.starts_from:
-            manifest = load_complete(folder)
+            manifest = self._load(folder)
             if manifest is not None and manifest.checkpoint_uri:
                 return manifest.checkpoint_uri
         raise RuntimeError(f"none of {list(self.starts_from)} has a complete manifest with a checkpoint in this run")
@@ -142,6 +140,13 @@ class Inputs:
     def lineage(self) -> dict[str, str]:
         """role -> manifest URI of every upstream stage that completed: recorded in the stage's own manifest."""
         return {role: self.manifest_uri(role) for role in self.folders if self.manifest(role) is not None}
+
+    def _load(self, folder: str) -> Any:
+        if folder not in self._read:
+            from rftflow.artifacts.manifest import load_complete
+
+            self._read[folder] = load_complete(folder)
+        return self._read[folder]
 
     def _folder(self, role: str) -> str:
         try:

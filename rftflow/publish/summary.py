@@ -70,9 +70,15 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
     summarized stage in the graph's order (done, reused or skipped)."""
     inputs = graph.inputs_of(ctx.for_stage(graph.REPORT))
     m = {role: mf for role in inputs.folders if (mf := inputs.manifest(role)) is not None}
+    role_of = {folder: role for role, folder in inputs.folders.items()}
+
+    def manifest_at(stage: str) -> Any:  # each manifest read once: the report's inputs hold those already read
+        uri = ctx.for_stage(stage).uri
+        return inputs.manifest(role_of[uri]) if uri in role_of else load_complete(uri)
+
     stages = []
     for name in SUMMARY_STAGES:
-        manifest = load_complete(ctx.for_stage(name).uri)
+        manifest = manifest_at(name)
         if manifest is None:
             if name != "stop":  # a cycle that did not stop is not "skipped" at stop
                 stages.append({"stage": name, "status": "skipped"})
@@ -100,7 +106,7 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
     # SFT checkpoint's eval): every part of a summarized stage is billed with it, once.
     billed = {mf.stage: mf for mf in m.values()}
     billed.update({mf.stage: mf for s in SUMMARY_STAGES for part in graph.stage(s).parts
-                   if (mf := load_complete(ctx.for_stage(graph.part(part, s)).uri)) is not None})
+                   if (mf := manifest_at(graph.part(part, s))) is not None})
     # A stage reused from the cache (`cached_from`) paid for nothing in this run: its jobs are the source run's.
     cost = sum(float(job.get("estimated_cost_usd", job.get("cost_usd")) or 0)
                for mf in billed.values() if "cached_from" not in mf.inputs for job in mf.jobs)

@@ -27,6 +27,7 @@ from rftflow.backends.aws.stages import (
 )
 from rftflow.backends.base import PendingJob, StageContext
 from rftflow.cycle.recipes import DiversityConfig, EvalConfig, RFTConfig, SFTConfig, build_config
+from rftflow.scoring.diversity import sample_prompts
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ class SageMakerBackend(AwsBackend):
             from rftflow.data.dataset import read_records
 
             cfg, _ = self._eval_config(DiversityConfig, overrides, {"max_new_tokens": 1024})
-            records = self.diversity_sample(read_records(train_uri, kind="rft"), cfg)
+            records = sample_prompts(read_records(train_uri, kind="rft"), cfg)
             return self._submit_serverless_eval(ctx, "diversity", model, train_uri, reward, records, cfg.k, cfg,
                                                 {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
                                                  "top_p": cfg.top_p})
@@ -281,7 +282,7 @@ class SageMakerBackend(AwsBackend):
         cfg, recipe_overrides = self._eval_config(DiversityConfig, overrides, {"max_new_tokens": 1024})
         recipe_overrides.update({"inference.temperature": cfg.temperature, "inference.top_p": cfg.top_p,
                                  "inference.max_new_tokens": cfg.max_new_tokens})
-        records = self.diversity_sample(read_records(train_uri, kind="rft"), cfg)
+        records = sample_prompts(read_records(train_uri, kind="rft"), cfg)
         return self._submit_eval(ctx, "diversity", model, train_uri, reward, records, cfg.k, cfg, recipe_overrides)
 
     @staticmethod

@@ -22,6 +22,7 @@ from rftflow.artifacts.manifest import StageManifest, package_versions, stage_ur
 from rftflow.backends.base import Backend, PendingJob, StageContext
 from rftflow.cycle.recipes import DiversityConfig, EvalConfig, build_config
 from rftflow.options import setting
+from rftflow.scoring.diversity import sample_prompts
 
 log = logging.getLogger(__name__)
 
@@ -373,13 +374,6 @@ class AwsBackend(Backend):
     def diversity_config(self, overrides: dict[str, Any] | None) -> tuple[DiversityConfig, list[str]]:
         return self._split(DiversityConfig, overrides, AWS_DIVERSITY_DEFAULTS)
 
-    @staticmethod
-    def diversity_sample(records: list[Any], cfg: DiversityConfig) -> list[Any]:
-        """The same seeded prompt sample every backend draws."""
-        from rftflow.scoring.diversity import sample_prompts
-
-        return sample_prompts(records, cfg)
-
     def finish_diversity(self, ctx: StageContext, started_at: str, model_uri: str, train_uri: str, reward: str,
                          records: list[Any], completions: list[list[dict[str, Any]]], cfg: DiversityConfig,
                          jobs: list[dict[str, Any]], notes: list[str]) -> StageManifest:
@@ -413,7 +407,7 @@ class AwsBackend(Backend):
         sample = sampler or functools.partial(self._converse, model_id)
         started_at = now_iso()
         cfg, notes = self.diversity_config(overrides)
-        records = self.diversity_sample(read_records(train_uri, kind="rft"), cfg)
+        records = sample_prompts(read_records(train_uri, kind="rft"), cfg)
         self.reward_function(reward)  # a bad reward spec fails before any paid call
         completions, job = sample(records, cfg.k, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
         return self.finish_diversity(ctx, started_at, model_uri, train_uri, reward, records, completions, cfg,

@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 from rftflow.artifacts import store
-from rftflow.artifacts.manifest import write_manifest
 from rftflow.backends.base import StageContext
 from rftflow.cycle import cache
 from rftflow.cycle.context import backend_for, record, reused
@@ -35,9 +34,8 @@ def validate_data(p: CycleParams, ctx: StageContext, inputs: Inputs | None = Non
     validate_targets(p.notify)
     target = aws_target(p)
     key = cache.validation_cache_key(p, target)
-    if (cached := cache.lookup(p, ctx, "validation", key)) is not None:
-        if cached.outputs.get("params") != resolved["params"]:  # the data's verdict is reused, not another run's params
-            write_manifest(ctx.uri, cached.model_copy(update={"outputs": {**cached.outputs, **resolved}}))
+    # the data's verdict is reused; the manifest records this run's own params, not the earlier run's
+    if (cached := cache.lookup(p, ctx, "validation", key, outputs=resolved)) is not None:
         return {"manifest_uri": store.join(ctx.uri, "manifest.json"), **cached.metrics, **resolved}
     region, flavour = target
     uses_sft = cache.uses_sft_data(p)
