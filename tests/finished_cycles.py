@@ -77,7 +77,7 @@ def write_finished_cycle(root: str, run_id: str, *, family: str = "tiny-finqa", 
 
     improved=True: the candidate beats the baseline, the gate promotes and the champion moves.
     improved=False: the candidate is worse and the gate rejects it.
-    mlflow: the `mlflow` entry (run id, URL) to record in cycle.json and the index.
+    mlflow: the `mlflow` entry (run id, URL) to record in cycle.json (the index points to it).
     """
     from rftflow.artifacts import store
     from rftflow.artifacts.manifest import StageManifest, write_manifest
@@ -85,7 +85,7 @@ def write_finished_cycle(root: str, run_id: str, *, family: str = "tiny-finqa", 
     from rftflow.cycle.context import stage_context
     from rftflow.cycle.params import parse_params
     from rftflow.cycle.recipes import DiversityConfig
-    from rftflow.publish.summary import build_summary, index_uri, publish_summary
+    from rftflow.publish.summary import build_summary, publish_summary
     from rftflow.scoring.diversity import decide as diversity_decision
     from rftflow.scoring.diversity import summarize as diversity_summary
     from rftflow.scoring.evaluation import summarize
@@ -140,8 +140,7 @@ def write_finished_cycle(root: str, run_id: str, *, family: str = "tiny-finqa", 
                  decision={"promoted": True, "model_uri": candidate_model,
                            "reason": f"champion of {family} is now {candidate_model}"})
     published = publish_summary(p, ctx, build_summary(p, ctx))
-    if mlflow:  # as if the cycle had been tracked on an MLflow server
-        index = [u for u in store.list_prefix(index_uri(root, family)) if store.read_json(u)["run_id"] == run_id]
-        for uri in [published["cycle_json_uri"], *index]:
-            store.write_json(uri, {**store.read_json(uri), "mlflow": mlflow})
+    if mlflow:  # as if the cycle had been tracked on an MLflow server (the index points to cycle.json)
+        uri = published["cycle_json_uri"]
+        store.write_json(uri, {**store.read_json(uri), "mlflow": mlflow})
     return store.read_json(published["cycle_json_uri"])

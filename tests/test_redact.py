@@ -103,8 +103,8 @@ def _finished_cycle(root: str, run_id: str, model_uri: str) -> dict:
             finished_at="t", duration_s=1.0, **fields))
 
     manifest("validate_data", metrics={"ok": True}, inputs={"train_uri": p.train_uri})
-    manifest("baseline_eval", checkpoint_uri=model_uri, metrics=evals, inputs={"start": model_uri})
-    manifest("baseline_eval.model", checkpoint_uri=model_uri, metrics=evals, inputs={"model_uri": model_uri})
+    manifest("baseline_eval", checkpoint_uri=model_uri, metrics=evals, inputs={"model_uri": model_uri})
+    manifest("baseline_eval.registry", checkpoint_uri=model_uri, inputs={"start": model_uri})
     manifest("diversity_check", checkpoint_uri=model_uri, metrics={"mixed": 0.5},
              decision={"decision": "rft", "reason": "mixed"})
     rft = ctx.for_stage("rft").uri

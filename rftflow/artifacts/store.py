@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 __all__ = [
@@ -371,6 +371,11 @@ def read_jsonl(uri: str) -> list[Any]:
     return [json.loads(line) for line in read_text(uri).splitlines() if line.strip()]
 
 
+def write_jsonl(uri: str, rows: Iterable[Any]) -> None:
+    """One JSON value per line (atomically for local files); values JSON cannot hold are written as text."""
+    write_text(uri, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+
+
 def write_json(uri: str, obj: Any) -> None:
     """Write `obj` as indented UTF-8 JSON (atomically for local files)."""
     write_text(uri, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
@@ -452,6 +457,38 @@ def put_dir(local_dir: str, uri: str) -> None:
 def get_dir(uri: str, local_dir: str) -> None:
     """Copy every file under the prefix `uri` into a local folder, keeping relative paths."""
     copy_prefix(uri, local_dir)
+
+
+def local_copy(uri: str, cache_dir: str) -> str:
+    """A file or folder on this machine holding `uri`: a local path where it is; a remote one downloaded once
+    into `cache_dir` (a folder, or a file when the URI is one), by atomic rename, so that concurrent readers
+    (tasks, Ray workers on one node) share one copy and never see half of it."""
+    local = local_path(uri)
+    if local is not None:
+        return local
+    name = uri.rstrip("/").rsplit("/", 1)[-1] or "copy"
+    import hashlib
+
+    target = os.path.join(cache_dir, hashlib.sha256(uri.encode()).hexdigest()[:16], name)
+    if os.path.exists(target):
+        return target
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=cache_dir)
+    try:
+        staged = os.path.join(tmp, name)
+        if not exists(uri) or exists(join(uri, "config.json")):  # a prefix (a model folder), not one object
+            get_dir(uri, staged)
+        else:
+            get_file(uri, staged)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.rename(staged, target)
+        except OSError:
+            if not os.path.exists(target):  # not a concurrent reader's finished copy: a real error
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 @_s3_errors

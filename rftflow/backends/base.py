@@ -1,19 +1,24 @@
-"""The interface every training backend implements, and the context a stage runs in.
+"""The interface every backend implements, the stages written once over it, and the context a stage runs in.
 
-The DAG calls these four stage methods the same way whatever the backend; what differs between
-`local`, `sagemaker` and `bedrock` is one small class each.
+A backend differs from another in its primitives only (`sampling_config`, `generate`, `train`, and for remote
+jobs `generated`, `complete_training`, `trigger_for`, `stop`); evaluation, the diversity check, scoring and
+the manifests they write are `Backend` methods every backend shares.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from rftflow.artifacts.manifest import StageManifest, stage_uri
+from rftflow.artifacts import store
+from rftflow.artifacts.manifest import StageManifest, package_versions, stage_uri, write_manifest
 
 
 @dataclass(frozen=True)
@@ -43,52 +48,308 @@ class PendingJob:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+EVALUATE, DIVERSITY = "evaluate", "diversity"  # the two stage kinds that sample the model (PendingJob details)
+PENDING = "pending.json"  # beside the stage: the job it submitted and waits for
+ROWS = "rows.jsonl"
+FILTERED_TRAIN = "filtered_train.jsonl"
+
+
+@dataclass
+class SamplingPlan:
+    """What an eval or a diversity check asks of `Backend.generate`: the prompts, the sampling passes over them
+    (each {name, k, temperature, top_p?, max_new_tokens, seed?, batch_size}: "greedy" and "sampled" for an
+    eval, "sampled" for the diversity check), and the stage's typed recipe. The same on every backend."""
+
+    kind: str  # EVALUATE or DIVERSITY
+    config: Any  # EvalConfig | DiversityConfig
+    records: list[Any]
+    passes: list[dict[str, Any]]
+    overrides: dict[str, Any] = field(default_factory=dict)  # the run's overrides (a job's own recipe reads some)
+    notes: list[str] = field(default_factory=list)
+
+    def record_ids(self) -> list[str]:
+        return [r.id for r in self.records]
+
+
+def sampling_plan(kind: str, cfg: Any, records: list[Any], overrides: dict[str, Any] | None = None,
+                  notes: list[str] | None = None) -> SamplingPlan:
+    """The passes a recipe asks for: an eval's greedy pass (and k sampled answers for pass@k); the diversity
+    check's k rollouts per prompt, on the seeded sample of training prompts every backend draws alike."""
+    if kind == EVALUATE:
+        records = records[:cfg.max_prompts] if cfg.max_prompts else records
+        passes: list[dict[str, Any]] = [{"name": "greedy", "k": 1, "temperature": 0.0,
+                                         "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size}]
+        if cfg.pass_at_k:
+            passes.append({"name": "sampled", "k": cfg.pass_at_k, "temperature": cfg.sample_temperature,
+                           "top_p": cfg.sample_top_p, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
+                           "batch_size": cfg.batch_size})
+    elif kind == DIVERSITY:
+        from rftflow.scoring.diversity import sample_prompts
+
+        records = sample_prompts(records, cfg)
+        passes = [{"name": "sampled", "k": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p,
+                   "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed, "batch_size": cfg.batch_size}]
+    else:
+        raise ValueError(f"unknown sampling stage kind {kind!r}; expected {EVALUATE} or {DIVERSITY}")
+    return SamplingPlan(kind, cfg, list(records), passes, dict(overrides or {}), list(notes or []))
+
+
+@dataclass
+class Generation:
+    """What `Backend.generate` sampled for a plan, and what it cost.
+
+    completions: pass name -> per prompt (in plan order) -> k completions ({"text", "tokens", ...}); or, for
+    a job that scored its answers itself (SageMaker's rft_eval recipe calls the reward Lambda), `rows`
+    already scored; neither when the job reported aggregate metrics only. jobs: billed job records (their
+    `estimated_cost_usd` sum is the stage's cost); timings: the sampler's own timings.
+    """
+
+    completions: dict[str, list[list[dict[str, Any]]]] | None = None
+    rows: list[dict[str, Any]] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, Any] | None = None
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def iso_time(started: float | str) -> tuple[str, float]:
+    """(ISO text, epoch seconds) of a start time given either way."""
+    if isinstance(started, str):
+        return started, datetime.fromisoformat(started).timestamp()
+    return datetime.fromtimestamp(started, UTC).isoformat(), float(started)
+
+
 class Backend(ABC):
-    """One training/evaluation backend. Stage methods write under ctx.uri and return its manifest."""
+    """One training/evaluation backend.
+
+    A backend implements its primitives: `generate` (sample a plan's passes: a child process, Ray tasks,
+    converse calls, an eval job), `train` (SFT or GRPO), `complete_training` and, where `generate` answers with
+    a pending job, `generated`. Evaluation, the diversity check, scoring with the reward and the stage
+    manifests are written once, here, over those primitives, so every backend measures alike.
+    """
 
     name: ClassVar[str]
+
+    # ------------------------------------------------------------------ primitives
 
     def resolve_model(self, model: str, ctx: StageContext) -> str:
         """Turn a user-facing model name into the URI/identifier the stages take."""
         return model
 
     @abstractmethod
-    def evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
-                 overrides: dict[str, Any] | None = None) -> StageManifest:
-        """Greedy pass@1, mean reward, response length and per-metadata breakdown on the eval set."""
+    def sampling_config(self, kind: str, overrides: dict[str, Any] | None) -> tuple[Any, list[str]]:
+        """(the eval or diversity recipe with the run's overrides, notes on overrides that do not apply)."""
 
     @abstractmethod
-    def diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
-                  overrides: dict[str, Any] | None = None) -> StageManifest:
-        """k rollouts per prompt, their pass pattern, and the rft / sft_first / stop_saturated decision."""
+    def generate(self, ctx: StageContext, model_uri: str, plan: SamplingPlan, reward: str) -> Generation | PendingJob:
+        """Sample the plan's passes on `model_uri`; a PendingJob where a remote job samples (then `generated`)."""
+
+    def generated(self, ctx: StageContext, pending: PendingJob, plan: SamplingPlan,
+                  event: dict[str, Any]) -> Generation:
+        """The completions of a sampling job that has ended (`event`: its trigger's); raises when it failed."""
+        raise NotImplementedError(f"backend {self.name!r} samples synchronously")
 
     @abstractmethod
+    def train(self, ctx: StageContext, kind: str, model_uri: str, data_uri: str, reward: str | None,
+              overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
+        """SFT (kind "sft", on demonstrations) or GRPO (kind "rft", with the reward) from model_uri."""
+
+    def complete_training(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any]) -> StageManifest:
+        """Finish a training stage whose job has ended (`pending` as `awaited` found it)."""
+        raise NotImplementedError(f"backend {self.name!r} trains synchronously")
+
+    def reward_function(self, reward: str) -> Any:
+        """What scores completions here (a bad reward spec raises, before anything is sampled or paid for)."""
+        from rftflow.rewards.runner import load_reward
+
+        return load_reward(reward)
+
+    def scoring_options(self, reward_fn: Any) -> dict[str, Any]:
+        """How `reward_fn` runs (rftflow.rewards.runner.score's workers and per-batch timeout)."""
+        return {"workers": 0, "timeout_s": 60.0}
+
+    def reused(self, ctx: StageContext) -> StageManifest | None:
+        """The stage's complete manifest when the backend returns it instead of running the stage again."""
+        return None
+
+    # ------------------------------------------------------------------ stages, written once
+
     def sft(self, ctx: StageContext, model_uri: str, sft_uri: str,
             overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
         """Supervised fine-tuning on demonstrations."""
+        return self.train(ctx, "sft", model_uri, sft_uri, None, overrides)
 
-    @abstractmethod
     def rft(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
             overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
         """Reinforcement fine-tuning (GRPO) with the reward function."""
+        return self.train(ctx, "rft", model_uri, train_uri, reward, overrides)
 
-    def drift(self, ctx: StageContext, candidate_uri: str, start_uri: str, eval_uri: str, rows_uri: str | None,
-              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """KL(candidate || start) per token, estimated on the candidate's own eval completions, for the gate's
-        KL guard when training logs none. {"kl": float, "completions": n, "tokens": t}, or {"kl": None,
-        "reason": why} where the backend cannot score log-probabilities."""
-        return {"kl": None, "reason": f"the {self.name} backend cannot score the eval completions' "
-                                      "log-probabilities under two models"}
+    def evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
+                 overrides: dict[str, Any] | None = None) -> StageManifest:
+        """Greedy pass@1, mean reward, response length and per-metadata breakdown on the eval set (pass@k when
+        the recipe asks); waits here for a remote job (the DAG's tasks defer instead, via start_evaluate).
+
+        Manifest: metrics {pass_at_1, mean_reward, mean_response_tokens, n, pass_at_k, k, sampled_pass_at_1,
+        reward_metrics, breakdown, sampling (the sampler's timings), estimated_cost_usd (billed backends)},
+        outputs {rows_uri}, checkpoint_uri = the model evaluated."""
+        return run_remote(self, ctx, lambda: self.start_evaluate(ctx, model_uri, eval_uri, reward, overrides))
+
+    def diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
+                  overrides: dict[str, Any] | None = None) -> StageManifest:
+        """k rollouts on a seeded sample of training prompts; pass patterns, fractions, decision.
+
+        Manifest: metrics {k, n_prompts, all_pass, all_fail, mixed, mean_pass_rate, expected_mixed,
+        expected_mixed_per_prompt, pass_at_k, mean_response_tokens, ...}, decision {decision, reason},
+        outputs {rows_uri, filtered_train_uri (when write_filtered)}."""
+        return run_remote(self, ctx, lambda: self.start_diversity(ctx, model_uri, train_uri, reward, overrides))
 
     def start_evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
                        overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
-        """`evaluate`, or a PendingJob where the backend runs evaluation as a remote job (then `complete`)."""
-        return self.evaluate(ctx, model_uri, eval_uri, reward, overrides)
+        """`evaluate`'s manifest, or the PendingJob of the remote job that samples (then `complete`)."""
+        return self._start_sampling(ctx, EVALUATE, model_uri, eval_uri, reward, overrides)
 
     def start_diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
                         overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
-        """`diversity`, or a PendingJob where the backend samples in a remote job (then `complete`)."""
-        return self.diversity(ctx, model_uri, train_uri, reward, overrides)
+        """`diversity`'s manifest, or the PendingJob of the remote job that samples (then `complete`)."""
+        return self._start_sampling(ctx, DIVERSITY, model_uri, train_uri, reward, overrides)
+
+    def _start_sampling(self, ctx: StageContext, kind: str, model_uri: str, data_uri: str, reward: str,
+                        overrides: dict[str, Any] | None) -> StageManifest | PendingJob:
+        if (m := self.reused(ctx)) is not None:
+            return m
+        from rftflow.data.dataset import read_records
+
+        started = time.time()
+        cfg, notes = self.sampling_config(kind, overrides)
+        plan = sampling_plan(kind, cfg, read_records(data_uri, kind="rft"), overrides, notes)
+        self.reward_function(reward)  # a bad reward spec fails before anything is sampled or paid for
+        result = self.generate(ctx, model_uri, plan, reward)
+        if isinstance(result, Generation):
+            return self.finish_sampling(ctx, plan, result, started=started, model_uri=model_uri, data_uri=data_uri,
+                                        reward=reward)
+        # what completing needs, kept with the job (the backend's own details win: e.g. the resolved model)
+        result.details = {"stage_kind": kind, "model_uri": model_uri, "data_uri": data_uri, "reward": reward,
+                          "overrides": plan.overrides, "config": cfg.model_dump(), "record_ids": plan.record_ids(),
+                          "notes": plan.notes, "started": started, **result.details}
+        self.save_pending(ctx, result)
+        return result
+
+    def saved_plan(self, details: dict[str, Any]) -> SamplingPlan:
+        """The plan a sampling job ran, from its pending job: the recipe it ran with, its prompts by id."""
+        from rftflow.cycle.recipes import DiversityConfig, EvalConfig
+        from rftflow.data.dataset import read_records
+
+        kind = details["stage_kind"]
+        cfg = (EvalConfig if kind == EVALUATE else DiversityConfig).model_validate(details["config"])
+        by_id = {r.id: r for r in read_records(details["data_uri"], kind="rft")}
+        missing = [i for i in details["record_ids"] if i not in by_id]
+        if missing:
+            raise ValueError(f"{details['data_uri']} changed while the job ran: ids {missing[:5]} are gone")
+        plan = sampling_plan(kind, cfg, [], details.get("overrides"), details.get("notes"))
+        plan.records = [by_id[i] for i in details["record_ids"]]
+        return plan
+
+    def finish_sampling(self, ctx: StageContext, plan: SamplingPlan, gen: Generation, *, started: float | str,
+                        model_uri: str, data_uri: str, reward: str) -> StageManifest:
+        """Score what was sampled with the stage's reward, summarise, decide (diversity), write rows and the
+        manifest: one code path for every backend, so their numbers mean the same."""
+        from rftflow.scoring import diversity as diversity_mod
+        from rftflow.scoring import evaluation
+
+        cfg, records = plan.config, plan.records
+        rows, decision, outputs = gen.rows, None, {}
+        for name, got in (gen.completions or {}).items():
+            if len(got) != len(records):
+                raise RuntimeError(f"{ctx.stage}: the {name!r} pass returned completions for {len(got)} of "
+                                   f"{len(records)} prompts")
+        if plan.kind == DIVERSITY:
+            reward_fn = self.reward_function(reward)
+            rows, metrics, decision = diversity_mod.score(records, (gen.completions or {})["sampled"], reward_fn,
+                                                          cfg, **self.scoring_options(reward_fn))
+        elif rows is None and gen.completions is not None:
+            reward_fn = self.reward_function(reward)
+            rows = evaluation.score_rows(records, [c[0] for c in gen.completions["greedy"]], reward_fn,
+                                         pass_threshold=cfg.pass_threshold, sampled=gen.completions.get("sampled"),
+                                         **self.scoring_options(reward_fn))
+        if plan.kind == EVALUATE:
+            metrics = evaluation.summarize(rows, cfg.breakdown_fields) if rows is not None else \
+                {"pass_at_1": None, "mean_reward": None}
+        metrics.update(gen.metrics)
+        if rows is not None:
+            store.write_jsonl(store.join(ctx.uri, ROWS), rows)
+            outputs["rows_uri"] = store.join(ctx.uri, ROWS)
+        if plan.kind == DIVERSITY and cfg.write_filtered:
+            from rftflow.data.dataset import write_records
+
+            keep = diversity_mod.informative(records, rows)
+            write_records(store.join(ctx.uri, FILTERED_TRAIN), keep)
+            outputs["filtered_train_uri"] = store.join(ctx.uri, FILTERED_TRAIN)
+            metrics["filtered_prompts"] = len(keep)
+        if gen.timings is not None:
+            metrics["sampling"] = gen.timings
+        extra: dict[str, Any] = {}
+        if gen.jobs:
+            from rftflow.backends.aws.pricing import total_cost
+
+            metrics["estimated_cost_usd"] = total_cost(gen.jobs)
+            extra["jobs"] = gen.jobs
+        data_key = "eval_uri" if plan.kind == EVALUATE else "train_uri"
+        return self.finish(ctx, started, checkpoint_uri=model_uri, metrics=metrics, decision=decision,
+                           outputs={**outputs, **gen.outputs}, **extra,
+                           inputs={"model_uri": model_uri, data_key: data_uri, "reward": reward, **gen.inputs,
+                                   "config": cfg.model_dump(), "notes": [*plan.notes, *gen.notes]})
+
+    def finish(self, ctx: StageContext, started: float | str, **fields: Any) -> StageManifest:
+        """Write the stage's manifest, last: its presence marks the stage complete."""
+        started_at, started_ts = iso_time(started)
+        finished = time.time()
+        manifest = StageManifest(
+            dag_id=ctx.dag_id, run_id=ctx.run_id, cycle=ctx.cycle, stage=ctx.stage, backend=self.name,
+            started_at=started_at, finished_at=datetime.fromtimestamp(finished, UTC).isoformat(),
+            duration_s=round(max(0.0, finished - started_ts), 3), versions=package_versions(), **fields,
+        )
+        write_manifest(ctx.uri, manifest)
+        return manifest
+
+    # ------------------------------------------------------------------ remote jobs
+
+    def save_pending(self, ctx: StageContext, pending: PendingJob) -> PendingJob:
+        """Keep the pending job beside the stage, so completing it does not depend on what the caller kept."""
+        store.write_json(store.join(ctx.uri, PENDING), dataclasses.asdict(pending))
+        return pending
+
+    def load_pending(self, ctx: StageContext) -> PendingJob | None:
+        """The job this stage submitted and has not completed, if any (what a killed task stops, what a runner
+        that resumes with the trigger's event only completes)."""
+        uri = store.join(ctx.uri, PENDING)
+        return PendingJob(**store.read_json(uri)) if store.exists(uri) else None
+
+    def awaited(self, ctx: StageContext, pending: PendingJob | None, event: dict[str, Any]) -> PendingJob:
+        """The job this stage waited for: the one the task deferred with, else the one saved with the stage
+        (some runners, dag.test, resume with the event only); the trigger's event must be about that job."""
+        if pending is None or not pending.job_name or not pending.details:
+            saved = self.load_pending(ctx)
+            if saved is None:
+                raise RuntimeError(f"{ctx.stage}: no pending job given and none saved under {ctx.uri}")
+            pending = saved
+        job = event.get("job_name")
+        if job and job != pending.job_name:
+            raise RuntimeError(f"{ctx.stage}: the trigger reported job {job}, but this stage waits for "
+                               f"{pending.job_name}")
+        return pending
+
+    def complete(self, ctx: StageContext, pending: PendingJob | None, event: dict[str, Any]) -> StageManifest:
+        """Finish a stage whose remote job has ended (called after the deferral resumes); `pending` may be None:
+        the job saved with the stage is used."""
+        pending = self.awaited(ctx, pending, event)
+        d = pending.details
+        if d.get("stage_kind") not in (EVALUATE, DIVERSITY):
+            return self.complete_training(ctx, pending, event)
+        plan = self.saved_plan(d)
+        return self.finish_sampling(ctx, plan, self.generated(ctx, pending, plan, event), started=d["started"],
+                                    model_uri=d["model_uri"], data_uri=d["data_uri"], reward=d["reward"])
 
     def settle(self, ctx: StageContext, pending: PendingJob) -> StageManifest:
         """Wait here for `pending` (its trigger, run in this process) and complete the stage."""
@@ -101,27 +362,29 @@ class Backend(ABC):
 
         return self.complete(ctx, pending, asyncio.run(first_event()))
 
-    def preflight(self, *, model: str, reward: str, overrides: dict[str, dict[str, Any]],
-                  stages: tuple[str, ...]) -> list[str]:
-        """What would make the cycle fail later on this backend, checked before anything is paid for (roles,
-        the reward Lambda, every stage's recipe with its overrides); one readable line per problem."""
-        return []
-
-    def load_pending(self, ctx: StageContext) -> PendingJob | None:
-        """The remote job this stage submitted and has not completed, if any (what a killed task stops)."""
-        return None
-
     def trigger_for(self, pending: PendingJob) -> Any:
-        """The Airflow trigger (from the amazon provider) that waits for `pending` without a worker slot."""
+        """The Airflow trigger that waits for `pending` without a worker slot."""
         raise NotImplementedError(f"backend {self.name!r} runs stages synchronously")
 
     def stop(self, pending: PendingJob) -> None:
         """Stop the remote job (called when the task is killed); local stages have none to stop."""
         return None
 
-    def complete(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any]) -> StageManifest:
-        """Finish a stage whose remote job has ended (called after the deferral resumes)."""
-        raise NotImplementedError(f"backend {self.name!r} runs stages synchronously")
+    # ------------------------------------------------------------------ optional
+
+    def drift(self, ctx: StageContext, candidate_uri: str, start_uri: str, eval_uri: str, rows_uri: str | None,
+              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """KL(candidate || start) per token, estimated on the candidate's own eval completions, for the gate's
+        KL guard when training logs none. {"kl": float, "completions": n, "tokens": t}, or {"kl": None,
+        "reason": why} where the backend cannot score log-probabilities."""
+        return {"kl": None, "reason": f"the {self.name} backend cannot score the eval completions' "
+                                      "log-probabilities under two models"}
+
+    def preflight(self, *, model: str, reward: str, overrides: dict[str, dict[str, Any]],
+                  stages: tuple[str, ...]) -> list[str]:
+        """What would make the cycle fail later on this backend, checked before anything is paid for (roles,
+        the reward Lambda, every stage's recipe with its overrides); one readable line per problem."""
+        return []
 
 
 class StageDeferred(Exception):  # noqa: N818  (not an error: the stage waits for its job)

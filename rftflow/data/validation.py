@@ -452,7 +452,7 @@ def _split_plans(
 
 
 def _aws_setting(backend: str, name: str) -> str | None:
-    from rftflow.backends.aws.stages import _option_value
+    from rftflow.backends.aws.backend import _option_value
 
     value = _option_value(backend, name)
     if value is None and name == "region_name":

@@ -139,15 +139,14 @@ class CycleTask(BaseOperator):
         self.log.info("%s: waiting for %s %s (deferred: no worker slot is held while it runs)", waiting.ctx.stage,
                       pending.kind, pending.job_name)
         self.defer(trigger=with_progress(backend.trigger_for(pending), None, pending, backend), method_name="resume",
-                   kwargs={"pending": dataclasses.asdict(pending), "stage": waiting.ctx.stage},
+                   kwargs={"stage": waiting.ctx.stage},
                    timeout=timedelta(seconds=float(timeout)) if timeout else None)
 
-    def resume(self, context: Any, event: dict[str, Any] | None = None, pending: dict[str, Any] | None = None,
-               stage: str | None = None) -> Any:
-        """The job a stage of this task waited for has ended: complete that stage, then run the task again
-        (finished stages are found complete; another remote stage may defer again)."""
+    def resume(self, context: Any, event: dict[str, Any] | None = None, stage: str | None = None, **_: Any) -> Any:
+        """The job a stage of this task waited for has ended: complete that stage (its backend reads the job
+        from the stage's pending.json), then run the task again (finished stages are found complete; another
+        remote stage may defer again)."""
         from rftflow.artifacts import store
-        from rftflow.backends.base import PendingJob
         from rftflow.cycle import context as cycle
         from rftflow.redact import install_log_redaction, redacted_errors
 
@@ -157,7 +156,7 @@ class CycleTask(BaseOperator):
             stage = store.read_json(marker)["stage"] if store.exists(marker) else self.task_id
         p, ctx = cycle.for_task(context, stage)
         with redacted_errors():
-            cycle.backend_for(p).complete(ctx, PendingJob(**pending) if pending else None, event or {})
+            cycle.backend_for(p).complete(ctx, None, event or {})
         return self.execute(context)
 
     def _watch(self, context: Any, result: Any) -> None:
@@ -235,24 +234,21 @@ class TrainingStageOperator(BaseOperator):
             timeout = result.details.get("wait_timeout_s")
             backend = cycle.backend_for(p)
             self.defer(trigger=with_progress(backend.trigger_for(result), every, result, backend),
-                       method_name="execute_complete", kwargs={"pending": self._pending},
+                       method_name="execute_complete",
                        timeout=timedelta(seconds=float(timeout)) if timeout else None)
         return training_result(result)
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None,
-                         pending: dict[str, Any] | None = None) -> dict[str, Any]:
-        from rftflow.backends.base import PendingJob
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
+        """The job has ended: the backend completes the stage from the job it saved with the stage when it
+        submitted (pending.json), the one place a pending job is kept; the trigger's event must name it."""
         from rftflow.cycle import context as cycle
         from rftflow.cycle.stages.training import training_result
         from rftflow.redact import install_log_redaction, redacted_errors
 
         install_log_redaction()
         p, ctx = cycle.for_task(context, self.stage)
-        # Some runners (dag.test) resume with the event only; the backend then reloads the job it
-        # recorded under the stage folder when it submitted.
-        job = PendingJob(**pending) if pending else None
         with redacted_errors():
-            manifest = cycle.backend_for(p).complete(ctx, job, event or {})
+            manifest = cycle.backend_for(p).complete(ctx, None, event or {})
         return training_result(manifest)
 
     def on_kill(self) -> None:

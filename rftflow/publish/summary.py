@@ -120,7 +120,7 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
         "validation": m["validation"].metrics if "validation" in m else None,
         "baseline": baseline.metrics if baseline else None,
         "candidate": candidate.metrics if candidate else None,
-        "champion": (baseline.decision or {}).get("champion") if baseline else None,
+        "champion": m["champion"].metrics if "champion" in m else None,
         "sft_checkpoint": sft_eval.metrics if sft_eval else None,
         "diversity": diversity,
         "gate": m["gate"].decision if "gate" in m else None,
@@ -175,6 +175,10 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
+# what an index entry holds: where the cycle's summary is, and what finds it
+INDEX_KEYS = ("dag_id", "run_id", "cycle", "model_family", "finished_at", "cycle_json_uri")
+
+
 def index_uri(artifact_root: str, model_family: str) -> str:
     return store.join(artifact_root, "index", model_family)
 
@@ -200,7 +204,8 @@ def publish_summary(p: CycleParams, ctx: StageContext, summary: dict[str, Any]) 
     store.write_json(summary["cycle_json_uri"], summary)
     entry = store.join(index_uri(p.artifact_root, p.model_family),
                        f"{_safe(ctx.dag_id)}__{_safe(ctx.run_id)}__cycle-{ctx.cycle}.json")
-    store.write_json(entry, summary)
+    # the index holds a pointer per cycle: cycle.json is the one copy of the summary
+    store.write_json(entry, {key: summary.get(key) for key in INDEX_KEYS})
     notify_gate(p.notify, summary)
     return {"report_md_uri": written["report_md_uri"], "report_html_uri": written.get("report_html_uri"),
             "cycle_json_uri": summary["cycle_json_uri"], "mlflow_url": (summary["mlflow"] or {}).get("mlflow_url")}
@@ -212,9 +217,27 @@ def read_index(artifact_root: str, model_family: str | None = None) -> list[dict
     if not store.exists(root):
         return []
     uris = [u for u in store.list_prefix(root) if u.endswith(".json")]
+    from concurrent.futures import ThreadPoolExecutor
+
     from rftflow.redact import redact
 
-    cycles = [redact(store.read_json(u)) for u in uris]  # also entries indexed before URIs were redacted
-    if model_family:
-        cycles = [c for c in cycles if c.get("model_family") == model_family]
+    with ThreadPoolExecutor(max_workers=16) as pool:  # one GET per entry on S3: read them side by side
+        entries = list(pool.map(store.read_json, uris))
+        if model_family:
+            entries = [e for e in entries if e.get("model_family") == model_family]
+        cycles = list(pool.map(_summary_of, entries))
+    cycles = [redact(c) for c in cycles if c is not None]  # also entries indexed before URIs were redacted
     return sorted(cycles, key=lambda c: (c.get("run_id", ""), c.get("cycle", 0)))
+
+
+def _summary_of(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The cycle's summary: its cycle.json, which the index entry points to (an entry written before pointers
+    holds the summary itself); None when the cycle's folder is gone."""
+    if not entry.get("cycle_json_uri") or not set(entry) <= set(INDEX_KEYS):
+        return entry
+    try:
+        return store.read_json(entry["cycle_json_uri"])
+    except FileNotFoundError:
+        log.warning("cycle index: %s is gone; the cycle %s/%s is left out", entry["cycle_json_uri"],
+                    entry.get("run_id"), entry.get("cycle"))
+        return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rftflow.artifacts import store
@@ -72,13 +74,13 @@ def test_unchanged_baseline_is_not_re_evaluated(params):
     second_ctx = stage_context(params, "rft_cycle", "scheduled__2", "baseline_eval")
     second = baseline_eval(params, second_ctx)
     assert second["pass_at_1"] == first["pass_at_1"]
-    cached = load_complete(second_ctx.for_stage("baseline_eval.model").uri)
-    assert cached.inputs["cached_from"] == first_ctx.for_stage("baseline_eval.model").uri
+    cached = load_complete(second_ctx.uri)  # the stage's manifest is the start model's eval
+    assert cached.inputs["cached_from"] == first_ctx.uri
     # a different eval set is a different key: evaluated afresh
     other = params.model_copy(update={"recipe_overrides": {**TINY_OVERRIDES, "eval": {"max_prompts": 8}}})
     third_ctx = stage_context(other, "rft_cycle", "scheduled__3", "baseline_eval")
     baseline_eval(other, third_ctx)
-    assert "cached_from" not in load_complete(third_ctx.for_stage("baseline_eval.model").uri).inputs
+    assert "cached_from" not in load_complete(third_ctx.uri).inputs
 
 
 def test_choose_outcome_routes_promotion_through_approval_when_asked(params):
@@ -134,10 +136,10 @@ def _promote_setup(params):
     write_manifest(eval_ctx.uri, StageManifest(dag_id="rft_cycle", run_id=ctx.run_id, cycle=1,
                                                stage="checkpoint_eval", backend="local", started_at="t",
                                                finished_at="t", duration_s=0.0, metrics={"pass_at_1": 0.7}))
-    # the champion the cycle's baseline compared against: promote swaps only from it
-    write_manifest(ctx.for_stage("baseline_eval").uri, StageManifest(
-        dag_id="rft_cycle", run_id=ctx.run_id, cycle=1, stage="baseline_eval", backend="local", started_at="t",
-        finished_at="t", duration_s=0.0, outputs={"xcom": {"champion_token": old}}))
+    # the champion the cycle's baseline compared against (its registry part): promote swaps only from it
+    write_manifest(ctx.for_stage("baseline_eval.registry").uri, StageManifest(
+        dag_id="rft_cycle", run_id=ctx.run_id, cycle=1, stage="baseline_eval.registry", backend="local",
+        started_at="t", finished_at="t", duration_s=0.0, outputs={"champion_token": old}))
     return ctx, registry, old
 
 
@@ -167,6 +169,57 @@ def test_a_promote_that_lost_a_real_race_is_still_not_promoted(params):
     registry.promote(Champion(model_uri="file:///models/other", run_id="other-run", cycle=1), expected_token=old)
     result = promote(params, ctx, "file:///models/new")
     assert result["promoted"] is False and "champion changed" in result["reason"]
+
+
+def test_a_promote_in_a_run_whose_baseline_kept_the_pointer_itself_still_swaps_from_it(params):
+    """A run started before the baseline's registry part existed kept the champion token in its own outputs."""
+    from rftflow.artifacts.manifest import StageManifest, write_manifest
+
+    ctx, registry, old = _promote_setup(params)
+    Path(store.local_path(ctx.for_stage("baseline_eval.registry").uri), "manifest.json").unlink()
+    write_manifest(ctx.for_stage("baseline_eval").uri, StageManifest(
+        dag_id="rft_cycle", run_id=ctx.run_id, cycle=1, stage="baseline_eval", backend="local", started_at="t",
+        finished_at="t", duration_s=0.0, outputs={"xcom": {"champion_token": old}}))
+    assert promote(params, ctx, "file:///models/new")["promoted"] is True
+
+
+@pytest.mark.slow
+def test_the_baseline_evaluates_the_champion_beside_the_start_model_and_records_the_pointer_first(params):
+    """The stage's manifest is the start model's eval; the champion's eval and the champion pointer the cycle
+    compares against are its parts; a champion that is the start model is not evaluated (nor billed) twice."""
+    from rftflow.artifacts.registry import Champion, ChampionRegistry
+    from rftflow.backends.local.backend import LocalBackend
+    from rftflow.cycle.stages.gate import gate
+
+    champion_uri = LocalBackend().build_tiny(params.artifact_root, seed=1)
+    registry = ChampionRegistry(params.artifact_root, params.model_family)
+    token = registry.promote(Champion(model_uri=champion_uri, run_id="earlier", cycle=1), expected_token=None)
+    ctx = stage_context(params, "rft_cycle", "manual__champ", "baseline_eval")
+    out = baseline_eval(params, ctx)
+
+    start_eval = load_complete(ctx.uri)
+    champion_eval = load_complete(ctx.for_stage("baseline_eval.champion").uri)
+    pointer = load_complete(ctx.for_stage("baseline_eval.registry").uri)
+    assert start_eval.checkpoint_uri == out["model_uri"] != champion_uri == champion_eval.checkpoint_uri
+    assert start_eval.metrics["n"] == champion_eval.metrics["n"] == 16 and start_eval.outputs["rows_uri"]
+    assert pointer.outputs == {"champion_token": token, "champion_model_uri": champion_uri}
+    assert out["champion_token"] == token and out["champion_pass_at_1"] == champion_eval.metrics["pass_at_1"]
+
+    # a retry after the champion moved compares against the champion this cycle found, not the new one
+    registry.promote(Champion(model_uri=out["model_uri"], run_id="meanwhile", cycle=1), expected_token=token)
+    assert baseline_eval(params, ctx) == out
+
+    # the gate compares the candidate with both, from those manifests
+    store.copy_prefix(ctx.uri, ctx.for_stage("checkpoint_eval").uri)
+    decision = gate(params, ctx.for_stage("gate"))
+    assert {c["versus"] for c in decision["comparisons"]} >= {"baseline", "champion"}
+
+    # the champion is the start model: its eval is the start model's, reused from the cache and not billed
+    start_from_champion = params.model_copy(update={"base_model": "champion"})
+    again = stage_context(start_from_champion, "rft_cycle", "manual__champ2", "baseline_eval")
+    baseline_eval(start_from_champion, again)
+    reused = load_complete(again.for_stage("baseline_eval.champion").uri)
+    assert reused.inputs["cached_from"] in {again.uri, ctx.uri}
 
 
 def test_later_tasks_read_the_params_validate_data_resolved(params, tmp_path):

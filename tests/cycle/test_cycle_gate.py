@@ -126,8 +126,9 @@ def test_a_stage_reads_only_the_inputs_the_graph_gives_it(params):
     from rftflow.cycle.graph import inputs_of
 
     inputs = inputs_of(stage_context(params, "rft_cycle", "manual__i", "promote"))
-    assert sorted(inputs.folders) == ["baseline", "candidate"]
-    with pytest.raises(KeyError, match="'training' is not an input of this stage.*its inputs: baseline, candidate"):
+    assert sorted(inputs.folders) == ["baseline", "candidate", "registry"]
+    with pytest.raises(KeyError, match="'training' is not an input of this stage.*its inputs: registry, baseline, "
+                                       "candidate"):
         inputs.manifest("training")
     # what the candidate's training started from, through the graph: SFT's checkpoint first, else the baseline's
     checkpoint_eval = inputs_of(stage_context(params, "rft_cycle", "manual__i", "checkpoint_eval"))
@@ -164,8 +165,8 @@ def test_the_cycle_cost_counts_each_eval_once_and_nothing_reused_from_the_cache(
     reused from the cache paid for nothing in this run."""
     ctx = _stored_cycle(params, 0.10, run_id="manual__cost")
     job = {"service": "bedrock", "name": "eval-job", "estimated_cost_usd": 2.0}
-    _manifest(ctx.for_stage("baseline_eval.model"), jobs=[job])
+    _manifest(ctx.for_stage("baseline_eval"), jobs=[job])
     _manifest(ctx.for_stage("checkpoint_eval.rft_start"), jobs=[{**job, "estimated_cost_usd": 0.5}])
     _manifest(ctx.for_stage("baseline_eval.champion"), jobs=[{**job, "estimated_cost_usd": 3.0}],
-              inputs={"cached_from": "file:///earlier-run/cycle-1/baseline_eval.model"})
+              inputs={"cached_from": "file:///earlier-run/cycle-1/baseline_eval"})
     assert build_summary(params, ctx)["cost_usd"] == 2.5

@@ -82,7 +82,7 @@ def test_sagemaker_cycle_runs_sft_then_rft_on_training_jobs_and_promotes(airflow
     waited = {task: store.read_json(store.join(stage_uri(s3_root, "rft_cycle", dr.run_id, 1, task), "waiting.json"))
               for task in ("baseline_eval", "diversity_recheck", "checkpoint_eval")}
     assert {t: w["stage"] for t, w in waited.items()} == {
-        "baseline_eval": "baseline_eval.model", "diversity_recheck": "diversity_recheck",
+        "baseline_eval": "baseline_eval", "diversity_recheck": "diversity_recheck",
         "checkpoint_eval": "checkpoint_eval.rft_start"}  # its last wait: the SFT checkpoint's eval
 
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from rftflow.artifacts import store
 from rftflow.artifacts.manifest import StageManifest
 from rftflow.backends.aws import bedrock_jobs as jobs
-from rftflow.backends.aws.stages import (
+from rftflow.backends.aws.backend import (
     BEDROCK_MODEL,
     METRICS,
     NOVA_2_LITE,
@@ -28,9 +28,8 @@ from rftflow.backends.aws.stages import (
     AwsBackend,
     now_iso,
     sft_converse_row,
-    write_jsonl,
 )
-from rftflow.backends.base import PendingJob, StageContext
+from rftflow.backends.base import Generation, PendingJob, SamplingPlan, StageContext
 from rftflow.cycle.recipes import RFTConfig, SFTConfig
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ BEDROCK_WAITER_DELAY_S = 300
 
 
 class BedrockBackend(AwsBackend):
-    """Stages as Bedrock jobs and converse calls. Options: rftflow.backends.aws.stages.AwsOptions (role_arn required
+    """Stages as Bedrock jobs and converse calls. Options: rftflow.backends.aws.backend.AwsOptions (role_arn required
     for training: the Bedrock service role)."""
 
     name: ClassVar[str] = "bedrock"
@@ -109,22 +108,22 @@ class BedrockBackend(AwsBackend):
 
     # ------------------------------------------------------------------ training
 
-    def rft(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
-            overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
-        """REINFORCEMENT_FINE_TUNING with the reward Lambda as grader; hyperparameters from bedrock/rft.yaml
-        (bedrock/rft_open_weight.yaml and the OpenAI-compatible API for an open-weight model)."""
-        if self.is_open_weight(model_uri):
-            return self._open_weight_rft(ctx, model_uri, train_uri, reward, overrides)
-        return self._customize(ctx, "rft", model_uri, train_uri, reward, overrides)
-
-    def sft(self, ctx: StageContext, model_uri: str, sft_uri: str,
-            overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
-        """FINE_TUNING on demonstrations in the Converse format; hyperparameters from bedrock/sft.yaml."""
+    def train(self, ctx: StageContext, kind: str, model_uri: str, data_uri: str, reward: str | None,
+              overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
+        """REINFORCEMENT_FINE_TUNING with the reward Lambda as grader (bedrock/rft.yaml; bedrock/rft_open_weight.yaml
+        and the OpenAI-compatible API for an open-weight model), or FINE_TUNING on demonstrations in the Converse
+        format (bedrock/sft.yaml)."""
+        if kind == "rft":
+            if reward is None:
+                raise ValueError("rft: a reward is required")
+            if self.is_open_weight(model_uri):
+                return self._open_weight_rft(ctx, model_uri, data_uri, reward, overrides)
+            return self._customize(ctx, "rft", model_uri, data_uri, reward, overrides)
         if self.is_open_weight(model_uri):
             raise ValueError(f"model {model_uri!r}: Bedrock customizes its open-weight models with reinforcement "
                              "fine-tuning only (no SFT path); set sft_policy to 'never', or run the SFT stage on "
                              "the local backend first")
-        return self._customize(ctx, "sft", model_uri, sft_uri, None, overrides)
+        return self._customize(ctx, "sft", model_uri, data_uri, None, overrides)
 
     def _customize(self, ctx: StageContext, stage: str, model_uri: str, data_uri: str, reward: str | None,
                    overrides: dict[str, Any] | None) -> StageManifest | PendingJob:
@@ -253,7 +252,7 @@ class BedrockBackend(AwsBackend):
         rows = [{"step": i, "message": e.get("message"), **(e.get("data") or {})}
                 for i, e in enumerate(reversed(client.events(pending.job_name)))]
         metrics_uri = store.join(ctx.uri, METRICS)
-        write_jsonl(metrics_uri, rows)
+        store.write_jsonl(metrics_uri, rows)
         metrics = {"steps_logged": len(rows), "trained_tokens": tokens, "billable_seconds": record["billable_seconds"],
                    "estimated_cost_usd": record["estimated_cost_usd"]}
         return self.finish(
@@ -309,14 +308,10 @@ class BedrockBackend(AwsBackend):
             return
         jobs.stop_job(self.aws.client("bedrock"), pending.job_name)
 
-    def complete(self, ctx: StageContext, pending: PendingJob | None, event: dict[str, Any]) -> StageManifest:
-        """After the trigger fires: the custom model's ARN becomes the stage's checkpoint.
-
-        `pending` may be None: the job this stage saved at submission (pending.json) is used.
-        """
+    def complete_training(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any]) -> StageManifest:
+        """After the trigger fires: the custom model's ARN becomes the stage's checkpoint."""
         from rftflow.backends.aws.pricing import bedrock_job_cost
 
-        pending = self.resolve_pending(ctx, pending, event)
         if pending.kind == OPEN_WEIGHT_KIND:
             return self._complete_open_weight(ctx, pending, event)
         client = self.aws.client("bedrock")
@@ -346,7 +341,7 @@ class BedrockBackend(AwsBackend):
                   **cost}
         rows = jobs.read_step_metrics(details["output_uri"], job.get("jobArn", pending.job_name))
         metrics_uri = store.join(ctx.uri, METRICS)
-        write_jsonl(metrics_uri, rows)
+        store.write_jsonl(metrics_uri, rows)
         metrics = {**self.training_metrics_summary(rows), "billable_seconds": record["billable_seconds"],
                    "estimated_cost_usd": record["estimated_cost_usd"]}
         return self.finish(
@@ -414,21 +409,12 @@ class BedrockBackend(AwsBackend):
                "seconds": round(time.time() - started, 3), "requests": usage["requests"], **cost}
         return out, job
 
-    def evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
-                 overrides: dict[str, Any] | None = None) -> StageManifest:
-        """Greedy converse answers on the eval set, scored with the stage's reward handler (chat completions on
-        the OpenAI-compatible endpoint for an open-weight model)."""
+    def generate(self, ctx: StageContext, model_uri: str, plan: SamplingPlan, reward: str) -> Generation:
+        """The plan's passes through converse (a custom model through its on-demand deployment), or chat
+        completions on the OpenAI-compatible endpoint for an open-weight model; scored here like every
+        backend's, with the stage's reward handler."""
         if self.is_open_weight(model_uri):
-            return self.converse_evaluate(ctx, model_uri, self._open_weight_model_id(model_uri)[1], eval_uri, reward,
-                                          overrides, sampler=functools.partial(self._open_weight_sample, model_uri))
+            return self.sample_passes(plan, functools.partial(self._open_weight_sample, model_uri),
+                                      self._open_weight_model_id(model_uri)[1])
         model_id, extra = self._inference_target(ctx, model_uri)
-        return self.converse_evaluate(ctx, model_uri, model_id, eval_uri, reward, overrides, extra)
-
-    def diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
-                  overrides: dict[str, Any] | None = None) -> StageManifest:
-        """k converse samples per prompt at the configured temperature; shared analysis and decision."""
-        if self.is_open_weight(model_uri):
-            return self.converse_diversity(ctx, model_uri, self._open_weight_model_id(model_uri)[1], train_uri, reward,
-                                           overrides, sampler=functools.partial(self._open_weight_sample, model_uri))
-        model_id, extra = self._inference_target(ctx, model_uri)
-        return self.converse_diversity(ctx, model_uri, model_id, train_uri, reward, overrides, extra)
+        return self.sample_passes(plan, functools.partial(self._converse, model_id), model_id, extra)

@@ -7,6 +7,7 @@ a retried stage re-attaches to its job by name, so a retry never pays twice.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any, ClassVar
@@ -14,20 +15,17 @@ from typing import Any, ClassVar
 from rftflow.artifacts import store
 from rftflow.artifacts.manifest import StageManifest
 from rftflow.backends.aws import sagemaker_jobs as jobs
-from rftflow.backends.aws.stages import (
+from rftflow.backends.aws.backend import (
     METRICS,
     NOVA_2_LITE,
-    ROWS,
     SAGEMAKER_MODEL,
     AwsBackend,
     content_digest,
     now_iso,
     sft_converse_row,
-    write_jsonl,
 )
-from rftflow.backends.base import PendingJob, StageContext
+from rftflow.backends.base import DIVERSITY, EVALUATE, Generation, PendingJob, SamplingPlan, StageContext
 from rftflow.cycle.recipes import DiversityConfig, EvalConfig, RFTConfig, SFTConfig, build_config
-from rftflow.scoring.diversity import sample_prompts
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +33,7 @@ KIND = "sagemaker_training"
 
 
 class SageMakerBackend(AwsBackend):
-    """Stages as SageMaker jobs. Options: see rftflow.backends.aws.stages.AwsOptions (role_arn is required).
+    """Stages as SageMaker jobs. Options: see rftflow.backends.aws.backend.AwsOptions (role_arn is required).
 
     Evaluation: an eval job (gen_qa recipe by default) runs the model on the eval prompts; its per-prompt
     outputs are scored here with the same reward handler as training, so pass@1 and the per-category
@@ -111,21 +109,17 @@ class SageMakerBackend(AwsBackend):
 
     # ------------------------------------------------------------------ training
 
-    def sft(self, ctx: StageContext, model_uri: str, sft_uri: str,
-            overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
-        """Nova SFT (LoRA or full, `method` override) on demonstrations converted to the Converse format."""
-        return self._train(ctx, "sft", model_uri, sft_uri, None, overrides)
-
-    def rft(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
-            overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
-        """Nova RFT with the reward Lambda; both reward-Lambda recipe fields carry its ARN."""
-        return self._train(ctx, "rft", model_uri, train_uri, reward, overrides)
-
-    def _train(self, ctx: StageContext, stage: str, model_uri: str, data_uri: str, reward: str | None,
-               overrides: dict[str, Any] | None) -> StageManifest | PendingJob:
+    def train(self, ctx: StageContext, kind: str, model_uri: str, data_uri: str, reward: str | None,
+              overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
+        """Nova SFT (LoRA or full, `method` override) on demonstrations converted to the Converse format, or Nova
+        RFT with the reward Lambda (both reward-Lambda recipe fields carry its ARN); open-weight hub models on
+        serverless customization."""
         from rftflow.backends.aws.naming import stage_job_base
         from rftflow.backends.aws.recipes import choose_sagemaker_recipe, render_sagemaker
 
+        stage = kind
+        if stage == "rft" and reward is None:
+            raise ValueError("rft: a reward is required")
         started_at = now_iso()
         overrides = dict(overrides or {})
         model = self.resolve_model(model_uri, ctx)
@@ -240,50 +234,41 @@ class SageMakerBackend(AwsBackend):
 
     # ------------------------------------------------------------------ evaluation and diversity
 
-    def evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
-                 overrides: dict[str, Any] | None = None) -> StageManifest:
-        """Eval job on the model, per-prompt outputs scored with the reward handler; waits in the task."""
-        return self._settle(ctx, self.start_evaluate(ctx, model_uri, eval_uri, reward, overrides))
+    def sampling_config(self, kind: str, overrides: dict[str, Any] | None) -> tuple[Any, list[str]]:
+        """Our eval / diversity fields from the overrides (Nova writes long answers: 4,096 new tokens for an eval,
+        1,024 for the diversity check by default); the eval job's recipe reads the rest."""
+        if kind == EVALUATE:
+            return self._eval_config(EvalConfig, overrides, {"max_new_tokens": 4096})[0], []
+        return self._eval_config(DiversityConfig, overrides, {"max_new_tokens": 1024})[0], []
 
-    def start_evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
-                       overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
-        """Submit (or re-attach to) the eval job; a PendingJob to defer on unless it has already finished."""
-        cfg, recipe_overrides = self._eval_config(EvalConfig, overrides, {"max_new_tokens": 4096})
-        from rftflow.data.dataset import read_records
-
-        records = read_records(eval_uri, kind="rft")[:cfg.max_prompts or None]
+    def generate(self, ctx: StageContext, model_uri: str, plan: SamplingPlan, reward: str) -> Generation | PendingJob:
+        """An eval job samples (the gen_qa recipe by default; a serverless custom-scorer job for open-weight
+        models); for the diversity check on the base model, Bedrock runtime `converse`. The job's per-sample
+        outputs are scored with the same reward handler as training (`generated`), so pass@1 and the
+        breakdown are computed as on the local backend."""
+        cfg = plan.config
         model = self.resolve_model(model_uri, ctx)
+        k = 1 if plan.kind == EVALUATE else cfg.k
         if self.is_open_weight(model):
-            return self._submit_serverless_eval(ctx, "eval", model, eval_uri, reward, records, 1, cfg,
-                                                {"max_new_tokens": cfg.max_new_tokens, "temperature": 0.0})
-        return self._submit_eval(ctx, "eval", model, eval_uri, reward, records, 1, cfg, recipe_overrides)
+            inference = ({"max_new_tokens": cfg.max_new_tokens, "temperature": 0.0} if plan.kind == EVALUATE else
+                         {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "top_p": cfg.top_p})
+            return self._submit_serverless_eval(ctx, model, reward, plan, k, inference)
+        if plan.kind == DIVERSITY and not model.startswith("s3://"):
+            model_id = self.converse_model_id(model_uri)
+            gen = self.sample_passes(plan, functools.partial(self._converse, model_id), model_id)
+            gen.notes = self.sampling_config_notes(plan)
+            return gen
+        recipe_overrides = self._eval_config(type(cfg), plan.overrides, {})[1]
+        if plan.kind == DIVERSITY:
+            recipe_overrides.update({"inference.temperature": cfg.temperature, "inference.top_p": cfg.top_p,
+                                     "inference.max_new_tokens": cfg.max_new_tokens})
+        return self._submit_eval(ctx, model, reward, plan, k, recipe_overrides)
 
-    def diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
-                  overrides: dict[str, Any] | None = None) -> StageManifest:
-        """k samples per prompt: Bedrock runtime for the base model, an eval job repeating prompts k times
-        at the sampling temperature for a trained checkpoint; then the shared analysis and decision."""
-        return self._settle(ctx, self.start_diversity(ctx, model_uri, train_uri, reward, overrides))
-
-    def start_diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
-                        overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
-        model = self.resolve_model(model_uri, ctx)
-        if self.is_open_weight(model):
-            from rftflow.data.dataset import read_records
-
-            cfg, _ = self._eval_config(DiversityConfig, overrides, {"max_new_tokens": 1024})
-            records = sample_prompts(read_records(train_uri, kind="rft"), cfg)
-            return self._submit_serverless_eval(ctx, "diversity", model, train_uri, reward, records, cfg.k, cfg,
-                                                {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
-                                                 "top_p": cfg.top_p})
-        if not model.startswith("s3://"):
-            return self.converse_diversity(ctx, model, self.converse_model_id(model_uri), train_uri, reward, overrides)
-        from rftflow.data.dataset import read_records
-
-        cfg, recipe_overrides = self._eval_config(DiversityConfig, overrides, {"max_new_tokens": 1024})
-        recipe_overrides.update({"inference.temperature": cfg.temperature, "inference.top_p": cfg.top_p,
-                                 "inference.max_new_tokens": cfg.max_new_tokens})
-        records = sample_prompts(read_records(train_uri, kind="rft"), cfg)
-        return self._submit_eval(ctx, "diversity", model, train_uri, reward, records, cfg.k, cfg, recipe_overrides)
+    @staticmethod
+    def sampling_config_notes(plan: SamplingPlan) -> list[str]:
+        fields = type(plan.config).model_fields
+        return [f"override {key!r} does not apply to converse rollouts; ignored" for key in plan.overrides
+                if key.split(".", 1)[0] not in fields]
 
     @staticmethod
     def _eval_config(model: Any, overrides: dict[str, Any] | None, defaults: dict[str, Any]) -> tuple[Any, dict]:
@@ -298,19 +283,17 @@ class SageMakerBackend(AwsBackend):
                 recipe[key] = value
         return build_config(model, config, "overrides"), recipe
 
-    def _submit_eval(self, ctx: StageContext, purpose: str, model: str, data_uri: str, reward: str,
-                     records: list[Any], k: int, cfg: Any, recipe_overrides: dict[str, Any]
-                     ) -> StageManifest | PendingJob:
+    def _submit_eval(self, ctx: StageContext, model: str, reward: str, plan: SamplingPlan, k: int,
+                     recipe_overrides: dict[str, Any]) -> Generation | PendingJob:
         from rftflow.backends.aws import rollouts
         from rftflow.backends.aws.naming import stage_job_base
         from rftflow.backends.aws.recipes import render_sagemaker
 
-        started_at = now_iso()
+        records = plan.records
         recipe_name = str(recipe_overrides.get("recipe") or "eval_gen_qa")
-        if purpose == "diversity" and recipe_name != "eval_gen_qa":
+        if plan.kind == DIVERSITY and recipe_name != "eval_gen_qa":
             raise ValueError("the diversity check needs per-sample outputs: use the eval_gen_qa recipe")
         reward_arn = self.reward_lambda(reward) if recipe_name == "eval_rft" else None
-        self.reward_function(reward)  # a bad reward spec fails before the job is paid for
 
         def render(name: str) -> Any:
             return render_sagemaker(recipe_name, recipe_overrides, job_name=name, model=model,
@@ -337,37 +320,40 @@ class SageMakerBackend(AwsBackend):
 
         def prepare(name: str) -> None:
             rows = rollouts.rft_eval_rows(records) if rft_eval else rollouts.gen_qa_rows(records, k)
-            write_jsonl(store.join(data_dir, f"{data_name}.jsonl"), rows)
+            store.write_jsonl(store.join(data_dir, f"{data_name}.jsonl"), rows)
             store.write_text(store.join(self._recipe_dir(remote, name), jobs.RECIPE_FILE), render(name).yaml_text())
 
         base = stage_job_base(ctx.uri, ctx.dag_id, ctx.stage, ctx.cycle)
         submitted = jobs.find_or_create(self.aws.hook("sagemaker"), base, build, prepare=prepare)
+        notes = list(probe.notes)
+        if plan.kind == EVALUATE and plan.config.pass_at_k:
+            notes.append("pass_at_k: an eval job answers each prompt once (greedy); pass@k is not measured")
         pending = PendingJob(KIND, submitted.name, details={
-            "stage_kind": purpose, "flavour": "training_job", "recipe": recipe_name, "region": self.region,
-            "remote_uri": remote, "output_path": output_path, "model_uri": model, "data_uri": data_uri,
-            "reward": reward, "reward_lambda_arn": reward_arn, "started_at": started_at,
+            "flavour": "training_job", "recipe": recipe_name, "region": self.region,
+            "remote_uri": remote, "output_path": output_path, "model_uri": model, "reward_lambda_arn": reward_arn,
             "instance_type": probe.job.instance_type, "instance_count": probe.instance_count,
             "max_runtime_hours": probe.job.max_runtime_hours, "created": submitted.created,
-            "request_digest": submitted.digest, "config": cfg.model_dump(), "k": k,
-            "record_ids": [r.id for r in records], "notes": probe.notes,
+            "request_digest": submitted.digest, "k": k, "job_notes": notes,
             "wait_timeout_s": self.wait_attempts(probe.job.max_runtime_hours) * self.options.waiter_delay_s,
         })
-        self.save_pending(ctx, pending)
-        if submitted.status == "Completed":
-            return self.complete(ctx, pending, {"status": "success", "job_name": submitted.name})
+        return self._submitted(ctx, pending, plan, submitted.status)
+
+    def _submitted(self, ctx: StageContext, pending: PendingJob, plan: SamplingPlan,
+                   status: str) -> Generation | PendingJob:
+        """The pending sampling job, or its outputs when a retry found it finished (nothing to wait for)."""
+        if status == "Completed":
+            return self.generated(ctx, pending, plan, {"status": "success", "job_name": pending.job_name})
         return pending
 
-    def _submit_serverless_eval(self, ctx: StageContext, purpose: str, model: str, data_uri: str, reward: str,
-                                records: list[Any], k: int, cfg: Any, inference: dict[str, Any]
-                                ) -> StageManifest | PendingJob:
+    def _submit_serverless_eval(self, ctx: StageContext, model: str, reward: str, plan: SamplingPlan, k: int,
+                                inference: dict[str, Any]) -> Generation | PendingJob:
         """A serverless custom-scorer evaluation job on an open-weight model (the base, or a model package on it):
         each prompt k times as gen_qa rows, the reward Lambda registered as the evaluator; its per-sample
         inference_output.jsonl is then scored here with the stage's reward handler, as for Nova eval jobs."""
         from rftflow.backends.aws import rollouts
         from rftflow.backends.aws.naming import stage_job_base
 
-        started_at = now_iso()
-        self.reward_function(reward)  # a bad reward spec fails before the job is paid for
+        records = plan.records
         client = self.aws.client("sagemaker")
         base_arn, package = self._open_weight_base(model)
         account = self.aws.client("sts").get_caller_identity()["Account"]
@@ -388,23 +374,19 @@ class SageMakerBackend(AwsBackend):
                 source_model_package_arn=package, model_package_group_arn=group)
 
         def prepare(name: str) -> None:
-            write_jsonl(store.join(data_dir, "gen_qa.jsonl"), rollouts.gen_qa_rows(records, k))
+            store.write_jsonl(store.join(data_dir, "gen_qa.jsonl"), rollouts.gen_qa_rows(records, k))
 
         base = stage_job_base(ctx.uri, ctx.dag_id, ctx.stage, ctx.cycle)
         submitted = jobs.find_or_create(self.aws.hook("sagemaker"), base, build, prepare=prepare)
         pending = PendingJob(KIND, submitted.name, details={
-            "stage_kind": purpose, "flavour": "serverless", "open_weight": True,
+            "flavour": "serverless", "open_weight": True,
             "recipe": "serverless_custom_scorer", "region": self.region, "remote_uri": remote,
-            "output_path": output_path, "model_uri": model, "base_model_arn": base_arn, "data_uri": data_uri,
-            "reward": reward, "evaluator_arn": evaluator, "started_at": started_at, "max_runtime_hours": hours,
-            "created": submitted.created, "request_digest": submitted.digest, "config": cfg.model_dump(), "k": k,
-            "record_ids": [r.id for r in records], "notes": [],
+            "output_path": output_path, "model_uri": model, "base_model_arn": base_arn,
+            "evaluator_arn": evaluator, "max_runtime_hours": hours,
+            "created": submitted.created, "request_digest": submitted.digest, "k": k, "job_notes": [],
             "wait_timeout_s": self.wait_attempts(hours) * self.options.waiter_delay_s,
         })
-        self.save_pending(ctx, pending)
-        if submitted.status == "Completed":
-            return self.complete(ctx, pending, {"status": "success", "job_name": submitted.name})
-        return pending
+        return self._submitted(ctx, pending, plan, submitted.status)
 
     def settle(self, ctx: StageContext, pending: PendingJob) -> StageManifest:
         return self._settle(ctx, pending)
@@ -441,12 +423,8 @@ class SageMakerBackend(AwsBackend):
         """Stop the training job when the task is killed (a finished job is left alone)."""
         jobs.stop_job(self.aws.client("sagemaker"), pending.job_name)
 
-    def complete(self, ctx: StageContext, pending: PendingJob | None, event: dict[str, Any]) -> StageManifest:
-        """After the trigger fires: check the job, follow its outputs, write metrics and the manifest.
-
-        `pending` may be None: the job this stage saved at submission (pending.json) is used.
-        """
-        pending = self.resolve_pending(ctx, pending, event)
+    def _ended_job(self, pending: PendingJob, event: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the job's billing record, its description) once it has completed; the reason why it did not, raised."""
         client = self.aws.client("sagemaker")
         region = pending.details.get("region") or self.region
         if event.get("status") != "success":
@@ -464,18 +442,14 @@ class SageMakerBackend(AwsBackend):
         if description["TrainingJobStatus"] != "Completed":
             raise RuntimeError(f"{pending.job_name}: expected Completed; got {description['TrainingJobStatus']} "
                                f"({description.get('FailureReason', '')}); logs: {jobs.log_url(region, pending.job_name)}")
-        record = self._job_record(pending, description, region)
-        kind = pending.details.get("stage_kind")
-        if kind in ("sft", "rft"):
-            if pending.details.get("open_weight"):
-                return self._complete_training(ctx, pending, record,
-                                               package=description.get("OutputModelPackageArn") or "")
-            return self._complete_training(ctx, pending, record)
-        if kind == "eval":
-            return self._complete_eval(ctx, pending, record)
-        if kind == "diversity":
-            return self._complete_diversity(ctx, pending, record)
-        raise ValueError(f"{pending.job_name}: unknown stage kind {kind!r} in the pending job")
+        return self._job_record(pending, description, region), description
+
+    def complete_training(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any]) -> StageManifest:
+        """After the trigger fires: check the job, follow its checkpoint, write metrics and the manifest."""
+        record, description = self._ended_job(pending, event)
+        if pending.details.get("open_weight"):
+            return self._complete_training(ctx, pending, record, package=description.get("OutputModelPackageArn") or "")
+        return self._complete_training(ctx, pending, record)
 
     def _job_record(self, pending: PendingJob, description: dict[str, Any], region: str) -> dict[str, Any]:
         from rftflow.backends.aws.pricing import serverless_job_cost, training_job_cost
@@ -509,7 +483,7 @@ class SageMakerBackend(AwsBackend):
             checkpoint, where = jobs.follow_checkpoint(details["output_path"], pending.job_name)
         rows = jobs.read_training_metrics(self.aws.hook("sagemaker"), pending.job_name)
         metrics_uri = store.join(ctx.uri, METRICS)
-        write_jsonl(metrics_uri, rows)
+        store.write_jsonl(metrics_uri, rows)
         metrics = {**self.training_metrics_summary(rows), "billable_seconds": record["billable_seconds"],
                    "estimated_cost_usd": record["estimated_cost_usd"]}
         return self.finish(
@@ -523,64 +497,31 @@ class SageMakerBackend(AwsBackend):
                      "log_url": record["log_url"]},
         )
 
-    def _records(self, pending: PendingJob) -> list[Any]:
-        from rftflow.data.dataset import read_records
-
-        details = pending.details
-        by_id = {r.id: r for r in read_records(details["data_uri"], kind="rft")}
-        missing = [i for i in details["record_ids"] if i not in by_id]
-        if missing:
-            raise ValueError(f"{details['data_uri']} changed while the job ran: ids {missing[:5]} are gone")
-        return [by_id[i] for i in details["record_ids"]]
-
-    def _complete_eval(self, ctx: StageContext, pending: PendingJob, record: dict[str, Any]) -> StageManifest:
+    def generated(self, ctx: StageContext, pending: PendingJob, plan: SamplingPlan,
+                  event: dict[str, Any]) -> Generation:
+        """The eval job's per-sample outputs: completions to score here, or, from the rft_eval recipe, the reward
+        Lambda's own per-sample scores (it scored each answer inside the job)."""
         from rftflow.backends.aws import rollouts
-        from rftflow.scoring import evaluation
 
-        details = pending.details
-        cfg = EvalConfig(**details["config"])
-        output = jobs.read_eval_output(details["output_path"], pending.job_name)
+        record, _ = self._ended_job(pending, event)
+        d = pending.details
+        output = jobs.read_eval_output(d["output_path"], pending.job_name)
+        done = {"jobs": [record], "inputs": {"recipe": d.get("recipe")}, "notes": d.get("job_notes", []),
+                "outputs": {"job_output_uri": record["output_uri"]}}
+        if plan.kind == DIVERSITY:
+            return Generation({"sampled": rollouts.completions_from_inference(output.inference_rows, plan.records,
+                                                                              int(d["k"]))}, **done)
         aws_summary = jobs.summarize_results(output.results)
-        outputs: dict[str, Any] = {"job_output_uri": record["output_uri"], "results_file": output.results_file}
-        if output.sample_scores and details.get("recipe") == "eval_rft":
-            # the reward Lambda scored each answer inside the job: its per-sample scores are the rows
-            rows = jobs.rows_from_scores(self._records(pending), output.sample_scores, cfg.pass_threshold)
-            write_jsonl(store.join(ctx.uri, ROWS), rows)
-            outputs["rows_uri"] = store.join(ctx.uri, ROWS)
-            metrics = evaluation.summarize(rows, cfg.breakdown_fields)
-            metrics["aws_results"] = aws_summary["aws_results"]
-            metrics["pass_at_1_source"] = "per-sample aggregate_reward_score from rft_eval (the reward Lambda)"
-        elif output.inference_rows:
-            records = self._records(pending)
-            completions = rollouts.completions_from_inference(output.inference_rows, records, 1)
-            reward_fn = self.reward_function(details["reward"])
-            rows = evaluation.score_rows(records, [c[0] for c in completions], reward_fn,
-                                         pass_threshold=cfg.pass_threshold, workers=self.reward_workers(reward_fn),
-                                         timeout_s=self.options.reward_timeout_s)
-            write_jsonl(store.join(ctx.uri, ROWS), rows)
-            outputs["rows_uri"] = store.join(ctx.uri, ROWS)
-            metrics = evaluation.summarize(rows, cfg.breakdown_fields)
-            metrics["aws_results"] = aws_summary["aws_results"]
-        else:
-            metrics = {"pass_at_1": None, "mean_reward": None, **aws_summary}
-            if metrics["pass_at_1"] is None:
-                log.warning("%s: the eval output has no per-prompt rows and no 0-1 reward score; pass@1 unknown",
-                            pending.job_name)
-        metrics["estimated_cost_usd"] = record["estimated_cost_usd"]
-        return self.finish(ctx, details["started_at"], checkpoint_uri=details["model_uri"], metrics=metrics,
-                           jobs=[record], outputs=outputs,
-                           inputs={"model_uri": details["model_uri"], "eval_uri": details["data_uri"],
-                                   "reward": details["reward"], "recipe": details["recipe"],
-                                   "config": details["config"], "notes": details.get("notes", [])})
-
-    def _complete_diversity(self, ctx: StageContext, pending: PendingJob, record: dict[str, Any]) -> StageManifest:
-        from rftflow.backends.aws import rollouts
-
-        details = pending.details
-        cfg = DiversityConfig(**details["config"])
-        output = jobs.read_eval_output(details["output_path"], pending.job_name)
-        records = self._records(pending)
-        completions = rollouts.completions_from_inference(output.inference_rows, records, int(details["k"]))
-        return self.finish_diversity(ctx, details["started_at"], details["model_uri"], details["data_uri"],
-                                     details["reward"], records, completions, cfg, [record],
-                                     details.get("notes", []))
+        done["outputs"]["results_file"] = output.results_file
+        if output.sample_scores and d.get("recipe") == "eval_rft":
+            rows = jobs.rows_from_scores(plan.records, output.sample_scores, plan.config.pass_threshold)
+            return Generation(rows=rows, metrics={
+                "aws_results": aws_summary["aws_results"],
+                "pass_at_1_source": "per-sample aggregate_reward_score from rft_eval (the reward Lambda)"}, **done)
+        if output.inference_rows:
+            return Generation({"greedy": rollouts.completions_from_inference(output.inference_rows, plan.records, 1)},
+                              metrics={"aws_results": aws_summary["aws_results"]}, **done)
+        if aws_summary.get("pass_at_1") is None:
+            log.warning("%s: the eval output has no per-prompt rows and no 0-1 reward score; pass@1 unknown",
+                        pending.job_name)
+        return Generation(metrics=aws_summary, **done)

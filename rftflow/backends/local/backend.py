@@ -15,33 +15,31 @@ import re
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rftflow.artifacts import store
-from rftflow.artifacts.manifest import StageManifest, load_complete, package_versions, write_manifest
-from rftflow.backends.base import Backend, PendingJob, StageContext
+from rftflow.artifacts.manifest import StageManifest, load_complete
+from rftflow.backends.base import (
+    EVALUATE,
+    PENDING,
+    Backend,
+    Generation,
+    PendingJob,
+    SamplingPlan,
+    StageContext,
+)
 from rftflow.backends.local import lease
 from rftflow.backends.local.runner import run_worker
 from rftflow.cycle.recipes import DiversityConfig, EvalConfig, RFTConfig, SFTConfig, load_recipe
-from rftflow.scoring import diversity as diversity_mod
-from rftflow.scoring import evaluation
 
 TINY_PATTERN = re.compile(r"tiny(?::seed=(\d+))?")
 TINY_BUILD_INFO = "tiny_build.json"  # same name as rftflow.backends.local.tiny_model.BUILD_INFO (not imported: torch)
-ROWS = "rows.jsonl"
-FILTERED_TRAIN = "filtered_train.jsonl"
 FINAL_MODEL = "model"  # same name as rftflow.backends.local.training.FINAL_MODEL (not imported: torch)
-PENDING = "pending.json"  # the detached trainer a deferred training task waits for
 LOCAL_TRAINER = "local_trainer"  # PendingJob.kind of a detached local trainer
 WORK_DIR_ENV = "RFTFLOW_LOCAL_WORK_DIR"
 
 log = logging.getLogger(__name__)
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 def _digest(text: str) -> str:
@@ -138,22 +136,11 @@ class LocalBackend(Backend):
         return path
 
     def _model_dir(self, model_uri: str) -> str:
-        """A local directory holding the model (remote models are downloaded once into work_dir)."""
-        local = store.local_path(model_uri)
-        if local is not None:
-            if not (Path(local) / "config.json").is_file():
-                raise ValueError(f"model {model_uri!r}: expected a Hugging Face model directory with config.json")
-            return local
-        cache = self._scratch("models") / _digest(model_uri)
-        if not (cache / "config.json").is_file():
-            tmp = Path(tempfile.mkdtemp(dir=cache.parent))
-            store.get_dir(model_uri, str(tmp))
-            if not (tmp / "config.json").is_file():
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise ValueError(f"model {model_uri!r}: expected a Hugging Face model directory with config.json")
-            shutil.rmtree(cache, ignore_errors=True)
-            tmp.rename(cache)
-        return str(cache)
+        """A local directory holding the model (a remote model is downloaded once into work_dir)."""
+        local = store.local_copy(model_uri, str(self._scratch("models")))
+        if not (Path(local) / "config.json").is_file():
+            raise ValueError(f"model {model_uri!r}: expected a Hugging Face model directory with config.json")
+        return local
 
     # ------------------------------------------------------------------------------ stage plumbing
 
@@ -166,21 +153,17 @@ class LocalBackend(Backend):
             return path, None
         return self._scratch("stages", _digest(ctx.uri)), ctx.uri
 
-    def _reused(self, ctx: StageContext) -> StageManifest | None:
+    def reused(self, ctx: StageContext) -> StageManifest | None:
         return load_complete(ctx.uri) if self.reuse_complete else None
+
+    def scoring_options(self, reward_fn: Any) -> dict[str, Any]:
+        return {"workers": self.reward_workers, "timeout_s": self.reward_timeout_s}
 
     def _finish(self, ctx: StageContext, local_dir: Path, remote: str | None, started: float,
                 **fields: Any) -> StageManifest:
         if remote is not None:
             store.put_dir(str(local_dir), remote)
-        finished = time.time()
-        manifest = StageManifest(
-            dag_id=ctx.dag_id, run_id=ctx.run_id, cycle=ctx.cycle, stage=ctx.stage, backend=self.name,
-            started_at=_iso(started), finished_at=_iso(finished), duration_s=round(finished - started, 3),
-            versions=package_versions(), **fields,
-        )
-        write_manifest(ctx.uri, manifest)  # last: its presence marks the stage complete
-        return manifest
+        return self.finish(ctx, started, **fields)
 
     def _generate(self, local_dir: Path, model_uri: str, records: list[Any], passes: list[dict[str, Any]],
                   timeout_s: float, engine: dict[str, Any] | None = None
@@ -196,68 +179,23 @@ class LocalBackend(Backend):
         lines = [json.loads(line) for line in out_path.read_text(encoding="utf-8").splitlines() if line.strip()]
         return {p["name"]: [line[p["name"]] for line in lines] for p in passes}, result
 
-    def _load_reward(self, reward: str) -> Any:
-        from rftflow.rewards.runner import load_reward
-
-        return load_reward(reward)
-
-    # ------------------------------------------------------------------------------ stages
+    # ------------------------------------------------------------------------------ sampling
 
     def _recipe(self, stage: str, overrides: dict[str, Any] | None) -> Any:
         """The stage's typed recipe: include/recipes/{backend}/{stage}.yaml with the run's overrides."""
         return load_recipe(self.name, stage, overrides)
 
-    def _eval_plan(self, eval_uri: str, overrides: dict[str, Any] | None
-                   ) -> tuple[EvalConfig, list[Any], list[dict[str, Any]]]:
-        """(recipe, prompts, sampling passes) of an eval: the same on every backend that samples with our code."""
-        cfg: EvalConfig = self._recipe("eval", overrides)
-        from rftflow.data.dataset import read_records
+    def sampling_config(self, kind: str, overrides: dict[str, Any] | None) -> tuple[Any, list[str]]:
+        return self._recipe("eval" if kind == EVALUATE else "diversity", overrides), []
 
-        records = read_records(eval_uri, kind="rft")
-        if cfg.max_prompts:
-            records = records[:cfg.max_prompts]
-        passes: list[dict[str, Any]] = [{"name": "greedy", "k": 1, "temperature": 0.0,
-                                         "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size}]
-        if cfg.pass_at_k:
-            passes.append({"name": "sampled", "k": cfg.pass_at_k, "temperature": cfg.sample_temperature,
-                           "top_p": cfg.sample_top_p, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
-                           "batch_size": cfg.batch_size})
-        return cfg, records, passes
-
-    def _eval_finish(self, ctx: StageContext, started: float, cfg: EvalConfig, records: list[Any],
-                     completions: dict[str, list[list[dict[str, Any]]]], timings: dict[str, Any], *,
-                     model_uri: str, eval_uri: str, reward: str) -> StageManifest:
-        """Score the sampled completions with the reward, summarise, write rows and the manifest."""
+    def generate(self, ctx: StageContext, model_uri: str, plan: SamplingPlan, reward: str) -> Generation:
+        """The plan's passes, batched in the worker child (vLLM or HF generate); its logs kept with the stage."""
         local_dir, remote = self._stage_dir(ctx)
-        reward_fn = self._load_reward(reward)
-        rows = evaluation.score_rows(records, [c[0] for c in completions["greedy"]], reward_fn,
-                                     pass_threshold=cfg.pass_threshold, sampled=completions.get("sampled"),
-                                     workers=self.reward_workers, timeout_s=self.reward_timeout_s)
-        _write_jsonl(local_dir / ROWS, rows)
-        metrics = evaluation.summarize(rows, cfg.breakdown_fields)
-        metrics["sampling"] = timings
-        return self._finish(
-            ctx, local_dir, remote, started, checkpoint_uri=model_uri, metrics=metrics,
-            inputs={"model_uri": model_uri, "eval_uri": eval_uri, "reward": reward, "config": cfg.model_dump()},
-            outputs={"rows_uri": store.join(ctx.uri, ROWS)},
-        )
-
-    def evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
-                 overrides: dict[str, Any] | None = None) -> StageManifest:
-        """Greedy pass@1, mean reward, response length, breakdown by metadata; pass@k when cfg.pass_at_k > 0.
-
-        Manifest: metrics {pass_at_1, mean_reward, mean_response_tokens, n, pass_at_k, k, sampled_pass_at_1,
-        reward_metrics, breakdown, sampling}, outputs {rows_uri}, checkpoint_uri = the model evaluated.
-        """
-        if (m := self._reused(ctx)) is not None:
-            return m
-        started = time.time()
-        cfg, records, passes = self._eval_plan(eval_uri, overrides)
-        self._load_reward(reward)  # a bad reward spec fails before any sampling
-        local_dir, _ = self._stage_dir(ctx)
-        completions, gen = self._generate(local_dir, model_uri, records, passes, cfg.timeout_s, sampling_engine(cfg))
-        return self._eval_finish(ctx, started, cfg, records, completions, gen.get("timings", {}),
-                                 model_uri=model_uri, eval_uri=eval_uri, reward=reward)
+        completions, result = self._generate(local_dir, model_uri, plan.records, plan.passes, plan.config.timeout_s,
+                                             sampling_engine(plan.config))
+        if remote is not None:
+            store.put_dir(str(local_dir), remote)
+        return Generation(completions, timings=result.get("timings", {}))
 
     def drift(self, ctx: StageContext, candidate_uri: str, start_uri: str, eval_uri: str, rows_uri: str | None,
               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -281,58 +219,6 @@ class LocalBackend(Backend):
                                       "batch_size": cfg.batch_size},
                             job_dir=local_dir / "logs", timeout_s=cfg.timeout_s, threads=self.torch_threads)
         return {k: result[k] for k in ("kl", "completions", "tokens")}
-
-    def _diversity_plan(self, train_uri: str, overrides: dict[str, Any] | None
-                        ) -> tuple[DiversityConfig, list[Any], list[dict[str, Any]]]:
-        """(recipe, the seeded sample of training prompts, the sampling pass) of a diversity check."""
-        cfg: DiversityConfig = self._recipe("diversity", overrides)
-        from rftflow.data.dataset import read_records
-
-        records = diversity_mod.sample_prompts(read_records(train_uri, kind="rft"), cfg)
-        passes = [{"name": "sampled", "k": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p,
-                   "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed, "batch_size": cfg.batch_size}]
-        return cfg, records, passes
-
-    def _diversity_finish(self, ctx: StageContext, started: float, cfg: DiversityConfig, records: list[Any],
-                          sampled: list[list[dict[str, Any]]], timings: dict[str, Any], *,
-                          model_uri: str, train_uri: str, reward: str) -> StageManifest:
-        """Score the rollouts, classify each prompt's pass pattern, decide, write rows and the manifest."""
-        from rftflow.data.dataset import write_records
-
-        local_dir, remote = self._stage_dir(ctx)
-        rows, metrics, decision = diversity_mod.score(records, sampled, self._load_reward(reward), cfg,
-                                                      workers=self.reward_workers, timeout_s=self.reward_timeout_s)
-        metrics["sampling"] = timings
-        _write_jsonl(local_dir / ROWS, rows)
-        outputs: dict[str, Any] = {"rows_uri": store.join(ctx.uri, ROWS)}
-        if cfg.write_filtered:
-            keep_records = diversity_mod.informative(records, rows)
-            write_records(str(local_dir / FILTERED_TRAIN), keep_records)
-            outputs["filtered_train_uri"] = store.join(ctx.uri, FILTERED_TRAIN)
-            metrics["filtered_prompts"] = len(keep_records)
-        return self._finish(
-            ctx, local_dir, remote, started, checkpoint_uri=model_uri, metrics=metrics, decision=decision,
-            inputs={"model_uri": model_uri, "train_uri": train_uri, "reward": reward, "config": cfg.model_dump()},
-            outputs=outputs,
-        )
-
-    def diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
-                  overrides: dict[str, Any] | None = None) -> StageManifest:
-        """k rollouts on a seeded sample of training prompts; pass patterns, fractions, decision.
-
-        Manifest: metrics {k, n_prompts, all_pass, all_fail, mixed, mean_pass_rate, expected_mixed,
-        expected_mixed_per_prompt, pass_at_k, mean_response_tokens, sampling}, decision {decision, reason},
-        outputs {rows_uri, filtered_train_uri (when write_filtered)}.
-        """
-        if (m := self._reused(ctx)) is not None:
-            return m
-        started = time.time()
-        cfg, records, passes = self._diversity_plan(train_uri, overrides)
-        self._load_reward(reward)
-        local_dir, _ = self._stage_dir(ctx)
-        completions, gen = self._generate(local_dir, model_uri, records, passes, cfg.timeout_s, sampling_engine(cfg))
-        return self._diversity_finish(ctx, started, cfg, records, completions["sampled"], gen.get("timings", {}),
-                                      model_uri=model_uri, train_uri=train_uri, reward=reward)
 
     def _train(self, kind: str, ctx: StageContext, model_uri: str, data_uri: str, params: dict[str, Any],
                cfg: SFTConfig | RFTConfig, inputs: dict[str, Any]) -> StageManifest | PendingJob:
@@ -416,41 +302,34 @@ class LocalBackend(Backend):
         return self._finish(ctx, local_dir, remote, started, checkpoint_uri=store.join(ctx.uri, FINAL_MODEL),
                             metrics=metrics, inputs={**inputs, "config": cfg.model_dump()}, outputs=outputs)
 
-    def sft(self, ctx: StageContext, model_uri: str, sft_uri: str,
-            overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
-        """Supervised fine-tuning (full or LoRA, merged) from model_uri on demonstrations.
+    def train(self, ctx: StageContext, kind: str, model_uri: str, data_uri: str, reward: str | None,
+              overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
+        """SFT (full or LoRA, merged) on demonstrations, or GRPO on the training prompts scored by the reward
+        handler, from model_uri, with TRL in a child process.
 
         Manifest: checkpoint_uri {ctx.uri}/model, outputs {metrics_uri, log_uri}, metrics {steps, train_seconds,
-        train_cpu_seconds, examples, samples_per_s, resumed_from_step, stopped_by_time, final_loss}.
+        train_cpu_seconds, resumed_from_step, stopped_by_time, ...}; SFT adds examples, samples_per_s,
+        final_loss and its convergence check; GRPO adds rollouts, rollouts_per_s, prompts, reward_first and
+        reward_last (critic/rewards/mean of the first and last logging windows).
         """
-        if (m := self._reused(ctx)) is not None:
+        if (m := self.reused(ctx)) is not None:
             return m
-        cfg: SFTConfig = self._recipe("sft", overrides)
         from rftflow.data.dataset import read_records
 
-        read_records(sft_uri, kind="sft")  # bad data fails here, with file and line, before a child starts
-        return self._train("sft", ctx, model_uri, sft_uri, {}, cfg,
-                           inputs={"model_uri": model_uri, "sft_uri": sft_uri})
-
-    def rft(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
-            overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
-        """GRPO from model_uri on the training prompts, scored by the reward handler.
-
-        Manifest: checkpoint_uri {ctx.uri}/model, outputs {metrics_uri, log_uri}, metrics {steps, train_seconds,
-        train_cpu_seconds, rollouts, rollouts_per_s, resumed_from_step, stopped_by_time, prompts, reward_first,
-        reward_last} (reward_* = critic/rewards/mean of the first and last logging windows).
-        """
-        if (m := self._reused(ctx)) is not None:
-            return m
-        cfg: RFTConfig = self._recipe("rft", overrides)
-        from rftflow.data.dataset import read_records
-
-        read_records(train_uri, kind="rft")
-        self._load_reward(reward)  # a bad reward spec fails here, before a child starts
+        if kind == "sft":
+            cfg: SFTConfig | RFTConfig = self._recipe("sft", overrides)
+            read_records(data_uri, kind="sft")  # bad data fails here, with file and line, before a child starts
+            return self._train("sft", ctx, model_uri, data_uri, {}, cfg,
+                               inputs={"model_uri": model_uri, "sft_uri": data_uri})
+        if reward is None:
+            raise ValueError("rft: a reward is required")
+        cfg = self._recipe("rft", overrides)
+        read_records(data_uri, kind="rft")
+        self.reward_function(reward)  # a bad reward spec fails here, before a child starts
         params = {"reward_spec": reward, "reward_workers": self.reward_workers,
                   "reward_timeout_s": self.reward_timeout_s}
-        return self._train("grpo", ctx, model_uri, train_uri, params, cfg,
-                           inputs={"model_uri": model_uri, "train_uri": train_uri, "reward": reward})
+        return self._train("grpo", ctx, model_uri, data_uri, params, cfg,
+                           inputs={"model_uri": model_uri, "train_uri": data_uri, "reward": reward})
 
     # ------------------------------------------------------------------------------ deferred training
 
@@ -461,18 +340,6 @@ class LocalBackend(Backend):
         if not path.is_file():
             return None
         return PendingJob(**json.loads(path.read_text(encoding="utf-8")))
-
-    def awaited(self, ctx: StageContext, pending: PendingJob | None, event: dict[str, Any], what: str) -> PendingJob:
-        """The job this stage waited for: the one the task deferred with, else the one recorded under the stage
-        (some runners, dag.test, resume with the event only); the trigger's event must be about that job."""
-        if pending is None or not pending.details:
-            pending = self.load_pending(ctx)
-            if pending is None:
-                raise RuntimeError(f"{ctx.stage}: no {what} recorded under {ctx.uri}")
-        if event.get("job_name") and event["job_name"] != pending.job_name:
-            raise RuntimeError(f"{ctx.stage}: the trigger reported {what} {event['job_name']}, but this stage "
-                               f"waits for {pending.job_name}")
-        return pending
 
     def trigger_for(self, pending: PendingJob) -> Any:
         """Waits in the triggerer (no worker slot, no parent process) for the trainer's result or its end."""
@@ -490,12 +357,11 @@ class LocalBackend(Backend):
         if pending.kind == LOCAL_TRAINER:
             stop_trainer(pending.details["stage_kind"], pending.details["job_dir"], pending.job_name)
 
-    def complete(self, ctx: StageContext, pending: PendingJob | None, event: dict[str, Any]) -> StageManifest:
+    def complete_training(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any]) -> StageManifest:
         """After the trigger fired: the trainer's result becomes the stage's manifest; any other ending raises
         the runner's error (a retry then adopts a live trainer or resumes from the last checkpoint)."""
         from rftflow.backends.local.runner import finished_trainer
 
-        pending = self.awaited(ctx, pending, event, "detached trainer")
         d = pending.details
         result = finished_trainer(d["stage_kind"], d["job_dir"], {"job_name": pending.job_name, **event})
         cfg = (SFTConfig if d["stage_kind"] == "sft" else RFTConfig).model_validate(d["cfg"])

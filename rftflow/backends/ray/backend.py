@@ -21,7 +21,6 @@ local backend's own code, run when the job has ended. Every stage submits one Ra
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shlex
@@ -34,8 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rftflow.artifacts import store
 from rftflow.artifacts.manifest import StageManifest
-from rftflow.backends.base import PendingJob, StageContext, run_remote
-from rftflow.backends.local.backend import PENDING, LocalBackend, _digest, sampling_engine
+from rftflow.backends.base import EVALUATE, Backend, Generation, PendingJob, SamplingPlan, StageContext
+from rftflow.backends.local.backend import LocalBackend, _digest, sampling_engine
 from rftflow.backends.ray import job as ray_job
 from rftflow.backends.ray.client import LIVE, RayApiError, RayJobs, plain
 from rftflow.cycle.recipes import (
@@ -215,7 +214,7 @@ class RayBackend(LocalBackend):
 
     def _reward_params(self, ctx: StageContext, reward: str) -> dict[str, Any]:
         """A built-in reward travels by name; a handler file through the artifact root."""
-        spec = self._load_reward(reward)  # a bad spec fails here, before anything is submitted
+        spec = self.reward_function(reward)  # a bad spec fails here, before anything is submitted
         from rftflow.rewards.runner import builtin_dir
 
         if Path(spec.path).resolve().is_relative_to(builtin_dir().resolve()):
@@ -270,14 +269,12 @@ class RayBackend(LocalBackend):
                      f"{scaling.num_workers} worker(s)")
             return submission
 
-    def _pending(self, ctx: StageContext, submission: str, **details: Any) -> PendingJob:
+    def _pending(self, submission: str, **details: Any) -> PendingJob:
         timeout = float(details["timeout_s"])
-        pending = PendingJob(RAY_JOB, submission, details={
+        return PendingJob(RAY_JOB, submission, details={
             **details, "address": self.options.address, "deadline": time.time() + timeout,
             # the deferral's own limit: a backstop past the stage's timeout, which the trigger enforces
             "wait_timeout_s": timeout + 600})
-        store.write_json(store.join(ctx.uri, PENDING), dataclasses.asdict(pending))
-        return pending
 
     # ------------------------------------------------------------------------------ training
 
@@ -300,15 +297,19 @@ class RayBackend(LocalBackend):
             "data_uri": self._ship(ctx, data_uri, Path(str(data_uri)).name), "cfg": cfg.model_dump(),
             "params": {**params, "trainer_args": strategy_args(scaling)}, "resume": True,
             "scaling": scaling.model_dump(), "threads_per_worker": scaling.threads}, scaling)
-        return self._pending(ctx, submission, stage_kind=kind, started=started, cfg=cfg.model_dump(),
-                             inputs=inputs, timeout_s=cfg.timeout_s, job_digest=digest)
+        return self.save_pending(ctx, self._pending(submission, stage_kind=kind, started=started,
+                                                     cfg=cfg.model_dump(), inputs=inputs, timeout_s=cfg.timeout_s,
+                                                     job_digest=digest))
 
     # ------------------------------------------------------------------------------ eval and diversity
 
-    def _start_generate(self, ctx: StageContext, model_uri: str, records: list[Any], passes: list[dict[str, Any]],
-                        scaling: RayScaling, engine: dict[str, Any], **details: Any) -> PendingJob:
+    def generate(self, ctx: StageContext, model_uri: str, plan: SamplingPlan, reward: str) -> PendingJob:
+        """One Ray job samples the plan's passes over Ray tasks (the recipe's `ray:` workers); `generated` reads
+        its completions once it has ended."""
+        scaling = self.scaling("eval" if plan.kind == EVALUATE else "diversity")
+        engine = sampling_engine(plan.config)
         prompts_uri = store.join(ctx.uri, "work", "prompts.jsonl")
-        job = {"kind": "generate", "prompts_uri": prompts_uri, "passes": passes,
+        job = {"kind": "generate", "prompts_uri": prompts_uri, "passes": plan.passes,
                "out_uri": store.join(ctx.uri, "work", "completions.jsonl"),
                "workers": scaling.num_workers, "cpus_per_worker": scaling.cpus_per_worker,
                "gpus_per_worker": scaling.gpus_per_worker if scaling.use_gpu else 0,
@@ -316,51 +317,19 @@ class RayBackend(LocalBackend):
                # tasks sharing a GPU share its memory: each vLLM engine takes its share of the recipe's fraction
                "engine": {**engine, "vllm_gpu_memory_utilization": engine["vllm_gpu_memory_utilization"]
                           * min(scaling.gpus_per_worker, 1.0)}}
-        digest = _digest(json.dumps({**job, "model_uri": model_uri, "prompts": [r.id for r in records]},
+        digest = _digest(json.dumps({**job, "model_uri": model_uri, "prompts": plan.record_ids()},
                                     sort_keys=True, default=str))
 
         def build() -> dict[str, Any]:
-            store.write_text(prompts_uri, "".join(json.dumps({"id": r.id, "messages": r.prompt_messages()}) + "\n"
-                                                  for r in records))
+            store.write_jsonl(prompts_uri, [{"id": r.id, "messages": r.prompt_messages()} for r in plan.records])
             return {**job, "model_uri": self._ship(ctx, model_uri, "model")}
 
         submission = self._submit(ctx, "generate", digest, build, scaling)
-        return self._pending(ctx, submission, started=time.time(), model_uri=model_uri, job_digest=digest,
-                             **details)
-
-    def start_evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
-                       overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
-        if (m := self._reused(ctx)) is not None:
-            return m
-        cfg, records, passes = self._eval_plan(eval_uri, overrides)
-        self._load_reward(reward)
-        return self._start_generate(ctx, model_uri, records, passes, self.scaling("eval"), sampling_engine(cfg),
-                                    stage_kind="evaluate",
-                                    data_uri=eval_uri, reward=reward, overrides=overrides, timeout_s=cfg.timeout_s)
-
-    def start_diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
-                        overrides: dict[str, Any] | None = None) -> StageManifest | PendingJob:
-        if (m := self._reused(ctx)) is not None:
-            return m
-        cfg, records, passes = self._diversity_plan(train_uri, overrides)
-        self._load_reward(reward)
-        return self._start_generate(ctx, model_uri, records, passes, self.scaling("diversity"),
-                                    sampling_engine(cfg), stage_kind="diversity", data_uri=train_uri, reward=reward, overrides=overrides,
-                                    timeout_s=cfg.timeout_s)
-
-    def evaluate(self, ctx: StageContext, model_uri: str, eval_uri: str, reward: str,
-                 overrides: dict[str, Any] | None = None) -> StageManifest:
-        return run_remote(self, ctx, lambda: self.start_evaluate(ctx, model_uri, eval_uri, reward, overrides))
-
-    def diversity(self, ctx: StageContext, model_uri: str, train_uri: str, reward: str,
-                  overrides: dict[str, Any] | None = None) -> StageManifest:
-        return run_remote(self, ctx, lambda: self.start_diversity(ctx, model_uri, train_uri, reward, overrides))
+        return self._pending(submission, job_digest=digest, timeout_s=plan.config.timeout_s)
 
     # ------------------------------------------------------------------------------ waiting and completing
 
-    def load_pending(self, ctx: StageContext) -> PendingJob | None:
-        uri = store.join(ctx.uri, PENDING)
-        return PendingJob(**store.read_json(uri)) if store.exists(uri) else None
+    load_pending = Backend.load_pending  # with the stage on the artifact root, not the local trainer's folder
 
     def trigger_for(self, pending: PendingJob) -> Any:
         from rftflow.orchestration.ray_trigger import RayJobTrigger
@@ -382,11 +351,10 @@ class RayBackend(LocalBackend):
         except RayApiError as err:
             log.warning("Ray job %s could not be stopped: %s", pending.job_name, err)
 
-    def complete(self, ctx: StageContext, pending: PendingJob | None, event: dict[str, Any]) -> StageManifest:
-        pending = self.awaited(ctx, pending, event, "Ray job")
+    def _result(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any], job_kind: str,
+                log_name: str) -> dict[str, Any]:
+        """What the ended job wrote (its result.json), or the error that tells why it did not succeed."""
         d = pending.details
-        kind = d["stage_kind"]
-        job_kind = kind if kind in ("sft", "grpo") else "generate"
         status = event.get("status")
         result_at = ray_job.result_uri(ctx.uri, job_kind)
         done = store.read_json(result_at) if store.exists(result_at) else None
@@ -402,28 +370,28 @@ class RayBackend(LocalBackend):
         if not done or not done.get("ok"):
             error = (done or {}).get("error") or {"message": "it wrote no result"}
             raise RuntimeError(f"{ctx.stage}: Ray job {pending.job_name} succeeded but {error.get('message')}")
-        self._keep_log(ctx, pending.job_name, f"{kind}.log")
-        result = done["result"]
-        started = float(d["started"])
-        if kind in ("sft", "grpo"):
-            local_dir, _ = self._stage_dir(ctx)
-            if store.local_path(ctx.uri) is None:  # the GRPO reward trend is read from the metrics here
-                store.get_file(store.join(ctx.uri, "metrics.jsonl"), str(local_dir / "metrics.jsonl"))
-            cfg = (SFTConfig if kind == "sft" else RFTConfig).model_validate(d["cfg"])
-            return self._finish_training(kind, ctx, local_dir, None, started, result, cfg, d["inputs"])
-        cfg, records, passes = (self._eval_plan(d["data_uri"], d.get("overrides")) if kind == "evaluate"
-                                else self._diversity_plan(d["data_uri"], d.get("overrides")))
+        self._keep_log(ctx, pending.job_name, log_name)
+        return done["result"]
+
+    def complete_training(self, ctx: StageContext, pending: PendingJob, event: dict[str, Any]) -> StageManifest:
+        d = pending.details
+        kind = d["stage_kind"]
+        result = self._result(ctx, pending, event, kind, f"{kind}.log")
+        local_dir, _ = self._stage_dir(ctx)
+        if store.local_path(ctx.uri) is None:  # the GRPO reward trend is read from the metrics here
+            store.get_file(store.join(ctx.uri, "metrics.jsonl"), str(local_dir / "metrics.jsonl"))
+        cfg = (SFTConfig if kind == "sft" else RFTConfig).model_validate(d["cfg"])
+        return self._finish_training(kind, ctx, local_dir, None, float(d["started"]), result, cfg, d["inputs"])
+
+    def generated(self, ctx: StageContext, pending: PendingJob, plan: SamplingPlan,
+                  event: dict[str, Any]) -> Generation:
+        result = self._result(ctx, pending, event, "generate", f"{plan.kind}.log")
         lines = store.read_jsonl(store.join(ctx.uri, "work", "completions.jsonl"))
-        if len(lines) != len(records):
+        if len(lines) != len(plan.records):
             raise RuntimeError(f"{ctx.stage}: Ray job {pending.job_name} wrote {len(lines)} completions for "
-                               f"{len(records)} prompts")
-        completions = {p["name"]: [line[p["name"]] for line in lines] for p in passes}
-        timings = {**result.get("timings", {}), "job_seconds": result.get("job_seconds")}
-        if kind == "evaluate":
-            return self._eval_finish(ctx, started, cfg, records, completions, timings, model_uri=d["model_uri"],
-                                     eval_uri=d["data_uri"], reward=d["reward"])
-        return self._diversity_finish(ctx, started, cfg, records, completions["sampled"], timings,
-                                      model_uri=d["model_uri"], train_uri=d["data_uri"], reward=d["reward"])
+                               f"{len(plan.records)} prompts")
+        return Generation({p["name"]: [line[p["name"]] for line in lines] for p in plan.passes},
+                          timings={**result.get("timings", {}), "job_seconds": result.get("job_seconds")})
 
     def _keep_log(self, ctx: StageContext, submission: str, name: str) -> None:
         """The job's log into the stage folder (logs/), where the report links it."""

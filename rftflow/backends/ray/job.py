@@ -15,7 +15,6 @@ disk shared with the Airflow worker. Nothing here is imported by Airflow.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -48,30 +47,8 @@ def _cache_root() -> Path:
 
 
 def local_copy(uri: str) -> str:
-    """A directory or file on this node holding `uri` (a file:// URI is used where it is; s3:// is downloaded
-    once per node into the cache, by atomic rename, so concurrent workers share one copy)."""
-    local = store.local_path(uri)
-    if local is not None:
-        return local
-    name = uri.rstrip("/").rsplit("/", 1)[-1]
-    target = _cache_root() / hashlib.sha256(uri.encode()).hexdigest()[:16] / name
-    if target.exists():
-        return str(target)
-    tmp = Path(tempfile.mkdtemp(dir=_cache_root()))
-    try:
-        if store.exists(store.join(uri, "config.json")) or not store.exists(uri):
-            store.get_dir(uri, str(tmp / name))
-        else:
-            store.get_file(uri, str(tmp / name))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            (tmp / name).rename(target)
-        except OSError:
-            if not target.exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(target)
+    """A directory or file on this node holding `uri` (rftflow.artifacts.store.local_copy, in this node's cache)."""
+    return store.local_copy(uri, str(_cache_root()))
 
 
 def _setup(threads: int | None) -> None:

@@ -1,7 +1,10 @@
-"""baseline_eval: the eval of the model the cycle starts from, and of the champion when that is another model.
+"""baseline_eval: the eval of the model the cycle starts from, and of the champion when there is one.
 
-Each eval is recorded as a part of this stage (`model`, `champion`: rftflow.cycle.graph), reused from the eval
-cache when the same model was evaluated on the same set before.
+The stage's own manifest is the start model's eval (as checkpoint_eval's is the candidate's), reused from the eval
+cache when the same model was evaluated on the same set before. Its parts (rftflow.cycle.graph): `registry`,
+the champion pointer as this cycle found it (promote swaps only from it), recorded first so that a retry compares
+against the same champion; `champion`, the champion's eval (a cache hit of the start model's own when the
+champion is the start model).
 """
 
 from __future__ import annotations
@@ -17,44 +20,39 @@ from rftflow.cycle.graph import Inputs, part
 from rftflow.cycle.params import CycleParams
 
 STAGE = "baseline_eval"
+REGISTRY = part("registry", STAGE)
+CHAMPION = part("champion", STAGE)
 
 
 def baseline_eval(p: CycleParams, ctx: StageContext, inputs: Inputs | None = None) -> dict[str, Any]:
-    """Evaluate the start model (and the champion, when it is another model)."""
-    if (m := reused(ctx)) is not None:
-        return m.outputs["xcom"]
-    started = time.time()
+    """Evaluate the start model (and the champion, when there is one)."""
     backend = backend_for(p)
-    champion, token = ChampionRegistry(p.artifact_root, p.model_family).current()
-    if p.base_model == "champion":
-        start = champion.model_uri if champion else p.fallback_model
-    else:
-        start = p.base_model
-    model_uri = backend.resolve_model(start, ctx)
-    model_ctx = ctx.for_stage(part("model", STAGE))
-    evals = cached_eval(p, model_ctx, backend, model_uri)
-    champion_eval = None
-    if champion is not None:
-        champion_eval = evals if champion.model_uri == model_uri else \
-            cached_eval(p, ctx.for_stage(part("champion", STAGE)), backend, champion.model_uri)
-    champion_metrics = champion_eval.metrics if champion_eval is not None else None
-    champion_rows_uri = champion_eval.outputs.get("rows_uri") if champion_eval is not None else None
-    xcom = {"model_uri": model_uri, "start": start, "champion_token": token,
-            "champion_model_uri": champion.model_uri if champion else None,
-            "pass_at_1": evals.metrics.get("pass_at_1"), "mean_reward": evals.metrics.get("mean_reward")}
-    from rftflow.artifacts import store
-
-    record(ctx, p, started, inputs={"start": start, "model_uri": model_uri, "eval_uri": p.eval_uri},
-           outputs={"eval_manifest_uri": store.join(model_ctx.uri, "manifest.json"), "xcom": xcom,
-                    "rows_uri": evals.outputs.get("rows_uri"), "champion_rows_uri": champion_rows_uri},
-           checkpoint_uri=model_uri, metrics=evals.metrics,
-           decision={"champion": champion_metrics} if champion_metrics is not None else None)
-    return xcom
+    registry_ctx = ctx.for_stage(REGISTRY)
+    found = reused(registry_ctx)
+    if found is None:
+        started = time.time()
+        champion, token = ChampionRegistry(p.artifact_root, p.model_family).current()
+        start = (champion.model_uri if champion else p.fallback_model) if p.base_model == "champion" else p.base_model
+        found = record(registry_ctx, p, started, checkpoint_uri=backend.resolve_model(start, ctx),
+                       inputs={"start": start, "model_family": p.model_family},
+                       outputs={"champion_token": token, "champion_model_uri": champion.model_uri if champion else None})
+    model_uri, champion_uri = found.checkpoint_uri, found.outputs.get("champion_model_uri")
+    evals = reused(ctx) or cached_eval(p, ctx, backend, model_uri)
+    out = {"model_uri": model_uri, "start": found.inputs["start"], "champion_token": found.outputs["champion_token"],
+           "champion_model_uri": champion_uri,
+           "pass_at_1": evals.metrics.get("pass_at_1"), "mean_reward": evals.metrics.get("mean_reward")}
+    if champion_uri is not None:
+        champion_ctx = ctx.for_stage(CHAMPION)
+        champion_eval = reused(champion_ctx) or cached_eval(p, champion_ctx, backend, champion_uri)
+        out["champion_pass_at_1"] = champion_eval.metrics.get("pass_at_1")
+    return out
 
 
-def champion_token(baseline: Any) -> str | None:
-    """The champion pointer's token when the cycle's baseline was taken (promote swaps only from it), read from
-    the baseline stage's manifest."""
-    if baseline is None:
-        raise RuntimeError("the baseline eval has no complete manifest in this run")
-    return (baseline.outputs.get("xcom") or {}).get("champion_token")
+def champion_token(registry: Any, baseline: Any = None) -> str | None:
+    """The champion pointer's token when the cycle's baseline was taken (promote swaps only from it), from the
+    baseline's `registry` part (`baseline`: a run started before the part existed kept it in its own outputs)."""
+    if registry is not None:
+        return registry.outputs.get("champion_token")
+    if baseline is not None and "xcom" in baseline.outputs:
+        return (baseline.outputs.get("xcom") or {}).get("champion_token")
+    raise RuntimeError("the baseline eval recorded no champion pointer in this run")

@@ -29,10 +29,10 @@ def gate(p: CycleParams, ctx: StageContext, inputs: Inputs | None = None) -> dic
     baseline, candidate = inputs.manifest("baseline"), inputs.manifest("candidate")
     if baseline is None or candidate is None:
         raise RuntimeError("gate: the baseline or the candidate eval has no complete manifest in this run")
-    champion_metrics = (baseline.decision or {}).get("champion")
-    champion = None
-    if champion_metrics is not None:
-        champion = EvalEvidence(champion_metrics, eval_rows(baseline.outputs.get("champion_rows_uri")), "champion")
+    champion = stage_evidence(inputs.manifest("champion"), "champion")  # None: the family has no champion yet
+    if champion is None and (old := (baseline.decision or {}).get("champion")) is not None:
+        # a run whose baseline was taken before the champion's eval was a part of its own
+        champion = EvalEvidence(old, eval_rows(baseline.outputs.get("champion_rows_uri")), "champion")
     drift = inputs.manifest("drift")
     look = record_look(p, ctx)
     result = decide(stage_evidence(baseline, "baseline"), stage_evidence(candidate, "candidate"), champion,

@@ -23,7 +23,7 @@ def promote(p: CycleParams, ctx: StageContext, candidate_uri: str, inputs: Input
         return m.decision
     started = time.time()
     inputs = inputs or inputs_of(ctx)
-    expected = champion_token(inputs.manifest("baseline"))
+    expected = champion_token(inputs.manifest("registry"), inputs.manifest("baseline"))
     candidate = inputs.manifest("candidate")
     registry = ChampionRegistry(p.artifact_root, p.model_family)
     champion = Champion(model_uri=candidate_uri, metrics=candidate.metrics if candidate else {},

@@ -31,8 +31,8 @@ def start_training(p: CycleParams, ctx: StageContext, inputs: Inputs | None = No
         if not p.sft_uri:
             raise ValueError("the SFT branch was taken but sft_uri is empty: give demonstrations or set "
                              "sft_policy=never")
-        return backend.sft(ctx, model_uri, p.sft_uri, p.overrides("sft"))
-    return backend.rft(ctx, model_uri, p.train_uri, p.reward, p.overrides("rft"))
+        return backend.train(ctx, "sft", model_uri, p.sft_uri, None, p.overrides("sft"))
+    return backend.train(ctx, "rft", model_uri, p.train_uri, p.reward, p.overrides("rft"))
 
 
 def training_result(manifest: StageManifest) -> dict[str, Any]:

@@ -173,7 +173,7 @@ def test_bedrock_models_are_checked(backend):
 
 
 def test_the_wait_covers_the_job_limit_plus_queueing_slack(backend, s3_root, data):
-    from rftflow.backends.aws.stages import PENDING_SLACK_HOURS
+    from rftflow.backends.aws.backend import PENDING_SLACK_HOURS
 
     pending = backend.rft(ctx_for(s3_root, "rft"), "nova-2-lite", data["train"], "numeric", {})
     _, kwargs = backend.trigger_for(pending).serialize()
@@ -183,7 +183,7 @@ def test_the_wait_covers_the_job_limit_plus_queueing_slack(backend, s3_root, dat
 
 def test_a_trigger_out_of_attempts_on_a_running_job_says_retry_to_reattach(backend, s3_root, data):
     """The provider's trigger reports running out of attempts as status "error", not "timeout"."""
-    from rftflow.backends.aws.stages import WaitEnded
+    from rftflow.backends.aws.backend import WaitEnded
 
     ctx = ctx_for(s3_root, "rft")
     pending = backend.rft(ctx, "nova-2-lite", data["train"], "numeric", {})
@@ -210,7 +210,7 @@ def _failure_context(root: str, stage: str, error: BaseException, state: str = "
 ])
 def test_stop_remote_job_stops_only_what_the_run_will_not_come_back_for(backend, s3_root, data, monkeypatch,
                                                                        caplog, error, state, stopped):
-    from rftflow.backends.aws.stages import WaitEnded
+    from rftflow.backends.aws.backend import WaitEnded
     from rftflow.orchestration.operators import stop_remote_job
 
     monkeypatch.setenv("RFTFLOW_BEDROCK_ROLE_ARN", BEDROCK_ROLE)

@@ -1,12 +1,11 @@
 """What the sagemaker and bedrock backends share: options, clients, staging data in S3, the reward Lambda,
-evaluation and the diversity check through Bedrock runtime `converse`, and writing stage manifests.
+preflight, and sampling through Bedrock runtime `converse` (their `generate` for a base or deployed model).
 
-Eval and diversity reuse rftflow.scoring.evaluation and rftflow.scoring.diversity, so their numbers mean what they mean locally.
+Scoring, the diversity decision and the manifests are `Backend`'s (rftflow.backends.base), as on every backend.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -18,18 +17,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from rftflow.artifacts import store
-from rftflow.artifacts.manifest import StageManifest, package_versions, stage_uri, write_manifest
-from rftflow.backends.base import Backend, PendingJob, StageContext
+from rftflow.artifacts.manifest import stage_uri
+from rftflow.backends.base import EVALUATE, Backend, Generation, PendingJob, SamplingPlan, StageContext
 from rftflow.cycle.recipes import DiversityConfig, EvalConfig, build_config
 from rftflow.options import setting
-from rftflow.scoring.diversity import sample_prompts
 
 log = logging.getLogger(__name__)
 
-PENDING = "pending.json"
-ROWS = "rows.jsonl"
 METRICS = "metrics.jsonl"
-FILTERED_TRAIN = "filtered_train.jsonl"
 PENDING_SLACK_HOURS = 6.0  # queueing and instance start-up before the runtime clock starts
 
 
@@ -105,14 +100,6 @@ def resolve_options(backend: str, given: dict[str, Any]) -> AwsOptions:
 
 def now_iso(ts: float | None = None) -> str:
     return datetime.fromtimestamp(ts if ts is not None else time.time(), UTC).isoformat(timespec="seconds")
-
-
-def _parse_iso(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
-
-
-def write_jsonl(uri: str, rows: list[dict[str, Any]]) -> None:
-    store.write_text(uri, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
 
 
 def sft_converse_row(record: Any) -> dict[str, Any]:
@@ -261,13 +248,12 @@ class AwsBackend(Backend):
         """What scores rollouts here: the local handler for a name/path, else the Lambda itself."""
         if reward.startswith("arn:"):
             return LambdaReward(self.aws.client("lambda"), reward)
-        from rftflow.rewards.runner import load_reward
+        return super().reward_function(reward)
 
-        return load_reward(reward)
-
-    def reward_workers(self, reward_fn: Any) -> int:
-        """Worker processes for local scoring (a Lambda-backed reward is called from this process)."""
-        return 0 if isinstance(reward_fn, LambdaReward) else self.options.reward_workers
+    def scoring_options(self, reward_fn: Any) -> dict[str, Any]:
+        """Local scoring in worker processes; a Lambda-backed reward is called from this process."""
+        return {"workers": 0 if isinstance(reward_fn, LambdaReward) else self.options.reward_workers,
+                "timeout_s": self.options.reward_timeout_s}
 
     # ------------------------------------------------------------------ data
 
@@ -278,20 +264,10 @@ class AwsBackend(Backend):
 
         records = read_records(uri, kind=kind)
         rows = [convert(r) if convert else r.to_json() for r in records]
-        write_jsonl(target, rows)
+        store.write_jsonl(target, rows)
         return len(rows)
 
     # ------------------------------------------------------------------ manifests
-
-    def finish(self, ctx: StageContext, started_at: str, **fields: Any) -> StageManifest:
-        finished = time.time()
-        manifest = StageManifest(
-            dag_id=ctx.dag_id, run_id=ctx.run_id, cycle=ctx.cycle, stage=ctx.stage, backend=self.name,
-            started_at=started_at, finished_at=now_iso(finished),
-            duration_s=round(max(0.0, finished - _parse_iso(started_at)), 3), versions=package_versions(), **fields,
-        )
-        write_manifest(ctx.uri, manifest)  # last: its presence marks the stage complete
-        return manifest
 
     def training_metrics_summary(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         rewards = [r["critic/rewards/mean"] for r in rows if r.get("critic/rewards/mean") is not None]
@@ -300,9 +276,11 @@ class AwsBackend(Backend):
 
     # ------------------------------------------------------------------ eval and diversity via converse
 
-    @staticmethod
-    def _split(model: type[BaseModel], overrides: dict[str, Any] | None,
-               defaults: dict[str, Any]) -> tuple[Any, list[str]]:
+    def sampling_config(self, kind: str, overrides: dict[str, Any] | None) -> tuple[Any, list[str]]:
+        """Our eval / diversity recipe fields from the overrides (Nova answers longer than the tiny model: 1,024
+        new tokens by default); any other override does not apply to converse rollouts and is noted."""
+        model = EvalConfig if kind == EVALUATE else DiversityConfig
+        defaults = AWS_EVAL_DEFAULTS if kind == EVALUATE else AWS_DIVERSITY_DEFAULTS
         values, notes = dict(defaults), []
         for key, value in (overrides or {}).items():
             if key.split(".", 1)[0] in model.model_fields:
@@ -310,6 +288,17 @@ class AwsBackend(Backend):
             else:
                 notes.append(f"override {key!r} does not apply to converse rollouts; ignored")
         return build_config(model, values, "overrides"), notes
+
+    def sample_passes(self, plan: SamplingPlan, sample: Any, model_id: str,
+                      extra_jobs: list[dict[str, Any]] | None = None) -> Generation:
+        """Each of the plan's passes through `sample(records, k, temperature, top_p, max_tokens, seed)` ->
+        (k completions per record, the job record it billed); `converse` on `model_id` by default."""
+        completions, jobs = {}, list(extra_jobs or [])
+        for p in plan.passes:
+            completions[p["name"]], job = sample(plan.records, p["k"], p["temperature"], p.get("top_p", 1.0),
+                                                 p["max_new_tokens"], p.get("seed", plan.config.seed))
+            jobs.append(job)
+        return Generation(completions, jobs=jobs, inputs={"model_id": model_id})
 
     def converse_model_id(self, model_uri: str) -> str:
         """The model id `converse` takes for a base model: the region's cross-region profile of Nova 2 Lite."""
@@ -339,110 +328,6 @@ class AwsBackend(Backend):
                "temperature": temperature, "seconds": round(time.time() - started, 3), **usage.to_dict(), **cost}
         return out, job
 
-    def converse_evaluate(self, ctx: StageContext, model_uri: str, model_id: str, eval_uri: str, reward: str,
-                          overrides: dict[str, Any] | None, extra_jobs: list[dict[str, Any]] | None = None,
-                          sampler: Any = None) -> StageManifest:
-        """Greedy pass@1 (and pass@k when asked) over the eval set, scored with the stage's reward.
-        `sampler(records, k, temperature, top_p, max_tokens, seed)` -> (k completions per record, job record);
-        default: `converse` on `model_id`."""
-        from rftflow.data.dataset import read_records
-        from rftflow.scoring import evaluation
-
-        sample = sampler or functools.partial(self._converse, model_id)
-        started_at = now_iso()
-        cfg, notes = self._split(EvalConfig, overrides, AWS_EVAL_DEFAULTS)
-        records = read_records(eval_uri, kind="rft")[:cfg.max_prompts or None]
-        reward_fn = self.reward_function(reward)
-        greedy, job = sample(records, 1, 0.0, 1.0, cfg.max_new_tokens, cfg.seed)
-        jobs = [*(extra_jobs or []), job]
-        sampled = None
-        if cfg.pass_at_k:
-            sampled, sjob = sample(records, cfg.pass_at_k, cfg.sample_temperature, 1.0, cfg.max_new_tokens,
-                                   cfg.seed)
-            jobs.append(sjob)
-        rows = evaluation.score_rows(records, [g[0] for g in greedy], reward_fn, pass_threshold=cfg.pass_threshold,
-                                     sampled=sampled, workers=self.reward_workers(reward_fn),
-                                     timeout_s=self.options.reward_timeout_s)
-        write_jsonl(store.join(ctx.uri, ROWS), rows)
-        metrics = evaluation.summarize(rows, cfg.breakdown_fields)
-        metrics["estimated_cost_usd"] = _total(jobs)
-        return self.finish(ctx, started_at, checkpoint_uri=model_uri, metrics=metrics, jobs=jobs,
-                           inputs={"model_uri": model_uri, "model_id": model_id, "eval_uri": eval_uri,
-                                   "reward": reward, "config": cfg.model_dump(), "notes": notes},
-                           outputs={"rows_uri": store.join(ctx.uri, ROWS)})
-
-    def diversity_config(self, overrides: dict[str, Any] | None) -> tuple[DiversityConfig, list[str]]:
-        return self._split(DiversityConfig, overrides, AWS_DIVERSITY_DEFAULTS)
-
-    def finish_diversity(self, ctx: StageContext, started_at: str, model_uri: str, train_uri: str, reward: str,
-                         records: list[Any], completions: list[list[dict[str, Any]]], cfg: DiversityConfig,
-                         jobs: list[dict[str, Any]], notes: list[str]) -> StageManifest:
-        """Score k completions per prompt, analyse pass patterns, decide, write rows and the manifest."""
-        from rftflow.data.dataset import write_records
-        from rftflow.scoring import diversity as diversity_mod
-
-        reward_fn = self.reward_function(reward)
-        rows, metrics, decision = diversity_mod.score(records, completions, reward_fn, cfg,
-                                                      workers=self.reward_workers(reward_fn),
-                                                      timeout_s=self.options.reward_timeout_s)
-        metrics["estimated_cost_usd"] = _total(jobs)
-        write_jsonl(store.join(ctx.uri, ROWS), rows)
-        outputs: dict[str, Any] = {"rows_uri": store.join(ctx.uri, ROWS)}
-        if cfg.write_filtered:
-            keep = diversity_mod.informative(records, rows)
-            write_records(store.join(ctx.uri, FILTERED_TRAIN), keep)
-            outputs["filtered_train_uri"] = store.join(ctx.uri, FILTERED_TRAIN)
-            metrics["filtered_prompts"] = len(keep)
-        return self.finish(ctx, started_at, checkpoint_uri=model_uri, metrics=metrics, decision=decision,
-                           jobs=jobs, outputs=outputs,
-                           inputs={"model_uri": model_uri, "train_uri": train_uri, "reward": reward,
-                                   "config": cfg.model_dump(), "notes": notes})
-
-    def converse_diversity(self, ctx: StageContext, model_uri: str, model_id: str, train_uri: str, reward: str,
-                           overrides: dict[str, Any] | None, extra_jobs: list[dict[str, Any]] | None = None,
-                           sampler: Any = None) -> StageManifest:
-        """k samples per prompt (`sampler` as for converse_evaluate), then the shared analysis and decision."""
-        from rftflow.data.dataset import read_records
-
-        sample = sampler or functools.partial(self._converse, model_id)
-        started_at = now_iso()
-        cfg, notes = self.diversity_config(overrides)
-        records = sample_prompts(read_records(train_uri, kind="rft"), cfg)
-        self.reward_function(reward)  # a bad reward spec fails before any paid call
-        completions, job = sample(records, cfg.k, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
-        return self.finish_diversity(ctx, started_at, model_uri, train_uri, reward, records, completions, cfg,
-                                     [*(extra_jobs or []), job], notes)
-
-    # ------------------------------------------------------------------ pending jobs
-
-    def save_pending(self, ctx: StageContext, pending: PendingJob) -> PendingJob:
-        """Keep the pending job beside the stage, so completion does not depend on what the caller kept."""
-        import dataclasses
-
-        store.write_json(store.join(ctx.uri, PENDING), dataclasses.asdict(pending))
-        return pending
-
-    def load_pending(self, ctx: StageContext) -> PendingJob | None:
-        """The job this stage last submitted or re-attached to (None when it never submitted one)."""
-        uri = store.join(ctx.uri, PENDING)
-        if not store.exists(uri):
-            return None
-        return PendingJob(**store.read_json(uri))
-
-    def resolve_pending(self, ctx: StageContext, pending: PendingJob | None,
-                        event: dict[str, Any]) -> PendingJob:
-        """`pending` when the caller kept it, else the stage's saved one; the event's job must match."""
-        if pending is None or not pending.job_name or not pending.details:
-            saved = self.load_pending(ctx)
-            if saved is None:
-                raise RuntimeError(f"{ctx.stage}: no pending job given and none saved at {ctx.uri}/{PENDING}")
-            pending = saved
-        job = event.get("job_name")
-        if job and job != pending.job_name:
-            raise RuntimeError(f"{ctx.stage}: the trigger reported job {job}, but this stage waits for "
-                               f"{pending.job_name}")
-        return pending
-
     # ------------------------------------------------------------------ completion helpers
 
     @staticmethod
@@ -457,12 +342,6 @@ class AwsBackend(Backend):
             return WaitEnded(f"{pending.job_name}: stopped waiting ({message or status}); the job may still be "
                              "running — retry the task to re-attach to it (no second job is started)")
         return RuntimeError(f"{pending.job_name} ended {status}: {message} {detail}".strip())
-
-
-def _total(jobs: list[dict[str, Any]]) -> float:
-    from rftflow.backends.aws.pricing import total_cost
-
-    return total_cost(jobs)
 
 
 def content_digest(text: str) -> str:
