@@ -192,6 +192,25 @@ def write_manifest(stage_uri: str, manifest: StageManifest) -> str:
     return uri
 
 
+def finish_stage(ctx: Any, backend: str, started: float | str, **fields: Any) -> StageManifest:
+    """Write the manifest of the stage at `ctx` (a StageContext) that started at `started` (epoch seconds or ISO
+    text) and ends now, with its package versions; last, as its presence marks the stage complete."""
+    from datetime import UTC, datetime
+
+    if isinstance(started, str):
+        started_at, started_ts = started, datetime.fromisoformat(started).timestamp()
+    else:
+        started_at, started_ts = datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"), float(started)
+    finished = datetime.now(UTC)
+    manifest = StageManifest(
+        dag_id=ctx.dag_id, run_id=ctx.run_id, cycle=ctx.cycle, stage=ctx.stage, backend=backend,
+        started_at=started_at, finished_at=finished.isoformat(timespec="seconds"),
+        duration_s=round(max(0.0, finished.timestamp() - started_ts), 3), versions=package_versions(), **fields,
+    )
+    write_manifest(ctx.uri, manifest)
+    return manifest
+
+
 _VERSIONED_PACKAGES = (
     "rftflow",
     "apache-airflow",

@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from rftflow.artifacts import store
-from rftflow.artifacts.manifest import StageManifest, package_versions, stage_uri, write_manifest
+from rftflow.artifacts.manifest import StageManifest, finish_stage, stage_uri
 
 
 @dataclass(frozen=True)
@@ -112,13 +111,6 @@ class Generation:
     inputs: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def iso_time(started: float | str) -> tuple[str, float]:
-    """(ISO text, epoch seconds) of a start time given either way."""
-    if isinstance(started, str):
-        return started, datetime.fromisoformat(started).timestamp()
-    return datetime.fromtimestamp(started, UTC).isoformat(), float(started)
 
 
 class Backend(ABC):
@@ -303,15 +295,7 @@ class Backend(ABC):
 
     def finish(self, ctx: StageContext, started: float | str, **fields: Any) -> StageManifest:
         """Write the stage's manifest, last: its presence marks the stage complete."""
-        started_at, started_ts = iso_time(started)
-        finished = time.time()
-        manifest = StageManifest(
-            dag_id=ctx.dag_id, run_id=ctx.run_id, cycle=ctx.cycle, stage=ctx.stage, backend=self.name,
-            started_at=started_at, finished_at=datetime.fromtimestamp(finished, UTC).isoformat(),
-            duration_s=round(max(0.0, finished - started_ts), 3), versions=package_versions(), **fields,
-        )
-        write_manifest(ctx.uri, manifest)
-        return manifest
+        return finish_stage(ctx, self.name, started, **fields)
 
     # ------------------------------------------------------------------ remote jobs
 

@@ -8,11 +8,10 @@ A stage function takes (params, StageContext, Inputs): the run's resolved params
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Any
 
-from rftflow.artifacts.manifest import StageManifest, load_complete, package_versions, write_manifest
+from rftflow.artifacts.manifest import StageManifest, finish_stage, load_complete
 from rftflow.backends.base import Backend, StageContext, get_backend
 from rftflow.cycle.graph import Inputs
 from rftflow.cycle.params import CycleParams, parse_params
@@ -67,13 +66,7 @@ def record(ctx: StageContext, p: CycleParams, started: float, *, read: Inputs | 
     inputs it read, whose manifests it names under inputs.upstream (the stage's lineage)."""
     if read is not None and (lineage := read.lineage()):
         fields["inputs"] = {**fields.get("inputs", {}), "upstream": lineage}
-    manifest = StageManifest(
-        dag_id=ctx.dag_id, run_id=ctx.run_id, cycle=ctx.cycle, stage=ctx.stage, backend=p.backend,
-        started_at=datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"), finished_at=now(),
-        duration_s=round(time.time() - started, 3), versions=package_versions(), **fields,
-    )
-    write_manifest(ctx.uri, manifest)
-    return manifest
+    return finish_stage(ctx, p.backend, started, **fields)
 
 
 def reused(ctx: StageContext) -> StageManifest | None:
