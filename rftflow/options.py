@@ -6,8 +6,12 @@ Airflow is consulted only inside Airflow (airflow.sdk already imported), so the 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from typing import Any, TypeVar
+
+_Options = TypeVar("_Options")
 
 
 def setting(name: str, prefixes: tuple[str, ...]) -> str | None:
@@ -28,3 +32,18 @@ def setting(name: str, prefixes: tuple[str, ...]) -> str | None:
     except Exception:  # no Variable backend reachable
         return None
     return None
+
+
+def resolve(model: type[_Options], given: dict[str, Any], prefixes: tuple[str, ...], what: str) -> _Options:
+    """A backend's options (a pydantic model): each one given in code, else its `setting` (JSON for a list or
+    a dict); an unknown name fails with the names there are."""
+    fields = model.model_fields  # type: ignore[attr-defined]
+    unknown = set(given) - set(fields)
+    if unknown:
+        raise ValueError(f"{what}: unknown option(s) {sorted(unknown)}; expected {', '.join(fields)}")
+    values = dict(given)
+    for name, field in fields.items():
+        if name not in values and (found := setting(name, prefixes)) is not None:
+            structured = field.annotation not in (str, str | None) and found[:1] in "[{"
+            values[name] = json.loads(found) if structured else found
+    return model.model_validate(values)  # type: ignore[attr-defined]

@@ -452,9 +452,9 @@ def _split_plans(
 
 
 def _aws_setting(backend: str, name: str) -> str | None:
-    from rftflow.backends.aws.backend import _option_value
+    from rftflow.options import setting
 
-    value = _option_value(backend, name)
+    value = setting(name, (backend, "aws"))
     if value is None and name == "region_name":
         value = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     return value or None

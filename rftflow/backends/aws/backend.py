@@ -20,7 +20,7 @@ from rftflow.artifacts import store
 from rftflow.artifacts.manifest import stage_uri
 from rftflow.backends.base import EVALUATE, Backend, Generation, PendingJob, SamplingPlan, StageContext
 from rftflow.cycle.recipes import DiversityConfig, EvalConfig, build_config
-from rftflow.options import setting
+from rftflow.options import resolve
 
 log = logging.getLogger(__name__)
 
@@ -76,26 +76,11 @@ class AwsOptions(BaseModel):
                                                           "https://bedrock-mantle.<region>.api.aws/v1).")
 
 
-def _option_value(backend: str, name: str) -> str | None:
-    return setting(name, (backend, "aws"))
-
-
 def resolve_options(backend: str, given: dict[str, Any]) -> AwsOptions:
-    values: dict[str, Any] = {}
-    for name in AwsOptions.model_fields:
-        if name in given:
-            values[name] = given[name]
-            continue
-        found = _option_value(backend, name)
-        if found is not None:
-            values[name] = found
-    unknown = set(given) - set(AwsOptions.model_fields)
-    if unknown:
-        raise ValueError(f"{backend} backend: unknown option(s) {sorted(unknown)}; expected "
-                         f"{', '.join(AwsOptions.model_fields)}")
-    if isinstance(values.get("aws_conn_id"), str) and values["aws_conn_id"].lower() == "none":
-        values["aws_conn_id"] = None
-    return AwsOptions.model_validate(values)
+    options = resolve(AwsOptions, given, (backend, "aws"), f"{backend} backend")
+    if isinstance(options.aws_conn_id, str) and options.aws_conn_id.lower() == "none":
+        options.aws_conn_id = None  # boto3's own credential chain
+    return options
 
 
 def now_iso(ts: float | None = None) -> str:

@@ -50,7 +50,7 @@ from rftflow.cycle.recipes import (
     load_yaml,
     yaml_key_lines,
 )
-from rftflow.options import setting
+from rftflow.options import resolve
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +107,7 @@ class RayOptions(BaseModel):
 
 def resolve_ray_options(given: dict[str, Any]) -> RayOptions:
     """Options given in code, else env RFTFLOW_RAY_<NAME> / Variable rftflow_ray_<name>, else the connection."""
-    values: dict[str, Any] = dict(given)
-    for name, field in RayOptions.model_fields.items():
-        if name in values:
-            continue
-        found = setting(name, ("ray",))
-        if found is not None:
-            values[name] = json.loads(found) if field.annotation not in (str, str | None) and found[:1] in "[{" else found
-    options = RayOptions.model_validate(values)
+    options = resolve(RayOptions, given, ("ray",), "ray backend")
     if options.address is None and options.conn_id and options.conn_id != "none":
         _from_connection(options)
     if options.address is None:
