@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -184,7 +185,7 @@ def test_a_promote_in_a_run_whose_baseline_kept_the_pointer_itself_still_swaps_f
 
 
 @pytest.mark.slow
-def test_the_baseline_evaluates_the_champion_beside_the_start_model_and_records_the_pointer_first(params):
+def test_the_baseline_evaluates_the_champion_beside_the_start_model_and_records_the_pointer_first(params, capsys):
     """The stage's manifest is the start model's eval; the champion's eval and the champion pointer the cycle
     compares against are its parts; a champion that is the start model is not evaluated (nor billed) twice."""
     from rftflow.artifacts.registry import Champion, ChampionRegistry
@@ -213,6 +214,13 @@ def test_the_baseline_evaluates_the_champion_beside_the_start_model_and_records_
     store.copy_prefix(ctx.uri, ctx.for_stage("checkpoint_eval").uri)
     decision = gate(params, ctx.for_stage("gate"))
     assert {c["versus"] for c in decision["comparisons"]} >= {"baseline", "champion"}
+    # and so does `rftflow gate` on the stored folders: the champion's eval is found beside the baseline's
+    from rftflow.cli.main import main as cli_main
+
+    assert cli_main(["gate", store.local_path(ctx.uri), store.local_path(ctx.for_stage("checkpoint_eval").uri),
+                     "--json"]) == 0
+    again_decided = json.loads(capsys.readouterr().out)
+    assert {c["versus"] for c in again_decided["comparisons"]} == {c["versus"] for c in decision["comparisons"]}
 
     # the champion is the start model: its eval is the start model's, reused from the cache and not billed
     start_from_champion = params.model_copy(update={"base_model": "champion"})
