@@ -98,6 +98,12 @@ def sft_converse_row(record: Any) -> dict[str, Any]:
     return row
 
 
+def converse_notes(model: type[BaseModel], overrides: dict[str, Any] | None) -> list[str]:
+    """The overrides that are not `model`'s fields: converse rollouts have no use for them, and say so."""
+    return [f"override {key!r} does not apply to converse rollouts; ignored" for key in (overrides or {})
+            if key.split(".", 1)[0] not in model.model_fields]
+
+
 class LambdaReward:
     """A reward scored by invoking the deployed Lambda (when no local handler file matches the ARN)."""
 
@@ -265,14 +271,9 @@ class AwsBackend(Backend):
         """Our eval / diversity recipe fields from the overrides (Nova answers longer than the tiny model: 1,024
         new tokens by default); any other override does not apply to converse rollouts and is noted."""
         model = EvalConfig if kind == EVALUATE else DiversityConfig
-        defaults = AWS_EVAL_DEFAULTS if kind == EVALUATE else AWS_DIVERSITY_DEFAULTS
-        values, notes = dict(defaults), []
-        for key, value in (overrides or {}).items():
-            if key.split(".", 1)[0] in model.model_fields:
-                values[key] = value
-            else:
-                notes.append(f"override {key!r} does not apply to converse rollouts; ignored")
-        return build_config(model, values, "overrides"), notes
+        values = dict(AWS_EVAL_DEFAULTS if kind == EVALUATE else AWS_DIVERSITY_DEFAULTS)
+        values.update({k: v for k, v in (overrides or {}).items() if k.split(".", 1)[0] in model.model_fields})
+        return build_config(model, values, "overrides"), converse_notes(model, overrides)
 
     def sample_passes(self, plan: SamplingPlan, sample: Any, model_id: str,
                       extra_jobs: list[dict[str, Any]] | None = None) -> Generation:

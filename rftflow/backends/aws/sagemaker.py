@@ -21,6 +21,7 @@ from rftflow.backends.aws.backend import (
     SAGEMAKER_MODEL,
     AwsBackend,
     content_digest,
+    converse_notes,
     now_iso,
     sft_converse_row,
 )
@@ -256,19 +257,13 @@ class SageMakerBackend(AwsBackend):
         if plan.kind == DIVERSITY and not model.startswith("s3://"):
             model_id = self.converse_model_id(model_uri)
             gen = self.sample_passes(plan, functools.partial(self._converse, model_id), model_id)
-            gen.notes = self.sampling_config_notes(plan)
+            gen.notes = converse_notes(type(cfg), plan.overrides)
             return gen
         recipe_overrides = self._eval_config(type(cfg), plan.overrides, {})[1]
         if plan.kind == DIVERSITY:
             recipe_overrides.update({"inference.temperature": cfg.temperature, "inference.top_p": cfg.top_p,
                                      "inference.max_new_tokens": cfg.max_new_tokens})
         return self._submit_eval(ctx, model, reward, plan, k, recipe_overrides)
-
-    @staticmethod
-    def sampling_config_notes(plan: SamplingPlan) -> list[str]:
-        fields = type(plan.config).model_fields
-        return [f"override {key!r} does not apply to converse rollouts; ignored" for key in plan.overrides
-                if key.split(".", 1)[0] not in fields]
 
     @staticmethod
     def _eval_config(model: Any, overrides: dict[str, Any] | None, defaults: dict[str, Any]) -> tuple[Any, dict]:

@@ -158,10 +158,15 @@ def test_diversity_retries_throttling_and_decides(backend, s3_root, data):
         for r in records:  # k=2: one right, one wrong each -> every prompt mixed
             stub.add_response("converse", converse_reply(f"#### {r.reference_answer}"))
             stub.add_response("converse", converse_reply("#### -5"))
-        manifest = backend.diversity(ctx, "nova-2-lite", path, "numeric", {"k": 2, "max_prompts": 3})
+        manifest = backend.diversity(ctx, "nova-2-lite", path, "numeric",
+                                     {"k": 2, "max_prompts": 3, "inference.reasoning_effort": "low"})
         stub.assert_no_pending_responses()
     assert manifest.metrics["mixed"] == 1.0 and manifest.decision["decision"] == "rft"
     assert manifest.jobs[0]["retries"] == 1 and manifest.jobs[0]["samples"] == 6
+    # an override converse has no use for is said in the manifest, not silently dropped
+    assert manifest.inputs["notes"] == ["override 'inference.reasoning_effort' does not apply to converse "
+                                        "rollouts; ignored"]
+    assert manifest.metrics["estimated_cost_usd"] == manifest.jobs[0]["estimated_cost_usd"]
 
 
 def test_bedrock_models_are_checked(backend):
