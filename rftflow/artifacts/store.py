@@ -459,10 +459,11 @@ def get_dir(uri: str, local_dir: str) -> None:
     copy_prefix(uri, local_dir)
 
 
-def local_copy(uri: str, cache_dir: str) -> str:
+def local_copy(uri: str, cache_dir: str, require: str | None = None) -> str:
     """A file or folder on this machine holding `uri`: a local path where it is; a remote one downloaded once
     into `cache_dir` (a folder, or a file when the URI is one), by atomic rename, so that concurrent readers
-    (tasks, Ray workers on one node) share one copy and never see half of it."""
+    (tasks, Ray workers on one node) share one copy and never see half of it. `require`: a file the folder must
+    hold (e.g. config.json); a download without it raises FileNotFoundError and is not kept."""
     local = local_path(uri)
     if local is not None:
         return local
@@ -476,10 +477,12 @@ def local_copy(uri: str, cache_dir: str) -> str:
     tmp = tempfile.mkdtemp(dir=cache_dir)
     try:
         staged = os.path.join(tmp, name)
-        if not exists(uri) or exists(join(uri, "config.json")):  # a prefix (a model folder), not one object
+        if _relative_files(uri) or not exists(uri):  # files under it: a folder (a model), not one object
             get_dir(uri, staged)
         else:
             get_file(uri, staged)
+        if require is not None and not os.path.exists(os.path.join(staged, require)):
+            raise FileNotFoundError(f"{uri}: no {require} in it")
         os.makedirs(os.path.dirname(target), exist_ok=True)
         try:
             os.rename(staged, target)

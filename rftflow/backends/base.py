@@ -233,9 +233,13 @@ class Backend(ABC):
         from rftflow.cycle.recipes import DiversityConfig, EvalConfig
         from rftflow.data.dataset import read_records
 
-        kind = details["stage_kind"]
+        kind = _sampling_kind(details)
+        records = read_records(details["data_uri"], kind="rft")
+        if "config" not in details or "record_ids" not in details:  # a job saved before plans were kept with it
+            cfg, notes = self.sampling_config(kind, details.get("overrides"))
+            return sampling_plan(kind, cfg, records, details.get("overrides"), notes)
         cfg = (EvalConfig if kind == EVALUATE else DiversityConfig).model_validate(details["config"])
-        by_id = {r.id: r for r in read_records(details["data_uri"], kind="rft")}
+        by_id = {r.id: r for r in records}
         missing = [i for i in details["record_ids"] if i not in by_id]
         if missing:
             raise ValueError(f"{details['data_uri']} changed while the job ran: ids {missing[:5]} are gone")
@@ -285,7 +289,8 @@ class Backend(ABC):
         if gen.jobs:
             from rftflow.backends.aws.pricing import total_cost
 
-            metrics["estimated_cost_usd"] = total_cost(gen.jobs)
+            priced = any(job.get("estimated_cost_usd") is not None for job in gen.jobs)
+            metrics["estimated_cost_usd"] = total_cost(gen.jobs) if priced else None  # None: no price known
             extra["jobs"] = gen.jobs
         data_key = "eval_uri" if plan.kind == EVALUATE else "train_uri"
         return self.finish(ctx, started, checkpoint_uri=model_uri, metrics=metrics, decision=decision,
@@ -329,10 +334,11 @@ class Backend(ABC):
         the job saved with the stage is used."""
         pending = self.awaited(ctx, pending, event)
         d = pending.details
-        if d.get("stage_kind") not in (EVALUATE, DIVERSITY):
+        if _sampling_kind(d) is None:
             return self.complete_training(ctx, pending, event)
         plan = self.saved_plan(d)
-        return self.finish_sampling(ctx, plan, self.generated(ctx, pending, plan, event), started=d["started"],
+        started = d.get("started", d.get("started_at"))  # started_at: a job saved before this key
+        return self.finish_sampling(ctx, plan, self.generated(ctx, pending, plan, event), started=started,
                                     model_uri=d["model_uri"], data_uri=d["data_uri"], reward=d["reward"])
 
     def settle(self, ctx: StageContext, pending: PendingJob) -> StageManifest:
@@ -369,6 +375,14 @@ class Backend(ABC):
         """What would make the cycle fail later on this backend, checked before anything is paid for (roles,
         the reward Lambda, every stage's recipe with its overrides); one readable line per problem."""
         return []
+
+
+def _sampling_kind(details: dict[str, Any]) -> str | None:
+    """EVALUATE or DIVERSITY for a sampling job's details (SageMaker eval jobs saved before this said "eval"),
+    None for a training job's."""
+    kind = details.get("stage_kind")
+    kind = EVALUATE if kind == "eval" else kind
+    return kind if kind in (EVALUATE, DIVERSITY) else None
 
 
 class StageDeferred(Exception):  # noqa: N818  (not an error: the stage waits for its job)

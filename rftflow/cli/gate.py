@@ -72,6 +72,7 @@ def _sibling(stage_uri: str | None, stage: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from rftflow.cycle.stages.baseline_eval import CHAMPION
+    from rftflow.cycle.stages.baseline_eval import STAGE as BASELINE
     from rftflow.cycle.stages.checkpoint_eval import DRIFT, RFT_START_EVAL
     from rftflow.cycle.stages.gate import eval_rows, stage_evidence
     from rftflow.scoring.gate import EvalEvidence, GateConfig, decide
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         champion = None
         if args.champion:
             champion = load_eval(args.champion, "champion")[0]
-        elif base_stage is not None and (stored_champion := _sibling(base_stage, CHAMPION)) is not None:
+        elif (base_manifest is not None and base_manifest.stage == BASELINE
+              and (stored_champion := _sibling(base_stage, CHAMPION)) is not None):
             champion = stage_evidence(stored_champion, "champion")  # the champion's eval beside the baseline's
         elif base_manifest is not None and (base_manifest.decision or {}).get("champion") is not None:
             champion = EvalEvidence(base_manifest.decision["champion"],  # a cycle stored before that part existed

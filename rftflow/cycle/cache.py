@@ -94,11 +94,12 @@ def _pointer(p: CycleParams, kind: str, key: str) -> str:
     return store.join(p.artifact_root, "cache", kind, f"{key}.json")
 
 
-def lookup(p: CycleParams, ctx: StageContext, kind: str, key: str,
-           outputs: dict[str, Any] | None = None) -> StageManifest | None:
+def lookup(p: CycleParams, ctx: StageContext, kind: str, key: str, outputs: dict[str, Any] | None = None,
+           checkpoint_uri: str | None = None) -> StageManifest | None:
     """The complete manifest an earlier stage recorded under this content hash, recorded again as ctx's own
-    (so later stages find it where they look), with `outputs` of this run's own over the earlier stage's; None
-    on a miss or when the cached stage is gone."""
+    (so later stages find it where they look), with `outputs` of this run's own over the earlier stage's and
+    this run's name of the model (`checkpoint_uri`: the same content may sit at another path); None on a miss
+    or when the cached stage is gone."""
     pointer = _pointer(p, kind, key)
     if not store.exists(pointer):
         return None
@@ -109,9 +110,18 @@ def lookup(p: CycleParams, ctx: StageContext, kind: str, key: str,
     log.info("%s: %s cache hit %s (inputs unchanged since %s)", ctx.stage, kind, key, source)
     if cached.run_id == ctx.run_id and cached.stage == ctx.stage and cached.cycle == ctx.cycle:
         return cached
-    copy = cached.model_copy(update={"run_id": ctx.run_id, "cycle": ctx.cycle, "stage": ctx.stage,
-                                     "inputs": {**cached.inputs, "cached_from": source},
-                                     "outputs": {**cached.outputs, **(outputs or {})}})
+    return record_copy(ctx, cached, source, outputs=outputs, checkpoint_uri=checkpoint_uri)
+
+
+def record_copy(ctx: StageContext, cached: StageManifest, source: str, *, outputs: dict[str, Any] | None = None,
+                checkpoint_uri: str | None = None) -> StageManifest:
+    """`cached` (the manifest at `source`) recorded as ctx's own, marked `cached_from` (reused: not billed again)."""
+    update: dict[str, Any] = {"run_id": ctx.run_id, "cycle": ctx.cycle, "stage": ctx.stage,
+                              "inputs": {**cached.inputs, "cached_from": source},
+                              "outputs": {**cached.outputs, **(outputs or {})}}
+    if checkpoint_uri is not None:
+        update["checkpoint_uri"] = checkpoint_uri
+    copy = cached.model_copy(update=update)
     write_manifest(ctx.uri, copy)
     return copy
 
@@ -121,11 +131,16 @@ def remember(p: CycleParams, ctx: StageContext, kind: str, key: str, **extra: An
 
 
 def cached_eval(p: CycleParams, ctx: StageContext, backend: Backend, model_uri: str) -> StageManifest:
-    """Evaluate `model_uri`, or reuse an earlier eval with the same content hash."""
+    """Evaluate `model_uri`, or reuse an earlier eval with the same content hash. The stage's own complete
+    manifest comes first (a retry; an eval job this task deferred on and completed) and is remembered then."""
+    own = load_complete(ctx.uri)
+    if own is not None and "cached_from" in own.inputs:
+        return own  # a cache hit this stage recorded before
     key = eval_cache_key(p, model_uri)
-    if (cached := lookup(p, ctx, "eval", key)) is not None:
-        return cached
-    manifest = load_complete(ctx.uri) or run_remote(  # complete: the eval job this task waited for
-        backend, ctx, lambda: backend.start_evaluate(ctx, model_uri, p.eval_uri, p.reward, p.overrides("eval")))
+    if own is None:
+        if (cached := lookup(p, ctx, "eval", key, checkpoint_uri=model_uri)) is not None:
+            return cached
+        own = run_remote(backend, ctx, lambda: backend.start_evaluate(ctx, model_uri, p.eval_uri, p.reward,
+                                                                       p.overrides("eval")))
     remember(p, ctx, "eval", key, model_uri=model_uri)
-    return manifest
+    return own

@@ -120,7 +120,7 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
         "validation": m["validation"].metrics if "validation" in m else None,
         "baseline": baseline.metrics if baseline else None,
         "candidate": candidate.metrics if candidate else None,
-        "champion": m["champion"].metrics if "champion" in m else None,
+        "champion": m["champion"].metrics if "champion" in m else _kept_champion(baseline),
         "sft_checkpoint": sft_eval.metrics if sft_eval else None,
         "diversity": diversity,
         "gate": m["gate"].decision if "gate" in m else None,
@@ -129,6 +129,11 @@ def build_summary(p: CycleParams, ctx: StageContext) -> dict[str, Any]:
         "train_metrics_uris": {m[role].stage: m[role].outputs.get("metrics_uri")
                                for role in ("sft", "training") if role in m},
     }
+
+
+def _kept_champion(baseline: Any) -> dict[str, Any] | None:
+    """The champion's metrics a baseline taken before the champion's eval was a part kept in its decision."""
+    return (baseline.decision or {}).get("champion") if baseline is not None else None
 
 
 # Per-prompt rows the report reads, by the name it knows them under: the stage's role -> report key.
@@ -225,19 +230,33 @@ def read_index(artifact_root: str, model_family: str | None = None) -> list[dict
         entries = list(pool.map(store.read_json, uris))
         if model_family:
             entries = [e for e in entries if e.get("model_family") == model_family]
-        cycles = list(pool.map(_summary_of, entries))
+        cycles = list(pool.map(lambda e: _summary_of(artifact_root, e), entries))
     cycles = [redact(c) for c in cycles if c is not None]  # also entries indexed before URIs were redacted
     return sorted(cycles, key=lambda c: (c.get("run_id", ""), c.get("cycle", 0)))
 
 
-def _summary_of(entry: dict[str, Any]) -> dict[str, Any] | None:
-    """The cycle's summary: its cycle.json, which the index entry points to (an entry written before pointers
-    holds the summary itself); None when the cycle's folder is gone."""
+def _summary_of(artifact_root: str, entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The cycle's summary: its cycle.json, which the index entry points to, looked up under the root being read
+    first (a copied or moved artifact root, a volume mounted at another path), then where it was written; an
+    entry written before pointers holds the summary itself. None when the cycle.json is gone or unreadable."""
     if not entry.get("cycle_json_uri") or not set(entry) <= set(INDEX_KEYS):
         return entry
+    from rftflow.artifacts.manifest import stage_uri
+
     try:
-        return store.read_json(entry["cycle_json_uri"])
-    except FileNotFoundError:
-        log.warning("cycle index: %s is gone; the cycle %s/%s is left out", entry["cycle_json_uri"],
-                    entry.get("run_id"), entry.get("cycle"))
-        return None
+        here = store.join(stage_uri(artifact_root, str(entry["dag_id"]), str(entry["run_id"]),
+                                    int(entry["cycle"]), "report"), "cycle.json")
+    except (KeyError, TypeError, ValueError):  # an entry that does not name its cycle: the stored URI only
+        here = entry["cycle_json_uri"]
+    for uri in dict.fromkeys((here, entry["cycle_json_uri"])):
+        try:
+            return store.read_json(uri)
+        except FileNotFoundError:
+            continue
+        except ValueError as err:
+            log.warning("cycle index: %s is unreadable (%s); the cycle %s/%s is left out", uri, err,
+                        entry.get("run_id"), entry.get("cycle"))
+            return None
+    log.warning("cycle index: %s is gone; the cycle %s/%s is left out", entry["cycle_json_uri"],
+                entry.get("run_id"), entry.get("cycle"))
+    return None

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -281,3 +282,18 @@ def test_local_writes_are_atomic_for_concurrent_readers(file_root):
         thread.join()
     assert errors == []
     assert sorted(os.listdir(os.path.dirname(store.local_path(uri)))) == ["big.json"]
+
+
+def test_a_remote_folder_is_copied_here_once_and_a_bad_one_is_not_kept(s3_root, tmp_path):
+    model = store.join(s3_root, "models", "m")
+    store.write_text(store.join(model, "weights.bin"), "w")
+    cache = str(tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        store.local_copy(model, cache, require="config.json")
+    assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []  # nothing half-kept
+    store.write_text(store.join(model, "config.json"), "{}")  # the folder fixed upstream is found next time
+    local = store.local_copy(model, cache, require="config.json")
+    assert sorted(p.name for p in Path(local).iterdir()) == ["config.json", "weights.bin"]
+    store.write_text(store.join(model, "config.json"), '{"changed": true}')
+    assert store.local_copy(model, cache) == local  # downloaded once: a copy is reused as it is
+    assert store.local_copy(str(tmp_path), cache) == str(tmp_path)  # a local folder is used where it is

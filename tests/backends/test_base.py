@@ -4,16 +4,14 @@ completion of a pending job are `Backend`'s own, the same code every shipped bac
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import pytest
+from oracle_backend import Oracle
 
 from rftflow.artifacts import store
 from rftflow.artifacts.manifest import load_complete
 from rftflow.backends.base import (
     DIVERSITY,
     EVALUATE,
-    Backend,
     Generation,
     PendingJob,
     SamplingPlan,
@@ -29,50 +27,6 @@ from rftflow.scoring.diversity import sample_prompts
 
 EVAL = "include/data/tiny/eval.jsonl"
 TRAIN = "include/data/tiny/train.jsonl"
-
-
-class Oracle(Backend):
-    """A backend of primitives only: it answers every prompt whose id ends in an even digit with its reference
-    answer and the others wrongly; sampled passes alternate right and wrong. `remote`: a job samples, and the
-    stage waits for it."""
-
-    name: ClassVar[str] = "oracle"
-
-    def __init__(self, remote: bool = False):
-        self.remote = remote
-        self.plans: list[SamplingPlan] = []
-
-    def sampling_config(self, kind: str, overrides: dict[str, Any] | None) -> tuple[Any, list[str]]:
-        return load_recipe("local", "eval" if kind == EVALUATE else "diversity", overrides), []
-
-    def answers(self, plan: SamplingPlan) -> dict[str, list[list[dict[str, Any]]]]:
-        def answer(record: Any, right: bool) -> dict[str, Any]:
-            return {"text": str(record.reference_answer) if right else "no idea", "tokens": 3}
-
-        out = {}
-        for p in plan.passes:
-            if p["name"] == "greedy":
-                out["greedy"] = [[answer(r, int(r.id[-1]) % 2 == 0)] for r in plan.records]
-            else:
-                out[p["name"]] = [[answer(r, j % 2 == 0) for j in range(p["k"])] for r in plan.records]
-        return out
-
-    def generate(self, ctx: StageContext, model_uri: str, plan: SamplingPlan, reward: str) -> Generation | PendingJob:
-        self.plans.append(plan)
-        if self.remote:
-            return PendingJob("oracle_job", f"job-{ctx.stage}", details={"submitted_for": model_uri})
-        return Generation(self.answers(plan), timings={"seconds": 0.1})
-
-    def generated(self, ctx: StageContext, pending: PendingJob, plan: SamplingPlan,
-                  event: dict[str, Any]) -> Generation:
-        if event.get("status") != "success":
-            raise RuntimeError(f"{pending.job_name} ended {event.get('status')}")
-        return Generation(self.answers(plan), jobs=[{"name": pending.job_name, "estimated_cost_usd": 1.25}],
-                          inputs={"job": pending.job_name})
-
-    def train(self, ctx: StageContext, kind: str, model_uri: str, data_uri: str, reward: str | None,
-              overrides: dict[str, Any] | None = None) -> Any:
-        return self.finish(ctx, 0.0, checkpoint_uri=model_uri + f"+{kind}")
 
 
 def _ctx(tmp_path, stage: str) -> StageContext:
@@ -159,3 +113,30 @@ def test_a_bad_reward_fails_before_anything_is_sampled(tmp_path):
     with pytest.raises(Exception, match="no_such_reward"):
         backend.evaluate(_ctx(tmp_path, "baseline_eval"), "oracle-1", EVAL, "no_such_reward")
     assert backend.plans == []
+
+
+def test_a_sampling_job_saved_before_plans_were_kept_with_it_still_completes(tmp_path):
+    """A job deferred by an earlier release: its pending.json names the stage "eval", has started_at and no plan;
+    the plan is rebuilt from the recipe and the data, and the stage completes on the first resume."""
+    backend = Oracle(remote=True)
+    ctx = _ctx(tmp_path, "checkpoint_eval")
+    backend.save_pending(ctx, PendingJob("oracle_job", "job-old", details={
+        "stage_kind": "eval", "model_uri": "oracle-0", "data_uri": EVAL, "reward": "numeric",
+        "overrides": {"max_prompts": 12}, "started_at": "2026-12-01T09:00:00+00:00"}))
+    manifest = backend.complete(ctx, None, {"status": "success", "job_name": "job-old"})
+    assert manifest.metrics["n"] == 12 and manifest.checkpoint_uri == "oracle-0"
+    assert manifest.started_at == "2026-12-01T09:00:00+00:00"
+
+
+def test_a_job_without_a_known_price_costs_unknown_not_zero(tmp_path):
+    class Unpriced(Oracle):
+        def generated(self, ctx, pending, plan, event):  # noqa: ANN001, ANN201
+            gen = super().generated(ctx, pending, plan, event)
+            gen.jobs = [{"name": pending.job_name, "estimated_cost_usd": None}]
+            return gen
+
+    backend = Unpriced(remote=True)
+    ctx = _ctx(tmp_path, "baseline_eval")
+    backend.start_evaluate(ctx, "oracle-1", EVAL, "numeric", {"max_prompts": 4})
+    manifest = backend.complete(ctx, None, {"status": "success"})
+    assert manifest.metrics["estimated_cost_usd"] is None and manifest.jobs[0]["name"] == "job-baseline_eval"

@@ -265,3 +265,31 @@ def test_a_validation_cache_hit_records_the_runs_own_params(params):
     manifest = load_complete(second.uri)
     assert manifest.inputs["cached_from"] == first.uri  # the verdict was reused
     assert manifest.outputs["params"] == other.model_dump(mode="json") == result["params"]
+
+
+def test_an_eval_completed_after_a_deferral_is_remembered_and_a_hit_names_this_runs_model(params, tmp_path):
+    """The eval job a task deferred on is completed by the resumed task; the task's next pass finds the stage's
+    manifest and remembers it in the eval cache, so the same model's next eval (here: the same content at
+    another path) is a cache hit, recorded under this run's name of the model and not billed."""
+    from oracle_backend import Oracle
+
+    from rftflow.backends.base import StageDeferred, deferrable
+    from rftflow.cycle import cache
+
+    backend = Oracle(remote=True)
+    first, second = tmp_path / "m1", tmp_path / "m2"
+    for folder in (first, second):
+        folder.mkdir()
+        (folder / "config.json").write_text('{"model_type": "oracle"}')
+    p = params.model_copy(update={"recipe_overrides": {"eval": {"max_prompts": 8}}})
+    ctx = stage_context(p, "rft_cycle", "manual__defer", "baseline_eval")
+    with deferrable(), pytest.raises(StageDeferred):
+        cache.cached_eval(p, ctx, backend, first.as_uri())
+    backend.complete(ctx, None, {"status": "success"})  # what the resumed task does
+    evals = cache.cached_eval(p, ctx, backend, first.as_uri())  # the task runs again
+    assert evals.metrics["n"] == 8 and "cached_from" not in evals.inputs
+
+    later = stage_context(p, "rft_cycle", "manual__later", "baseline_eval")
+    hit = cache.cached_eval(p, later, backend, second.as_uri())
+    assert hit.inputs["cached_from"] == ctx.uri and hit.checkpoint_uri == second.as_uri()
+    assert len(backend.plans) == 1  # sampled once

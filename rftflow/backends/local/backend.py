@@ -137,8 +137,11 @@ class LocalBackend(Backend):
 
     def _model_dir(self, model_uri: str) -> str:
         """A local directory holding the model (a remote model is downloaded once into work_dir)."""
-        local = store.local_copy(model_uri, str(self._scratch("models")))
-        if not (Path(local) / "config.json").is_file():
+        try:
+            local = store.local_copy(model_uri, str(self._scratch("models")), require="config.json")
+        except FileNotFoundError:
+            local = None
+        if local is None or not (Path(local) / "config.json").is_file():
             raise ValueError(f"model {model_uri!r}: expected a Hugging Face model directory with config.json")
         return local
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from rftflow.artifacts.registry import ChampionRegistry
 from rftflow.backends.base import StageContext
-from rftflow.cycle.cache import cached_eval
+from rftflow.cycle.cache import cached_eval, record_copy
 from rftflow.cycle.context import backend_for, record, reused
 from rftflow.cycle.graph import Inputs, part
 from rftflow.cycle.params import CycleParams
@@ -27,25 +27,38 @@ CHAMPION = part("champion", STAGE)
 def baseline_eval(p: CycleParams, ctx: StageContext, inputs: Inputs | None = None) -> dict[str, Any]:
     """Evaluate the start model (and the champion, when there is one)."""
     backend = backend_for(p)
-    registry_ctx = ctx.for_stage(REGISTRY)
-    found = reused(registry_ctx)
-    if found is None:
-        started = time.time()
-        champion, token = ChampionRegistry(p.artifact_root, p.model_family).current()
-        start = (champion.model_uri if champion else p.fallback_model) if p.base_model == "champion" else p.base_model
-        found = record(registry_ctx, p, started, checkpoint_uri=backend.resolve_model(start, ctx),
-                       inputs={"start": start, "model_family": p.model_family},
-                       outputs={"champion_token": token, "champion_model_uri": champion.model_uri if champion else None})
+    found = reused(ctx.for_stage(REGISTRY)) or _find_champion(p, ctx, backend)
     model_uri, champion_uri = found.checkpoint_uri, found.outputs.get("champion_model_uri")
-    evals = reused(ctx) or cached_eval(p, ctx, backend, model_uri)
+    evals = cached_eval(p, ctx, backend, model_uri)
     out = {"model_uri": model_uri, "start": found.inputs["start"], "champion_token": found.outputs["champion_token"],
            "champion_model_uri": champion_uri,
            "pass_at_1": evals.metrics.get("pass_at_1"), "mean_reward": evals.metrics.get("mean_reward")}
     if champion_uri is not None:
         champion_ctx = ctx.for_stage(CHAMPION)
-        champion_eval = reused(champion_ctx) or cached_eval(p, champion_ctx, backend, champion_uri)
+        if champion_uri == model_uri:  # the champion is the start model: its eval is the one just recorded
+            champion_eval = reused(champion_ctx) or record_copy(champion_ctx, evals, ctx.uri)
+        else:
+            champion_eval = cached_eval(p, champion_ctx, backend, champion_uri)
         out["champion_pass_at_1"] = champion_eval.metrics.get("pass_at_1")
     return out
+
+
+def _find_champion(p: CycleParams, ctx: StageContext, backend: Any) -> Any:
+    """Record the champion pointer as it is now, and the model the cycle starts from (the `registry` part)."""
+    started = time.time()
+    legacy = reused(ctx)
+    if legacy is not None and "xcom" in legacy.outputs:  # a run whose baseline kept the pointer in its own outputs
+        kept = legacy.outputs["xcom"]
+        token, champion_uri, start, model_uri = (kept.get("champion_token"), kept.get("champion_model_uri"),
+                                                 kept.get("start"), kept.get("model_uri"))
+    else:
+        champion, token = ChampionRegistry(p.artifact_root, p.model_family).current()
+        champion_uri = champion.model_uri if champion else None
+        start = (champion_uri or p.fallback_model) if p.base_model == "champion" else p.base_model
+        model_uri = backend.resolve_model(start, ctx)
+    return record(ctx.for_stage(REGISTRY), p, started, checkpoint_uri=model_uri,
+                  inputs={"start": start, "model_family": p.model_family},
+                  outputs={"champion_token": token, "champion_model_uri": champion_uri})
 
 
 def champion_token(registry: Any, baseline: Any = None) -> str | None:

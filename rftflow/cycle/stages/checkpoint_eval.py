@@ -22,7 +22,7 @@ def checkpoint_eval(p: CycleParams, ctx: StageContext, inputs: Inputs | None = N
     inputs = inputs or inputs_of(ctx)
     candidate_uri = inputs.start_model()
     backend = backend_for(p)
-    manifest = reused(ctx) or cached_eval(p, ctx, backend, candidate_uri)
+    manifest = cached_eval(p, ctx, backend, candidate_uri)
     out = {"model_uri": candidate_uri, "pass_at_1": manifest.metrics.get("pass_at_1"),
            "mean_reward": manifest.metrics.get("mean_reward")}
     training = inputs.manifest("training")
