@@ -249,7 +249,9 @@ class RayBackend(LocalBackend):
             runtime_env = json.loads(json.dumps(self.options.runtime_env))
             runtime_env["env_vars"] = {**self._job_env(), **runtime_env.get("env_vars", {})}
             try:
-                jobs.submit(submission, f"{self.options.python} -m rftflow.backends.ray.job {shlex.quote(uri)}",
+                # --parent $$: the entrypoint shell's pid, so a driver orphaned before it starts exits at once
+                jobs.submit(submission, f"{self.options.python} -m rftflow.backends.ray.job {shlex.quote(uri)} "
+                                        "--parent $$",
                             runtime_env=runtime_env,
                             metadata={"rftflow_stage": ctx.stage, "rftflow_run_id": ctx.run_id[:200],
                                       "rftflow_cycle": str(ctx.cycle), "rftflow_kind": kind},

@@ -192,22 +192,34 @@ def run_generate(spec: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ entrypoint
 
 
-def exit_with_supervisor(poll_s: float = 2.0) -> threading.Thread:
+def exit_with_supervisor(poll_s: float = 2.0, parent: int | None = None) -> threading.Thread:
     """End this driver when the process that started it (Ray's job supervisor, through its shell) is gone.
 
     A job stopped while its entrypoint was still starting can lose its supervisor and leave this driver orphaned
     (reparented to init): it would go on training, and its Ray Train workers would hold the cluster's CPUs, under
-    a job Ray reports as STOPPED. The driver's own actors die with it.
+    a job Ray reports as STOPPED. The driver's own actors die with it. `parent`: the pid of the shell that
+    started this driver (the entrypoint passes `$$`), so that a supervisor gone before this function runs (a
+    stop during the interpreter's start-up) is noticed too; without it, or when the shell exec'd this process,
+    the parent found now is watched.
     """
-    parent = os.getppid()
+    if parent is None or parent == os.getpid():
+        parent = os.getppid()
+
+    def gone() -> bool:
+        return os.getppid() != parent or parent == 1
+
+    def leave() -> None:
+        print(f"rftflow: the job's supervisor (pid {parent}) is gone: the job was stopped; exiting", flush=True)
+        os._exit(143)
+
+    if gone():
+        leave()
 
     def watch() -> None:
         while True:
             time.sleep(poll_s)
-            if os.getppid() != parent:
-                print(f"rftflow: the job's supervisor (pid {parent}) is gone: the job was stopped; exiting",
-                      flush=True)
-                os._exit(143)
+            if gone():
+                leave()
 
     thread = threading.Thread(target=watch, name="rftflow-supervisor-watch", daemon=True)
     thread.start()
@@ -216,10 +228,10 @@ def exit_with_supervisor(poll_s: float = 2.0) -> threading.Thread:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m rftflow.backends.ray.job SPEC_URI", file=sys.stderr)
+    if len(argv) not in (1, 3) or (len(argv) == 3 and (argv[1] != "--parent" or not argv[2].isdigit())):
+        print("usage: python -m rftflow.backends.ray.job SPEC_URI [--parent PID]", file=sys.stderr)
         return 2
-    exit_with_supervisor()
+    exit_with_supervisor(parent=int(argv[2]) if len(argv) == 3 else None)
     spec = store.read_json(argv[0])
     kind = spec.get("kind")
     started = time.time()

@@ -228,3 +228,24 @@ def test_a_driver_whose_supervisor_is_gone_exits_instead_of_training_on(tmp_path
     else:
         os.kill(child, signal.SIGKILL)
         raise AssertionError("the orphaned driver kept running after its supervisor was killed")
+
+
+def test_a_driver_whose_supervisor_went_before_it_started_exits_at_once(tmp_path):
+    """The same race, earlier: the job is stopped while the driver's interpreter starts, so its shell is gone
+    before the driver looks (seen here: a STOPPED SFT job trained on for 40 minutes and starved the next job).
+    The entrypoint passes its shell's pid ($$); a driver whose parent is no longer that shell exits at once."""
+    import subprocess
+    import sys
+
+    spec = tmp_path / "never-read.json"
+    started = time.time()
+    # sh starts the driver in the background and exits: the driver is orphaned before its main runs
+    subprocess.run(["/bin/sh", "-c", f"{sys.executable} -m rftflow.backends.ray.job {spec} --parent $$ "
+                                     f"> {tmp_path / 'out.txt'} 2>&1 & echo $! > {tmp_path / 'pid'}"], check=True)
+    pid = int((tmp_path / "pid").read_text())
+    while time.time() - started < 60 and Path(f"/proc/{pid}").exists() and \
+            Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z":
+        time.sleep(0.1)
+    said = (tmp_path / "out.txt").read_text()
+    assert "the job's supervisor" in said and "exiting" in said
+    assert "never-read.json" not in said  # it left before reading its job (which does not exist)
