@@ -72,25 +72,32 @@ class SamplingPlan:
 
 def sampling_plan(kind: str, cfg: Any, records: list[Any], overrides: dict[str, Any] | None = None,
                   notes: list[str] | None = None) -> SamplingPlan:
-    """The passes a recipe asks for: an eval's greedy pass (and k sampled answers for pass@k); the diversity
-    check's k rollouts per prompt, on the seeded sample of training prompts every backend draws alike."""
+    """The prompts and passes a recipe asks for: an eval's first `max_prompts` prompts; the diversity check's
+    seeded sample of training prompts, which every backend draws alike."""
     if kind == EVALUATE:
         records = records[:cfg.max_prompts] if cfg.max_prompts else records
+    elif kind == DIVERSITY:
+        from rftflow.scoring.diversity import sample_prompts
+
+        records = sample_prompts(records, cfg)
+    return SamplingPlan(kind, cfg, list(records), sampling_passes(kind, cfg), dict(overrides or {}),
+                        list(notes or []))
+
+
+def sampling_passes(kind: str, cfg: Any) -> list[dict[str, Any]]:
+    """An eval's greedy pass (and k sampled answers for pass@k); the diversity check's k rollouts per prompt."""
+    if kind == EVALUATE:
         passes: list[dict[str, Any]] = [{"name": "greedy", "k": 1, "temperature": 0.0,
                                          "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size}]
         if cfg.pass_at_k:
             passes.append({"name": "sampled", "k": cfg.pass_at_k, "temperature": cfg.sample_temperature,
                            "top_p": cfg.sample_top_p, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
                            "batch_size": cfg.batch_size})
-    elif kind == DIVERSITY:
-        from rftflow.scoring.diversity import sample_prompts
-
-        records = sample_prompts(records, cfg)
-        passes = [{"name": "sampled", "k": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p,
-                   "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed, "batch_size": cfg.batch_size}]
-    else:
-        raise ValueError(f"unknown sampling stage kind {kind!r}; expected {EVALUATE} or {DIVERSITY}")
-    return SamplingPlan(kind, cfg, list(records), passes, dict(overrides or {}), list(notes or []))
+        return passes
+    if kind == DIVERSITY:
+        return [{"name": "sampled", "k": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p,
+                 "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed, "batch_size": cfg.batch_size}]
+    raise ValueError(f"unknown sampling stage kind {kind!r}; expected {EVALUATE} or {DIVERSITY}")
 
 
 @dataclass
@@ -243,9 +250,8 @@ class Backend(ABC):
         missing = [i for i in details["record_ids"] if i not in by_id]
         if missing:
             raise ValueError(f"{details['data_uri']} changed while the job ran: ids {missing[:5]} are gone")
-        plan = sampling_plan(kind, cfg, [], details.get("overrides"), details.get("notes"))
-        plan.records = [by_id[i] for i in details["record_ids"]]
-        return plan
+        return SamplingPlan(kind, cfg, [by_id[i] for i in details["record_ids"]], sampling_passes(kind, cfg),
+                            dict(details.get("overrides") or {}), list(details.get("notes") or []))
 
     def finish_sampling(self, ctx: StageContext, plan: SamplingPlan, gen: Generation, *, started: float | str,
                         model_uri: str, data_uri: str, reward: str) -> StageManifest:
@@ -260,16 +266,15 @@ class Backend(ABC):
             if len(got) != len(records):
                 raise RuntimeError(f"{ctx.stage}: the {name!r} pass returned completions for {len(got)} of "
                                    f"{len(records)} prompts")
+        reward_fn = self.reward_function(reward) if rows is None and gen.completions is not None else None
         if plan.kind == DIVERSITY:
-            reward_fn = self.reward_function(reward)
             rows, metrics, decision = diversity_mod.score(records, (gen.completions or {})["sampled"], reward_fn,
                                                           cfg, **self.scoring_options(reward_fn))
-        elif rows is None and gen.completions is not None:
-            reward_fn = self.reward_function(reward)
-            rows = evaluation.score_rows(records, [c[0] for c in gen.completions["greedy"]], reward_fn,
-                                         pass_threshold=cfg.pass_threshold, sampled=gen.completions.get("sampled"),
-                                         **self.scoring_options(reward_fn))
-        if plan.kind == EVALUATE:
+        else:
+            if reward_fn is not None:
+                rows = evaluation.score_rows(records, [c[0] for c in gen.completions["greedy"]], reward_fn,
+                                             pass_threshold=cfg.pass_threshold,
+                                             sampled=gen.completions.get("sampled"), **self.scoring_options(reward_fn))
             metrics = evaluation.summarize(rows, cfg.breakdown_fields) if rows is not None else \
                 {"pass_at_1": None, "mean_reward": None}
         metrics.update(gen.metrics)
@@ -285,16 +290,14 @@ class Backend(ABC):
             metrics["filtered_prompts"] = len(keep)
         if gen.timings is not None:
             metrics["sampling"] = gen.timings
-        extra: dict[str, Any] = {}
         if gen.jobs:
             from rftflow.backends.aws.pricing import total_cost
 
             priced = any(job.get("estimated_cost_usd") is not None for job in gen.jobs)
             metrics["estimated_cost_usd"] = total_cost(gen.jobs) if priced else None  # None: no price known
-            extra["jobs"] = gen.jobs
         data_key = "eval_uri" if plan.kind == EVALUATE else "train_uri"
         return self.finish(ctx, started, checkpoint_uri=model_uri, metrics=metrics, decision=decision,
-                           outputs={**outputs, **gen.outputs}, **extra,
+                           outputs={**outputs, **gen.outputs}, jobs=gen.jobs,
                            inputs={"model_uri": model_uri, data_key: data_uri, "reward": reward, **gen.inputs,
                                    "config": cfg.model_dump(), "notes": [*plan.notes, *gen.notes]})
 

@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
     from rftflow.cycle.stages.baseline_eval import CHAMPION
     from rftflow.cycle.stages.baseline_eval import STAGE as BASELINE
     from rftflow.cycle.stages.checkpoint_eval import DRIFT, RFT_START_EVAL
-    from rftflow.cycle.stages.gate import eval_rows, stage_evidence
-    from rftflow.scoring.gate import EvalEvidence, GateConfig, decide
+    from rftflow.cycle.stages.gate import champion_evidence, eval_rows, stage_evidence
+    from rftflow.scoring.gate import GateConfig, decide
 
     try:
         baseline, base_stage, base_manifest = load_eval(args.baseline, "baseline")
@@ -83,12 +83,9 @@ def run(args: argparse.Namespace) -> int:
         champion = None
         if args.champion:
             champion = load_eval(args.champion, "champion")[0]
-        elif (base_manifest is not None and base_manifest.stage == BASELINE
-              and (stored_champion := _sibling(base_stage, CHAMPION)) is not None):
-            champion = stage_evidence(stored_champion, "champion")  # the champion's eval beside the baseline's
-        elif base_manifest is not None and (base_manifest.decision or {}).get("champion") is not None:
-            champion = EvalEvidence(base_manifest.decision["champion"],  # a cycle stored before that part existed
-                                    eval_rows(base_manifest.outputs.get("champion_rows_uri")), "champion")
+        elif base_manifest is not None:  # the champion's eval beside a baseline_eval folder, as the gate read it
+            beside = _sibling(base_stage, CHAMPION) if base_manifest.stage == BASELINE else None
+            champion = champion_evidence(beside, base_manifest)
         stored = _sibling(cand_stage, "gate")
         stored_decision = (stored.decision or {}) if stored else {}
         if args.metrics:

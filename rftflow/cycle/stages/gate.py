@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def gate(p: CycleParams, ctx: StageContext, inputs: Inputs | None = None) -> dict[str, Any]:
     """Paired tests of candidate vs baseline and champion, slices, guards; writes the decision artifact."""
-    from rftflow.scoring.gate import EvalEvidence, decide
+    from rftflow.scoring.gate import decide
 
     if (m := reused(ctx)) is not None:
         return m.decision
@@ -29,10 +29,7 @@ def gate(p: CycleParams, ctx: StageContext, inputs: Inputs | None = None) -> dic
     baseline, candidate = inputs.manifest("baseline"), inputs.manifest("candidate")
     if baseline is None or candidate is None:
         raise RuntimeError("gate: the baseline or the candidate eval has no complete manifest in this run")
-    champion = stage_evidence(inputs.manifest("champion"), "champion")  # None: the family has no champion yet
-    if champion is None and (old := (baseline.decision or {}).get("champion")) is not None:
-        # a run whose baseline was taken before the champion's eval was a part of its own
-        champion = EvalEvidence(old, eval_rows(baseline.outputs.get("champion_rows_uri")), "champion")
+    champion = champion_evidence(inputs.manifest("champion"), baseline)  # None: the family has no champion yet
     drift = inputs.manifest("drift")
     look = record_look(p, ctx)
     result = decide(stage_evidence(baseline, "baseline"), stage_evidence(candidate, "candidate"), champion,
@@ -70,6 +67,20 @@ def stage_evidence(manifest: StageManifest | None, label: str) -> Any:
     if manifest is None:
         return None
     return EvalEvidence(manifest.metrics, eval_rows(manifest.outputs.get("rows_uri")), label)
+
+
+def champion_evidence(champion_eval: StageManifest | None, baseline: StageManifest | None) -> Any:
+    """The gate's EvalEvidence for the champion: its eval beside the baseline's, else (a run whose baseline was
+    taken before the champion's eval was a part of its own) the metrics and rows that baseline kept; None when
+    there is no champion."""
+    from rftflow.scoring.gate import EvalEvidence
+
+    if champion_eval is not None:
+        return stage_evidence(champion_eval, "champion")
+    kept = (baseline.decision or {}).get("champion") if baseline is not None else None
+    if kept is None:
+        return None
+    return EvalEvidence(kept, eval_rows(baseline.outputs.get("champion_rows_uri")), "champion")
 
 
 def record_look(p: CycleParams, ctx: StageContext) -> int:
